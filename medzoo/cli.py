@@ -1,0 +1,99 @@
+"""`medzoo <command> key=value ...`: one command line for every job, each a Hydra app with its own config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from medzoo.errors import MedzooError
+
+
+@dataclass(frozen=True)
+class Command:
+    config: str
+    run: str  # "module:function", imported only when the command runs (keeps `medzoo --help` fast)
+    help: str
+
+    def function(self) -> Callable:
+        module, name = self.run.split(":")
+        return getattr(__import__(module, fromlist=[name]), name)
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("train", "medzoo.commands.train:train", "train a recipe: medzoo train recipe=NAME [key=value ...]"),
+    "eval": Command("eval", "medzoo.commands.evaluate:evaluate_checkpoint",
+                    "evaluate a checkpoint: medzoo eval ckpt=PATH data.root=DIR split=test|val"),
+    "predict": Command("predict", "medzoo.commands.predict:predict",
+                       "class probabilities per file: medzoo predict ckpt=PATH inputs=FILE_OR_DIR"),
+    "data": Command("data", "medzoo.commands.data:data", "get a public dataset: medzoo data fetch name=brain_tumor"),
+}
+
+
+def usage() -> str:
+    from medzoo.recipes import describe, recipe_files
+
+    lines = ["usage: medzoo <command> [key=value ...] [--cfg job] [-m]", "", "commands:"]
+    lines += [f"  {name:<9} {command.help}" for name, command in COMMANDS.items()]
+    lines += ["", "recipes (recipe=NAME):"]
+    lines += [f"  {name:<28} {describe(path)}" for name, path in recipe_files().items()]
+    lines += ["", "Every run writes into its own folder (runs/<command>/<time>; hydra.run.dir=DIR to choose).",
+              "`medzoo <command> --help` shows that command's config groups and settings."]
+    return "\n".join(lines)
+
+
+def _check_names(argv: list[str]) -> None:
+    """Fail early, with the closest names, on an unknown recipe."""
+    from medzoo.recipes import check_recipe
+
+    for arg in argv:
+        if arg.startswith("recipe="):
+            for name in arg.split("=", 1)[1].split(","):
+                check_recipe(name)
+
+
+def run_command(name: str, argv: list[str]) -> None:
+    """Run command `name` as a Hydra app with `argv` as its overrides."""
+    import hydra
+
+    from medzoo.recipes import register_recipes
+
+    command = COMMANDS[name]
+    if name == "data" and argv and "=" not in argv[0] and not argv[0].startswith("-"):
+        argv = [f"action={argv[0]}", *argv[1:]]
+    _check_names(argv)
+    register_recipes()
+    job = command.function()
+
+    @hydra.main(config_path="conf", config_name=command.config, version_base="1.3")
+    def app(cfg):
+        try:
+            return job(cfg)
+        except MedzooError as exc:
+            print(f"medzoo {name}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    sys.argv = [f"medzoo-{name}", *argv]
+    app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        from medzoo.naming import unknown_name
+
+        print(f"medzoo: {unknown_name('command', name, COMMANDS)}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        run_command(name, rest)
+    except MedzooError as exc:
+        print(f"medzoo {name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

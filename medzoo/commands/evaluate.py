@@ -1,0 +1,56 @@
+"""`medzoo eval ckpt=PATH split=test|val`: a checkpoint's metrics on a split, with its own preprocessing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from medzoo.commands.common import run_directory
+from medzoo.engine.loaders import eval_loader
+from medzoo.engine.precision import Precision
+from medzoo.engine.reports import plot_confusion, write_json
+from medzoo.engine.runtime import resolve_device
+from medzoo.engine.trainer import evaluate
+from medzoo.errors import ConfigError, DataError
+from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo.checkpoint import model_from_checkpoint
+
+log = logging.getLogger(__name__)
+SAFE_DATA_TARGET = "medzoo.datasets."
+
+
+def data_config(card: dict[str, Any], overrides: DictConfig, cache_dir: str) -> DictConfig:
+    """The checkpoint's data settings with every non-null command-line override applied."""
+    stored = dict(card["config"]["data"])
+    if not str(stored.get("_target_", "")).startswith(SAFE_DATA_TARGET):
+        raise ConfigError(f"checkpoint data source {stored.get('_target_')!r} is not a medzoo dataset; refusing it.")
+    stored["cache_dir"] = cache_dir
+    stored.update({k: v for k, v in OmegaConf.to_container(overrides, resolve=True).items() if v is not None})
+    return OmegaConf.create(stored)
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """Evaluate `cfg.ckpt` on `cfg.split` and write metrics.json into the run dir."""
+    run_dir = run_directory()
+    device = resolve_device(cfg.trainer.device)
+    model, card = model_from_checkpoint(Path(cfg.ckpt).expanduser(), device)
+    spec = TransformSpec(card["preprocessing"]["pre"], eval=card["preprocessing"]["eval"], where=f"{cfg.ckpt} card")
+    data_cfg = data_config(card, cfg.data, cfg.paths.cache_dir)
+    splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)
+    if list(splits.classes) != list(card["classes"]):
+        raise DataError(f"the data's classes {splits.classes} differ from the checkpoint's {card['classes']}; "
+                        "point data.root at the dataset the checkpoint was trained for.")
+    precision = Precision.resolve(cfg.trainer.precision or card["precision"], device)
+    loader = eval_loader(splits, cfg.split, spec, data_cfg, device)
+    metrics = {cfg.split: evaluate(model, loader, splits.classes, device, precision),
+               "checkpoint": str(cfg.ckpt), "recipe": card.get("recipe")}
+    write_json(run_dir / "metrics.json", metrics)
+    plot_confusion(metrics[cfg.split]["confusion_matrix"], splits.classes, run_dir / f"confusion_{cfg.split}.png",
+                   f"{cfg.split}: {Path(cfg.ckpt).name}")
+    log.info("%s accuracy %.4f (%d samples) -> %s", cfg.split, metrics[cfg.split]["accuracy"],
+             metrics[cfg.split]["num_samples"], run_dir / "metrics.json")
+    return metrics

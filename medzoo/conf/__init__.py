@@ -1,0 +1,1 @@
+"""Hydra config groups (YAML only)."""

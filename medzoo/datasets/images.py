@@ -1,0 +1,72 @@
+"""Decode 2D image files (JPEG, PNG, BMP, TIFF) to uint8 HWC arrays, with grayscale detection."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from medzoo.errors import DataError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+# An image whose header claims more pixels than this is refused (a decompression bomb, not an MRI slice).
+MAX_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image: `pixels` is H x W x C uint8; `stored_gray` says R=G=B in an RGB file."""
+
+    pixels: np.ndarray
+    mode: str
+    stored_gray: bool
+
+
+def decode_image(path: Path) -> DecodedImage:
+    """Decode `path` to uint8 HWC; an RGB file whose three channels are equal comes back with one channel."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.width * image.height > MAX_PIXELS:
+                    raise DataError(f"{path}: header claims {image.width}x{image.height} pixels, more than "
+                                    f"{MAX_PIXELS:,}; refusing to decode (possible decompression bomb).")
+                mode = image.mode
+                image.load()
+                pixels = _to_uint8(image)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: cannot decode image ({type(exc).__name__}: {exc}). "
+                        "Replace or delete the file, or set data.on_error=skip to skip unreadable files.") from exc
+    if pixels.ndim == 2:
+        return DecodedImage(pixels[..., None], mode, stored_gray=False)
+    stored_gray = bool(np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]))
+    return DecodedImage(pixels[..., :1] if stored_gray else pixels, mode, stored_gray)
+
+
+def _to_uint8(image: Image.Image) -> np.ndarray:
+    if image.mode in ("L", "RGB"):
+        return np.asarray(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = float(array.max()) or 1.0
+        return np.round(array * (255.0 / top)).astype(np.uint8)
+    return np.asarray(image.convert("RGB"))
+
+
+def to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """Give a uint8 HWC image exactly `channels` channels (luminance for colour -> 1, replication for 1 -> C)."""
+    have = pixels.shape[-1]
+    if have == channels:
+        return pixels
+    if have == 1:
+        return np.repeat(pixels, channels, axis=-1)
+    if channels == 1 and have == 3:
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.round(pixels.astype(np.float32) @ weights).astype(np.uint8)[..., None]
+    raise DataError(f"cannot convert a {have}-channel image to {channels} channels; set data.channels to {have}.")

@@ -1,0 +1,175 @@
+"""The training loop: train_one_epoch, evaluate, fit — with AMP, accumulation, clipping, early stopping
+and exact resume."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from medzoo.engine.metrics import classification_metrics
+from medzoo.engine.precision import Precision
+from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
+from medzoo.errors import MedzooError
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(MedzooError):
+    """Training cannot go on (a non-finite loss, say); the message says which setting to change."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved with every resume state."""
+
+    epoch: int = 0  # epochs completed
+    global_step: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: Precision,
+                  channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels over a whole loader, in loader order."""
+    model.eval()
+    probs, labels = [], []
+    for images, targets in loader:
+        images = _to_device(images, device, channels_last)
+        with precision.autocast():
+            logits = model(images)
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(targets)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, classes: list[str], device: torch.device,
+             precision: Precision, channels_last: bool = False) -> dict[str, Any]:
+    """Classification metrics of `model` over `loader`."""
+    probs, labels = predict_probs(model, loader, device, precision, channels_last)
+    return classification_metrics(probs, labels, classes)
+
+
+def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+class Trainer:
+    """Runs epochs of training and validation, keeps the best model by a validation metric, and writes
+    a resume state after every epoch."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: torch.nn.Module, *,
+                 device: torch.device, precision: Precision, settings: Any, channels_last: bool, classes: list[str],
+                 run_dir: Path,
+                 on_best: Callable[[torch.nn.Module, dict], None], loggers: list[Any] = ()):
+        self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
+        self.device, self.precision, self.settings, self.classes = device, precision, settings, classes
+        self.run_dir, self.on_best, self.loggers = run_dir, on_best, list(loggers)
+        self.channels_last = channels_last
+        self.scaler = precision.grad_scaler()
+        self.progress = Progress()
+        self.step_model = torch.compile(model, mode=settings.compile_mode) if settings.compile else model
+        self.state_path = run_dir / "checkpoints" / "last.pt"
+
+    # --- one epoch ----------------------------------------------------------------------------------
+    def train_one_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
+        """One pass over `loader`; returns mean loss, accuracy and the learning rate at the end."""
+        self.model.train()
+        accumulate, clip = int(self.settings.accumulate_grad_batches), self.settings.grad_clip_norm
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen, last_index = 0, len(loader) - 1
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.settings.max_epochs}", leave=False,
+                   disable=not self.settings.progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        for index, (images, targets) in enumerate(bar):
+            images = _to_device(images, self.device, self.channels_last)
+            targets = targets.to(self.device, non_blocking=True)
+            with self.precision.autocast():
+                logits = self.step_model(images)
+                loss = self.criterion(logits, targets)
+            self.scaler.scale(loss / accumulate).backward()
+            if (index + 1) % accumulate == 0 or index == last_index:
+                if clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.progress.global_step += 1
+            loss_sum += loss.detach() * len(targets)
+            correct += (logits.detach().argmax(1) == targets).sum()
+            seen += len(targets)
+            if index % self.settings.log_every_n_steps == 0 or index == last_index:
+                self._check_finite(loss_sum, epoch, index)  # one sync per log interval, not per step
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+        return {"train/loss": loss_sum.item() / max(seen, 1), "train/accuracy": correct.item() / max(seen, 1),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _check_finite(self, loss_sum: torch.Tensor, epoch: int, index: int) -> None:
+        if not torch.isfinite(loss_sum):
+            raise TrainingError(
+                f"non-finite loss in epoch {epoch + 1}, step {index + 1}; training stopped and the last good "
+                f"checkpoint kept at {self.state_path}. Lower optim.lr, set trainer.grad_clip_norm=1.0, or "
+                "use trainer.precision=fp32 to rule out overflow.")
+
+    # --- the whole run -------------------------------------------------------------------------------
+    def fit(self, train_loader: DataLoader, val_loader: DataLoader) -> Progress:
+        """Train for `max_epochs` (or until early stopping), validating after every epoch."""
+        monitor, patience = self.settings.monitor, self.settings.early_stopping_patience
+        for epoch in range(self.progress.epoch, int(self.settings.max_epochs)):
+            train_loader.sampler.set_epoch(epoch)
+            row = {"epoch": epoch + 1, **self.train_one_epoch(train_loader, epoch)}
+            val = evaluate(self.model, val_loader, self.classes, self.device, self.precision, self.channels_last)
+            row.update({f"val/{k}": v for k, v in val.items() if isinstance(v, (int, float)) and v is not None})
+            score = float(val[monitor])
+            improved = score > self.progress.best_score
+            if improved:
+                self.progress.best_score, self.progress.best_epoch, self.progress.stale_epochs = score, epoch + 1, 0
+                self.on_best(self.model, {"epoch": epoch + 1, "val": val})
+            else:
+                self.progress.stale_epochs += 1
+            self.progress.epoch = epoch + 1
+            self.progress.history.append(row)
+            self.save_resume_state()
+            for logger in self.loggers:
+                logger.log_epoch(row)
+            log.info("epoch %d/%d  loss %.4f  train acc %.4f  val %s %.4f%s", epoch + 1, self.settings.max_epochs,
+                     row["train/loss"], row["train/accuracy"], monitor, score, "  (best)" if improved else "")
+            if patience and self.progress.stale_epochs >= int(patience):
+                log.info("early stopping: val %s has not improved for %d epochs", monitor, patience)
+                break
+        return self.progress
+
+    # --- resume ----------------------------------------------------------------------------------------
+    def save_resume_state(self) -> None:
+        save_state(self.state_path, {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "progress": asdict(self.progress), "rng": rng_state()})
+
+    def resume(self, path: Path) -> None:
+        """Restore everything `save_resume_state` wrote; the next epoch is the one after it."""
+        state = load_state(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(**state["progress"])
+        set_rng_state(state["rng"])
+        log.info("resumed from %s after epoch %d (best val %s %.4f at epoch %d)", path, self.progress.epoch,
+                 self.settings.monitor, self.progress.best_score, self.progress.best_epoch)

@@ -1,0 +1,38 @@
+"""Build albumentations pipelines from config lists of `_target_` entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from medzoo.transforms.layout import to_channel_first, to_channel_last
+
+
+def build_pipeline(steps: Sequence[Any] | None, seed: int | None = None) -> A.Compose:
+    """Instantiate each `_target_` step and compose them (an empty list gives the identity)."""
+    if isinstance(steps, DictConfig) or OmegaConf.is_config(steps):
+        steps = OmegaConf.to_container(steps, resolve=True)
+    transforms = [instantiate(step) if isinstance(step, dict) else step for step in (steps or [])]
+    return A.Compose(transforms, seed=seed)
+
+
+class ChannelFirstPipeline:
+    """Apply an HWC albumentations pipeline to a CHW array and return a CHW float32 array."""
+
+    def __init__(self, pipeline: A.Compose):
+        self.pipeline = pipeline
+
+    def set_seed(self, seed: int) -> None:
+        """Reseed the pipeline so that a sample's augmentation depends only on (run seed, epoch, index)."""
+        self.pipeline.set_random_seed(seed)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        out = self.pipeline(image=to_channel_last(image))["image"]
+        if out.ndim == 2:  # some OpenCV ops drop a singleton channel axis
+            out = out[..., None]
+        return to_channel_first(out).astype(np.float32, copy=False)

@@ -1,0 +1,166 @@
+"""ResNet-10/18/34/50 for 2D images and 3D volumes, built on MONAI's ResNet.
+
+The layer names (conv1, bn1, layer1..4, downsample.0/1, fc) and the shortcut (1x1 conv without bias,
+then batch norm) follow torchvision, so torchvision-style state dicts line up key for key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from monai.networks.nets.resnet import ResNet as MonaiResNet
+from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
+from torch import nn
+
+from medzoo.errors import ConfigError
+from medzoo.zoo.registry import register_model
+
+__all__ = ["STEMS", "ResNet", "resolve_stem", "resnet10", "resnet18", "resnet34", "resnet50"]
+
+STEMS = ("auto", "imagenet", "small")
+# Below this size the imagenet stem's 4x downsampling leaves layer4 with a 1x1 (or smaller) map,
+# so 28-32 px MedMNIST images get the stride-1 stem instead.
+SMALL_INPUT_LIMIT = 64
+_BLOCK_INPLANES = [64, 128, 256, 512]
+
+
+def resolve_stem(stem: str, input_size: int | None) -> str:
+    """Return "imagenet" or "small" for a `stem` setting ("auto" looks at `input_size`)."""
+    if stem not in STEMS:
+        raise ConfigError(f"unknown ResNet stem '{stem}': set stem to one of {', '.join(STEMS)}.")
+    if stem != "auto":
+        return stem
+    return "small" if input_size is not None and input_size < SMALL_INPUT_LIMIT else "imagenet"
+
+
+def _check_positive_int(key: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key}={value!r} is invalid: set {key} to an integer >= {minimum}.")
+
+
+class ResNet(MonaiResNet):
+    """MONAI's ResNet with a choice of stem and the shared medzoo model surface (timm-style)."""
+
+    first_conv = "conv1"
+    classifier = "fc"
+
+    def __init__(
+        self,
+        block: type[ResNetBlock | ResNetBottleneck],
+        layers: Sequence[int],
+        *,
+        arch: str = "resnet",
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        spatial_dims: int = 2,
+        stem: str = "auto",
+        input_size: int | None = None,
+    ) -> None:
+        """Build a ResNet.
+
+        Args:
+            block: ResNetBlock (ResNet-10/18/34) or ResNetBottleneck (ResNet-50 and deeper).
+            layers: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
+            arch: the entrypoint name, recorded for checkpoints.
+            stem: "imagenet" (7x7 stride-2 conv + max-pool), "small" (3x3 stride-1 conv, no pool)
+                or "auto" ("small" when input_size < 64, else "imagenet").
+            input_size: the input's side length in pixels/voxels; only used by stem="auto".
+        """
+        _check_positive_int("in_chans", in_chans, 1)
+        _check_positive_int("num_classes", num_classes, 0)
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"spatial_dims={spatial_dims!r} is invalid: set spatial_dims to 2 or 3.")
+        if input_size is not None:
+            _check_positive_int("input_size", input_size, 1)
+        resolved = resolve_stem(stem, input_size)
+        imagenet = resolved == "imagenet"
+        super().__init__(
+            block=block,
+            layers=list(layers),
+            block_inplanes=list(_BLOCK_INPLANES),
+            spatial_dims=spatial_dims,
+            n_input_channels=in_chans,
+            conv1_t_size=7 if imagenet else 3,
+            # MONAI defaults to stride 1 here, which costs 4x (2D) / 8x (3D) the compute of the usual stem.
+            conv1_t_stride=2 if imagenet else 1,
+            no_max_pool=not imagenet,
+            shortcut_type="B",
+            bias_downsample=False,  # torchvision's projection has no bias: batch norm follows it
+            feed_forward=False,  # the head is built below so num_classes=0 and reset_classifier share one path
+        )
+        if not imagenet:
+            # An Identity keeps forward_features free of stem branches and makes the module tree honest.
+            self.maxpool = nn.Identity()
+
+        self.arch = arch
+        self.stem = resolved
+        self.in_chans = in_chans
+        self.spatial_dims = spatial_dims
+        self.num_features = _BLOCK_INPLANES[-1] * block.expansion
+        self.num_classes = num_classes
+        self.fc: nn.Module = self._make_classifier(num_classes)
+
+    def _make_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        weight = self.conv1.weight
+        fc = nn.Linear(self.num_features, num_classes, device=weight.device, dtype=weight.dtype)
+        nn.init.zeros_(fc.bias)  # as MONAI and torchvision initialise their heads
+        return fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one for `num_classes` outputs (0: return pooled features)."""
+        _check_positive_int("num_classes", num_classes, 0)
+        self.num_classes = num_classes
+        self.fc = self._make_classifier(num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Return layer4's feature map, before pooling: (B, num_features, *spatial)."""
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.maxpool(x)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool and flatten a feature map, then classify it unless `pre_logits`."""
+        # flatten, not MONAI's view: a channels_last map is not always viewable as (B, C).
+        x = self.avgpool(x).flatten(1)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits (B, num_classes), or pooled features (B, num_features) when num_classes=0."""
+        return self.forward_head(self.forward_features(x))
+
+
+def _create_resnet(
+    arch: str, block: type[ResNetBlock | ResNetBottleneck], layers: Sequence[int], **kwargs: Any
+) -> ResNet:
+    return ResNet(block, layers, arch=arch, **kwargs)
+
+
+@register_model
+def resnet10(**kwargs: Any) -> ResNet:
+    """ResNet-10: basic blocks (1, 1, 1, 1); kwargs as for `ResNet` (in_chans, num_classes, spatial_dims, stem)."""
+    return _create_resnet("resnet10", ResNetBlock, (1, 1, 1, 1), **kwargs)
+
+
+@register_model
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18: basic blocks (2, 2, 2, 2); kwargs as for `ResNet` (in_chans, num_classes, spatial_dims, stem)."""
+    return _create_resnet("resnet18", ResNetBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34: basic blocks (3, 4, 6, 3); kwargs as for `ResNet` (in_chans, num_classes, spatial_dims, stem)."""
+    return _create_resnet("resnet34", ResNetBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50: bottleneck blocks (3, 4, 6, 3); kwargs as for `ResNet` (in_chans, num_classes, spatial_dims, stem)."""
+    return _create_resnet("resnet50", ResNetBottleneck, (3, 4, 6, 3), **kwargs)

@@ -1,0 +1,30 @@
+"""Shared fixtures: real data beside the project (skipped with a reason when absent) and an isolated home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDZOO_TEST_DATA", REPO.parent / "shared" / "data"))
+BRAIN_TUMOR = SHARED_DATA / "brain-tumor-mri"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own MEDZOO_HOME and no MEDZOO_DATA, so nothing leaks between tests or from the user."""
+    home = tmp_path_factory.mktemp("medzoo-home")
+    monkeypatch.setenv("MEDZOO_HOME", str(home))
+    monkeypatch.delenv("MEDZOO_DATA", raising=False)
+    monkeypatch.setenv("MEDZOO_OFFLINE", "1")
+    return home
+
+
+@pytest.fixture
+def brain_tumor_root() -> Path:
+    """The real brain-tumour set in ../shared/data, or a skip that says what is missing."""
+    if not (BRAIN_TUMOR / "Training").is_dir():
+        pytest.skip(f"real brain-tumour data not found at {BRAIN_TUMOR} (set MEDZOO_TEST_DATA to shared/data)")
+    return BRAIN_TUMOR

@@ -1,0 +1,103 @@
+"""The real `medzoo` entry point: help, config printing, errors with close names, train -> eval -> predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from medzoo.zoo.checkpoint import read_card
+from tests.helpers import make_image_folder
+
+MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
+TINY = ["transforms.image_size=32", "model=resnet10", "data.batch_size=8", "data.num_workers=0",
+        "trainer.progress=false", "optim.lr=3e-3"]
+
+
+def medzoo(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([MEDZOO, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
+                            timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"medzoo {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("data") / "brain-tumor-mri", per_class_train=10, per_class_test=4)
+
+
+def test_help_lists_commands_and_recipes():
+    out = medzoo("--help").stdout
+    for word in ("train", "eval", "predict", "brain_tumor_resnet18", "brain_tumor_resnet18_cpu", "demo"):
+        assert word in out
+
+
+def test_unknown_recipe_and_command_suggest_close_names():
+    result = medzoo("train", "recipe=brain_tumor_resnet81", check=False)
+    assert result.returncode != 0 and "Did you mean: brain_tumor_resnet18" in result.stderr
+    result = medzoo("trian", check=False)
+    assert result.returncode != 0 and "Did you mean: train" in result.stderr
+
+
+def test_cfg_job_prints_the_resolved_recipe():
+    out = medzoo("train", "recipe=brain_tumor_resnet18_cpu", "--cfg", "job").stdout
+    assert "recipe_name: brain_tumor_resnet18_cpu" in out and "_target_: medzoo.datasets" in out
+
+
+def test_missing_data_root_names_the_setting(tmp_path):
+    result = medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={tmp_path / 'nope'}",
+                    f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2 and "data.root" in result.stderr and "MEDZOO_DATA" in result.stderr
+
+
+def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
+    result = medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY,
+                    "model.name=resnt18", f"hydra.run.dir={tmp_path}", check=False)
+    assert result.returncode == 2 and "Did you mean: resnet18" in result.stderr
+
+
+def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
+    run = tmp_path / "train"
+    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY,
+           "trainer.max_epochs=2", f"hydra.run.dir={run}")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class",
+                                    "confusion_matrix"}
+    assert sum(map(sum, metrics["test"]["confusion_matrix"])) == 16
+    for name in ("curves.png", "confusion_test.png", "metrics.csv", "data_report.json"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").iterdir())
+    ckpt = run / "checkpoints" / "best.safetensors"
+    card = read_card(ckpt)
+    assert card["classes"] == ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
+    assert card["in_chans"] == 1 and card["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert card["recipe"] == "brain_tumor_resnet18" and card["config"]["trainer"]["max_epochs"] == 2
+
+    evaluation = tmp_path / "eval"
+    medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=test", f"hydra.run.dir={evaluation}")
+    evaluated = json.loads((evaluation / "metrics.json").read_text())
+    assert evaluated["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert evaluated["test"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=val", f"hydra.run.dir={tmp_path / 'ev'}")
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["val"]["accuracy"] == metrics["val"]["accuracy"]
+
+    predictions = tmp_path / "predict"
+    medzoo("predict", f"ckpt={ckpt}", f"inputs={synthetic_root / 'Testing'}", f"hydra.run.dir={predictions}")
+    rows = json.loads((predictions / "predictions.json").read_text())["predictions"]
+    assert len(rows) == 16 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
+    header = (predictions / "predictions.csv").read_text().splitlines()[0]
+    assert header == "path,prediction,glioma_tumor,meningioma_tumor,no_tumor,pituitary_tumor"
+
+
+def test_multirun_sweep_writes_one_run_dir_per_value(tmp_path, synthetic_root):
+    medzoo("-m", check=False)  # `-m` alone is not a command: must not crash the parser
+    medzoo("train", "-m", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY,
+           "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "evaluate_test=false",
+           "logger.plots=false")
+    assert sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").exists()) == ["0", "1"]

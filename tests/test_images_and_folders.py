@@ -1,0 +1,148 @@
+"""Image decoding, folder scanning, class mapping, splits and the decode-once cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medzoo.datasets import cache as cache_module
+from medzoo.datasets.folders import scan_split
+from medzoo.datasets.image_folder import ImageFolderSource
+from medzoo.datasets.images import MAX_PIXELS, decode_image, to_channels
+from medzoo.datasets.roots import resolve_root
+from medzoo.errors import DataError
+from medzoo.transforms.spec import TransformSpec
+from tests.helpers import make_image_folder
+
+RESIZE_32 = [{"_target_": "albumentations.Resize", "height": 32, "width": 32}]
+
+
+def source(root, **kw) -> ImageFolderSource:
+    settings = dict(name="synthetic", root=str(root), channels=1, val_fraction=0.25, cache="memory")
+    settings.update(kw)
+    return ImageFolderSource(**settings)
+
+
+def load(src):
+    spec = TransformSpec(pre=RESIZE_32)
+    return src.load(spec.preprocess, spec.pre_spec)
+
+
+def test_rgb_with_equal_channels_decodes_to_one_channel(tmp_path):
+    gray = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
+    Image.fromarray(np.stack([gray] * 3, -1)).save(tmp_path / "gray (1).png")
+    colour = np.stack([gray, gray // 2, 255 - gray], -1)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    decoded = decode_image(tmp_path / "gray (1).png")
+    assert decoded.stored_gray and decoded.pixels.shape == (20, 30, 1)
+    np.testing.assert_array_equal(decoded.pixels[..., 0], gray)
+    decoded = decode_image(tmp_path / "colour.png")
+    assert not decoded.stored_gray and decoded.pixels.shape == (20, 30, 3)
+
+
+def test_to_channels_replicates_and_converts():
+    one = np.full((4, 4, 1), 7, np.uint8)
+    assert to_channels(one, 3).shape == (4, 4, 3)
+    colour = np.zeros((4, 4, 3), np.uint8)
+    colour[..., 1] = 100
+    assert to_channels(colour, 1)[0, 0, 0] == round(0.587 * 100)
+
+
+def test_scan_maps_folder_names_and_handles_odd_file_names(tmp_path):
+    make_image_folder(tmp_path, 3, 2, classes=("glioma", "notumor"))
+    records, classes = scan_split(tmp_path, "Training", {"notumor": "no_tumor", "glioma": "glioma_tumor"})
+    assert classes == ["glioma_tumor", "no_tumor"]
+    assert len(records) == 6 and all(" (" in r.key for r in records)
+    assert records[0].key.startswith("Training/glioma/")
+
+
+def test_class_missing_from_testing_names_the_folder(tmp_path):
+    make_image_folder(tmp_path, 3, 2, classes=("a", "b"))
+    for f in (tmp_path / "Testing" / "b").iterdir():
+        f.unlink()
+    (tmp_path / "Testing" / "b").rmdir()
+    with pytest.raises(DataError, match=r"\['b'\].*missing"):
+        source(tmp_path).records()
+
+
+def test_empty_class_folder_is_an_error_naming_it(tmp_path):
+    make_image_folder(tmp_path, 3, 2, classes=("a", "b"))
+    (tmp_path / "Training" / "c").mkdir()
+    with pytest.raises(DataError, match="empty class folder: .*Training/c"):
+        source(tmp_path).records()
+
+
+def test_missing_root_names_both_settings(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="data.root") as info:
+        resolve_root(str(tmp_path / "nowhere"), "brain-tumor-mri", "Training")
+    assert "MEDZOO_DATA" in str(info.value)
+    monkeypatch.setenv("MEDZOO_DATA", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="data.root=PATH or MEDZOO_DATA"):
+        resolve_root(None, "brain-tumor-mri", "Training")
+
+
+def test_root_found_through_medzoo_data(tmp_path, monkeypatch):
+    make_image_folder(tmp_path / "brain-tumor-mri", 2, 1)
+    monkeypatch.setenv("MEDZOO_DATA", str(tmp_path))
+    assert resolve_root(None, "brain-tumor-mri", "Training") == tmp_path / "brain-tumor-mri"
+
+
+def test_missing_public_set_offline_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDZOO_DATA", str(tmp_path))
+    with pytest.raises(DataError, match="data.root"):
+        resolve_root(None, "brain-tumor-mri", "Training", fetch="brain_tumor")
+
+
+def test_corrupt_image_raises_with_file_and_fix_or_is_skipped_and_reported(tmp_path):
+    make_image_folder(tmp_path, 4, 2, classes=("a", "b"))
+    bad = tmp_path / "Training" / "a" / "broken (x).jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match=r"broken \(x\)\.jpg.*data.on_error=skip"):
+        load(source(tmp_path))
+    splits = load(source(tmp_path, on_error="skip"))
+    assert splits.report["training"]["skipped"] == 1
+    assert splits.report["training"]["skipped_files"] == ["Training/a/broken (x).jpg"]
+    assert len(splits.train.labels) + len(splits.val.labels) == 8
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    side = int(MAX_PIXELS**0.5) + 100
+    Image.new("L", (side, side)).save(tmp_path / "bomb.png", optimize=True)
+    with pytest.raises(DataError, match="decompression bomb"):
+        decode_image(tmp_path / "bomb.png")
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(tmp_path):
+    make_image_folder(tmp_path, 12, 2, classes=("a", "b"))
+    first, again, other = (load(source(tmp_path, split_seed=s)) for s in (0, 0, 1))
+    assert first.val.keys == again.val.keys and first.val.keys != other.val.keys
+    assert not set(first.val.keys) & set(first.train.keys)
+    assert np.bincount(first.val.labels).tolist() == [3, 3]
+    assert all(k.startswith("Testing/") for k in first.test.keys)
+    assert first.train.images.shape[1:] == (1, 32, 32) and first.train.images.dtype == np.uint8
+
+
+def test_disk_cache_decodes_once(tmp_path, monkeypatch):
+    make_image_folder(tmp_path / "data", 4, 2, classes=("a", "b"))
+    src = source(tmp_path / "data", cache="disk", cache_dir=str(tmp_path / "cache"))
+    first = load(src)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although the cache is valid")
+
+    monkeypatch.setattr(cache_module, "decode_image", no_decoding)
+    second = load(src)
+    np.testing.assert_array_equal(first.train.images, second.train.images)
+    assert first.test.keys == second.test.keys
+
+
+def test_cache_is_rebuilt_when_a_file_changes(tmp_path):
+    make_image_folder(tmp_path / "data", 4, 2, classes=("a", "b"))
+    src = source(tmp_path / "data", cache="disk", cache_dir=str(tmp_path / "cache"))
+    load(src)
+    changed = tmp_path / "data" / "Testing" / "a" / "img (0).jpg"
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(changed)
+    load(src)
+    assert len(list((tmp_path / "cache").glob("synthetic-test-*.npy"))) == 2

@@ -29,7 +29,7 @@ from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
 
 SETTINGS = {"max_epochs": 1, "accumulate_grad_batches": 1, "grad_clip_norm": None, "compile": False,
-            "compile_mode": "default", "log_every_n_steps": 20, "progress": False, "monitor": "accuracy"}
+            "compile_mode": "default", "log_every_n_steps": 20, "on_nonfinite": "stop", "progress": False, "monitor": "accuracy"}
 OPTIM = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.05}
 
 

@@ -6,18 +6,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.commands.common import run_directory
 from medzoo.engine.loaders import eval_loader
 from medzoo.engine.precision import Precision
-from medzoo.engine.reports import plot_confusion, write_json
+from medzoo.engine.reports import plot_confusion, plot_reliability, write_json
 from medzoo.engine.runtime import resolve_device
 from medzoo.engine.trainer import evaluate
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.spec import TransformSpec
-from medzoo.zoo.checkpoint import model_from_checkpoint
+from medzoo.zoo.checkpoint import model_from_checkpoint, trained_channels_last
 
 log = logging.getLogger(__name__)
 SAFE_DATA_TARGET = "medzoo.datasets."
@@ -46,11 +47,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
                         "point data.root at the dataset the checkpoint was trained for.")
     precision = Precision.resolve(cfg.trainer.precision or card["precision"], device)
     loader = eval_loader(splits, cfg.split, spec, data_cfg, device)
-    metrics = {cfg.split: evaluate(model, loader, splits.classes, device, precision),
+    channels_last = trained_channels_last(card)
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    metrics = {cfg.split: evaluate(model, loader, splits.classes, device, precision, channels_last, detailed=True),
                "checkpoint": str(cfg.ckpt), "recipe": card.get("recipe")}
     write_json(run_dir / "metrics.json", metrics)
     plot_confusion(metrics[cfg.split]["confusion_matrix"], splits.classes, run_dir / f"confusion_{cfg.split}.png",
                    f"{cfg.split}: {Path(cfg.ckpt).name}")
+    plot_reliability(metrics[cfg.split]["calibration"], metrics[cfg.split]["ece"],
+                     run_dir / f"reliability_{cfg.split}.png", cfg.split)
     log.info("%s accuracy %.4f (%d samples) -> %s", cfg.split, metrics[cfg.split]["accuracy"],
              metrics[cfg.split]["num_samples"], run_dir / "metrics.json")
     return metrics

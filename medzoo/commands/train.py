@@ -18,7 +18,7 @@ from medzoo.engine.loaders import build_loaders
 from medzoo.engine.loggers import LOGGERS
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
-from medzoo.engine.reports import plot_confusion, plot_curves, write_json
+from medzoo.engine.reports import plot_confusion, plot_curves, plot_reliability, write_json
 from medzoo.engine.runtime import resolve_device, seed_everything
 from medzoo.engine.trainer import Trainer, evaluate
 from medzoo.errors import ConfigError
@@ -101,9 +101,10 @@ def train(cfg: DictConfig) -> dict:
     best, _ = model_from_checkpoint(checkpoints / "best.safetensors", device)
     best = best.to(memory_format=torch.channels_last) if channels_last else best
     metrics = {"best_epoch": progress.best_epoch, "epochs": progress.epoch, "monitor": f"val/{cfg.trainer.monitor}",
-               "val": evaluate(best, loaders.val, splits.classes, device, precision, channels_last)}
+               "val": evaluate(best, loaders.val, splits.classes, device, precision, channels_last, detailed=True)}
     if cfg.evaluate_test:
-        metrics["test"] = evaluate(best, loaders.test, splits.classes, device, precision, channels_last)
+        metrics["test"] = evaluate(best, loaders.test, splits.classes, device, precision, channels_last,
+                                   detailed=True)
     save_checkpoint(checkpoints / "best.safetensors", best, card(metrics=metrics, epoch=progress.best_epoch))
     write_json(run_dir / "metrics.json", metrics)
     if cfg.logger.plots:
@@ -112,6 +113,8 @@ def train(cfg: DictConfig) -> dict:
             if split in metrics:
                 plot_confusion(metrics[split]["confusion_matrix"], splits.classes,
                                run_dir / f"confusion_{split}.png", f"{split} (best epoch {progress.best_epoch})")
+                plot_reliability(metrics[split]["calibration"], metrics[split]["ece"],
+                                 run_dir / f"reliability_{split}.png", split)
     for logger in loggers:
         getattr(logger, "close", lambda: None)()
     summary = "  ".join(f"{s} acc {metrics[s]['accuracy']:.4f}" for s in ("val", "test") if s in metrics)

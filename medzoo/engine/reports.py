@@ -55,3 +55,19 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_reliability(bins: Sequence[dict], ece: float, path: Path, title: str) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, with the diagonal of perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    centres = [(b["lower"] + b["upper"]) / 2 for b in bins]
+    ax.bar(centres, [b["accuracy"] for b in bins], width=[b["upper"] - b["lower"] for b in bins],
+           edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black", ms=3)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"{title} (ECE {ece:.3f})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

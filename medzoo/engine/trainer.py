@@ -18,6 +18,7 @@ from tqdm import tqdm
 from medzoo.engine.metrics import classification_metrics
 from medzoo.engine.precision import Precision
 from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
+from medzoo.engine.uncertainty import bootstrap_ci, calibration
 from medzoo.errors import MedzooError
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,18 @@ def predict_probs(model: torch.nn.Module, loader: DataLoader, device: torch.devi
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, classes: list[str], device: torch.device,
-             precision: Precision, channels_last: bool = False) -> dict[str, Any]:
-    """Classification metrics of `model` over `loader`."""
+             precision: Precision, channels_last: bool = False, detailed: bool = False) -> dict[str, Any]:
+    """Classification metrics of `model` over `loader`; `detailed` adds 95 % bootstrap intervals and calibration."""
     probs, labels = predict_probs(model, loader, device, precision, channels_last)
-    return classification_metrics(probs, labels, classes)
+    return detailed_metrics(probs, labels, classes) if detailed else classification_metrics(probs, labels, classes)
+
+
+def detailed_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """Classification metrics plus 95 % bootstrap intervals (`ci95`) and calibration (`ece`, `calibration`)."""
+    metrics = classification_metrics(probs, labels, classes)
+    reliability = calibration(probs, labels)
+    metrics.update(ci95=bootstrap_ci(probs, labels), ece=reliability["ece"], calibration=reliability["bins"])
+    return metrics
 
 
 def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -81,6 +90,7 @@ class Trainer:
         self.channels_last = channels_last
         self.scaler = precision.grad_scaler()
         self.progress = Progress()
+        self.skipped_steps = 0
         self.step_model = torch.compile(model, mode=settings.compile_mode) if settings.compile else model
         self.state_path = run_dir / "checkpoints" / "last.pt"
 
@@ -95,12 +105,19 @@ class Trainer:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.settings.max_epochs}", leave=False,
                    disable=not self.settings.progress)
         self.optimizer.zero_grad(set_to_none=True)
+        skip_nonfinite = self.settings.on_nonfinite == "skip"
         for index, (images, targets) in enumerate(bar):
             images = _to_device(images, self.device, self.channels_last)
             targets = targets.to(self.device, non_blocking=True)
             with self.precision.autocast():
                 logits = self.step_model(images)
                 loss = self.criterion(logits, targets)
+            if skip_nonfinite and not torch.isfinite(loss):  # a per-step sync, paid only in this mode
+                self.skipped_steps += 1
+                log.warning("non-finite loss at epoch %d step %d: batch skipped (%d so far; "
+                            "trainer.on_nonfinite=skip)", epoch + 1, index + 1, self.skipped_steps)
+                self.optimizer.zero_grad(set_to_none=True)
+                continue
             self.scaler.scale(loss / accumulate).backward()
             if (index + 1) % accumulate == 0 or index == last_index:
                 if clip:
@@ -118,7 +135,7 @@ class Trainer:
                 self._check_finite(loss_sum, epoch, index)  # one sync per log interval, not per step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
         return {"train/loss": loss_sum.item() / max(seen, 1), "train/accuracy": correct.item() / max(seen, 1),
-                "lr": self.optimizer.param_groups[0]["lr"]}
+                "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": self.skipped_steps}
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, index: int) -> None:
         if not torch.isfinite(loss_sum):
@@ -133,7 +150,7 @@ class Trainer:
         monitor, patience = self.settings.monitor, self.settings.early_stopping_patience
         for epoch in range(self.progress.epoch, int(self.settings.max_epochs)):
             train_loader.sampler.set_epoch(epoch)
-            row = {"epoch": epoch + 1, **self.train_one_epoch(train_loader, epoch)}
+            row = {"epoch": epoch + 1, **self._guarded_epoch(train_loader, epoch)}
             val = evaluate(self.model, val_loader, self.classes, self.device, self.precision, self.channels_last)
             row.update({f"val/{k}": v for k, v in val.items() if isinstance(v, (int, float)) and v is not None})
             score = float(val[monitor])
@@ -154,6 +171,16 @@ class Trainer:
                 log.info("early stopping: val %s has not improved for %d epochs", monitor, patience)
                 break
         return self.progress
+
+    def _guarded_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
+        try:
+            return self.train_one_epoch(loader, epoch)
+        except torch.OutOfMemoryError as exc:
+            raise TrainingError(
+                f"out of memory in epoch {epoch + 1} with data.batch_size={loader.batch_size} on {self.device}. "
+                "Lower data.batch_size (and raise trainer.accumulate_grad_batches to keep the effective batch), "
+                "lower transforms.image_size, or use trainer.precision=bf16. The last complete epoch is saved "
+                f"at {self.state_path}; resume with trainer.resume=auto.") from exc
 
     # --- resume ----------------------------------------------------------------------------------------
     def save_resume_state(self) -> None:

@@ -58,6 +58,13 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     return model.to(device).eval(), card
 
 
+def trained_channels_last(card: dict[str, Any]) -> bool:
+    """Whether the model ran in channels_last during training; inference uses the same layout so that
+    evaluation reproduces the training run's figures bit for bit."""
+    trainer = card.get("config", {}).get("trainer", {})
+    return bool(trainer.get("channels_last", False)) and card.get("spatial_dims") == 2
+
+
 def _open(path: str | Path):
     path = Path(path)
     if not path.is_file():

@@ -27,7 +27,12 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("predict", "medzoo.commands.predict:predict",
                        "class probabilities per file: medzoo predict ckpt=PATH inputs=FILE_OR_DIR"),
     "data": Command("data", "medzoo.commands.data:data", "get a public dataset: medzoo data fetch name=brain_tumor"),
+    "zoo": Command("zoo", "medzoo.commands.zoo:zoo", "published checkpoints: medzoo zoo list | medzoo zoo info name=NAME"),
 }
+
+
+# Commands whose first word is an action: `medzoo data fetch ...`, `medzoo zoo list`.
+ACTION_COMMANDS = ("data", "zoo")
 
 
 def usage() -> str:
@@ -59,7 +64,7 @@ def run_command(name: str, argv: list[str]) -> None:
     from medzoo.recipes import register_recipes
 
     command = COMMANDS[name]
-    if name == "data" and argv and "=" not in argv[0] and not argv[0].startswith("-"):
+    if name in ACTION_COMMANDS and argv and "=" not in argv[0] and not argv[0].startswith("-"):
         argv = [f"action={argv[0]}", *argv[1:]]
     _check_names(argv)
     register_recipes()

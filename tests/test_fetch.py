@@ -8,10 +8,8 @@ import os
 import random
 import re
 import socket
-import threading
 import zipfile
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,12 +18,14 @@ from medzoo.datasets.fetch import (
     SOURCES,
     DatasetSource,
     default_data_home,
-    download_file,
     fetch_dataset,
     read_fingerprint,
     verify_folder,
 )
+from medzoo.download import download_file
 from medzoo.errors import DataError, UnknownNameError
+from tests.loopback import RangeServer as _Server
+from tests.loopback import serve
 
 TOP = "Tiny-Set-0123abcd"
 NAMES = [
@@ -58,57 +58,6 @@ def make_zip(files: dict[str, bytes], extra: tuple[tuple[str, bytes], ...] = ())
     return buf.getvalue()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    payload = b""
-    honor_range = True
-    cut_next: int | None = None  # send only this many body bytes on the next response, then hang up
-    fail_with: int | None = None  # answer every request with this HTTP error status
-    requests: list[tuple[str | None, int]]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/tiny.zip"
-
-
-class _RangeHandler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        srv = self.server
-        data = srv.payload
-        if srv.fail_with is not None:
-            srv.requests.append((self.headers.get("Range"), srv.fail_with))
-            self.send_error(srv.fail_with)
-            return
-        range_header = self.headers.get("Range")
-        match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
-        start, status = 0, 200
-        if match and srv.honor_range:
-            start, status = int(match.group(1)), 206
-            if start >= len(data):
-                srv.requests.append((range_header, 416))
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-        srv.requests.append((range_header, status))
-        body = data[start:]
-        self.send_response(status)
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if srv.cut_next is not None:
-            body, srv.cut_next = body[: srv.cut_next], None
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
-
-
 @pytest.fixture(autouse=True)
 def _no_proxy_no_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # a proxy would route 127.0.0.1 away from the test server; MEDZOO_* would change defaults
@@ -120,15 +69,8 @@ def _no_proxy_no_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server() -> Iterator[_Server]:
-    srv = _Server(("127.0.0.1", 0), _RangeHandler)
-    srv.requests = []
-    srv.payload = make_zip(make_files())
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    with serve(make_zip(make_files())) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from medzoo.engine.runtime import resolve_device
 from medzoo.engine.trainer import evaluate
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo import hub
 from medzoo.zoo.checkpoint import model_from_checkpoint, trained_channels_last
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Evaluate `cfg.ckpt` on `cfg.split` and write metrics.json into the run dir."""
     run_dir = run_directory()
     device = resolve_device(cfg.trainer.device)
-    model, card = model_from_checkpoint(Path(cfg.ckpt).expanduser(), device)
+    model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), device)
     spec = TransformSpec(card["preprocessing"]["pre"], eval=card["preprocessing"]["eval"], where=f"{cfg.ckpt} card")
     data_cfg = data_config(card, cfg.data, cfg.paths.cache_dir)
     splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)

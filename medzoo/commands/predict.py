@@ -17,6 +17,7 @@ from medzoo.engine.reports import write_json
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import DataError
 from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo import hub
 from medzoo.zoo.checkpoint import model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     """Write predictions.csv and predictions.json into the run dir; returns the rows."""
     run_dir = run_directory()
     device = resolve_device(cfg.trainer.device)
-    model, card = model_from_checkpoint(Path(cfg.ckpt).expanduser(), device)
+    model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), device)
     spec = TransformSpec(card["preprocessing"]["pre"], eval=card["preprocessing"]["eval"], where=f"{cfg.ckpt} card")
     pipeline, classes = spec.pipeline("eval"), card["classes"]
     precision = Precision.resolve(cfg.trainer.precision or card["precision"], device)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -15,17 +14,12 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
-from tqdm import tqdm
-
+from medzoo.download import CHUNK, TIMEOUT_S, download_file, offline_from_env, sha256_file
 from medzoo.errors import ConfigError, DataError
 from medzoo.naming import unknown_name
 
 FINGERPRINTS = Path(__file__).with_name("fingerprints")
-CHUNK = 1 << 16
-TIMEOUT_S = 60.0
 MAX_LISTED = 10
-USER_AGENT = "medzoo-fetch/0.1 (+python-urllib)"
-_TRUTHY = {"1", "true", "yes", "on"}
 
 
 @dataclass(frozen=True)
@@ -67,11 +61,6 @@ def default_data_home() -> Path:
     if os.environ.get("MEDZOO_HOME"):
         return Path(os.environ["MEDZOO_HOME"]).expanduser() / "data"
     return Path.home() / ".cache" / "medzoo" / "data"
-
-
-def offline_from_env() -> bool:
-    """True when the environment variable MEDZOO_OFFLINE asks for no network access."""
-    return os.environ.get("MEDZOO_OFFLINE", "").strip().lower() in _TRUTHY
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -121,14 +110,6 @@ def read_fingerprint(fingerprint: Path) -> dict[str, str]:
     return entries
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_folder(root: Path, fingerprint: Path) -> tuple[list[str], list[str]]:
     """Check every file the fingerprint lists under `root`; return (missing, mismatched) relative paths."""
     root = Path(root)
@@ -140,7 +121,7 @@ def verify_folder(root: Path, fingerprint: Path) -> tuple[list[str], list[str]]:
             missing.append(rel)
             continue
         try:
-            ok = _sha256(path) == digest
+            ok = sha256_file(path) == digest
         except OSError:
             ok = False  # an unreadable file is as useless as a wrong one
         if not ok:
@@ -166,84 +147,6 @@ def describe_problems(missing: Sequence[str], mismatched: Sequence[str], limit: 
 
 # ---------------------------------------------------------------------------------------------------
 # Download
-
-
-def _content_range(header: str | None) -> tuple[int | None, int | None]:
-    """(first byte, total size) from a Content-Range header; None where absent or '*'."""
-    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", header or "")
-    if match is None:
-        return None, None
-    start, total = match.groups()
-    return (int(start) if start else None), (int(total) if total and total != "*" else None)
-
-
-def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float = TIMEOUT_S) -> bool:
-    """Download `url` to `dest`, resuming from an existing partial `dest`; return True if it resumed.
-
-    Network failures propagate as OSError/HTTPException and leave the partial file for the next try.
-    """
-    dest = Path(dest)
-    have = dest.stat().st_size if dest.is_file() else 0
-    headers = {"User-Agent": USER_AGENT}
-    if have:
-        headers["Range"] = f"bytes={have}-"
-    try:
-        request = urllib.request.Request(url, headers=headers)
-    except ValueError as exc:
-        raise ConfigError(f"not a download URL: {url!r} ({exc})") from exc
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code != 416 or not have:
-            raise
-        _, total = _content_range(exc.headers.get("Content-Range"))
-        exc.close()
-        if total == have:
-            return True  # an earlier run got every byte but stopped before unpacking
-        dest.unlink()
-        return download_file(url, dest, progress=progress, timeout=timeout)
-
-    with response:
-        status = response.status
-        length_header = response.headers.get("Content-Length", "")
-        length = int(length_header) if length_header.isdigit() else None
-        if have and status == 206:
-            start, total = _content_range(response.headers.get("Content-Range"))
-            if start != have:
-                # the server sent some other slice; appending it would corrupt the file
-                response.close()
-                dest.unlink()
-                return download_file(url, dest, progress=progress, timeout=timeout)
-            resumed, mode = True, "ab"
-            expected = have + length if length is not None else total
-        elif status in (200, None):  # None: a file:// URL, which has no status and ignores Range
-            # a server that ignores Range sends the whole file again: start over, never append
-            resumed, mode, have = False, "wb", 0
-            expected = length
-        else:
-            raise DataError(f"unexpected HTTP status {status} from {url}")
-
-        got = have
-        with (
-            open(dest, mode) as fh,
-            tqdm(
-                total=expected,
-                initial=have,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-            ) as bar,
-        ):
-            while chunk := response.read(CHUNK):
-                fh.write(chunk)
-                got += len(chunk)
-                bar.update(len(chunk))
-    # http.client returns a short body without an error when the peer closes early
-    if expected is not None and got < expected:
-        raise ConnectionError(f"connection closed after {got} of {expected} bytes")
-    return resumed
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -210,3 +210,10 @@ def test_register_model_refuses_a_second_definition(monkeypatch: pytest.MonkeyPa
 
     with pytest.raises(ValueError, match="registered twice"):
         register_model(resnet18)
+
+
+@pytest.mark.parametrize("norm, expected", [("batch", {"BatchNorm2d"}), ("group", {"GroupNorm"}),
+                                            ("instance", {"InstanceNorm2d"})])
+def test_norm_choice_reaches_every_block(norm: str, expected: set[str]) -> None:
+    model = create_model("resnet18", in_chans=1, num_classes=2, stem="small", norm=norm)
+    assert {type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__} == expected

@@ -13,7 +13,9 @@ from omegaconf import DictConfig
 from sklearn.utils.class_weight import compute_class_weight
 
 from medzoo.commands.common import run_directory
+from medzoo.datasets.base import DataSplits
 from medzoo.engine.card import build_card
+from medzoo.engine.distributed import DistInfo, broadcast, init_distributed, main_first, shutdown
 from medzoo.engine.loaders import build_loaders
 from medzoo.engine.loggers import LOGGERS
 from medzoo.engine.optim import build_optimizer, build_scheduler
@@ -56,26 +58,62 @@ def resume_path(setting: str | None, run_dir: Path) -> Path | None:
     return path
 
 
+def build_model(cfg: DictConfig, splits: DataSplits, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """The recipe's model, shaped by the data (channels, classes, input size), on `device`."""
+    model = create_model(cfg.model.name, in_chans=splits.in_chans, num_classes=len(splits.classes),
+                         spatial_dims=splits.spatial_dims, stem=cfg.model.stem, norm=cfg.model.get("norm", "batch"),
+                         input_size=min(splits.input_size))
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+
+
+def scaled_lr(cfg: DictConfig, dist: DistInfo) -> float:
+    """optim.lr, times the world size under trainer.lr_scaling=linear (the global batch grows with it)."""
+    factor = dist.world_size if cfg.trainer.lr_scaling == "linear" else 1
+    effective = cfg.data.batch_size * dist.world_size * cfg.trainer.accumulate_grad_batches
+    log.info("effective batch %d (data.batch_size %d x %d process(es) x accumulate %d); lr %.3g (%s scaling)",
+             effective, cfg.data.batch_size, dist.world_size, cfg.trainer.accumulate_grad_batches,
+             cfg.optim.lr * factor, cfg.trainer.lr_scaling)
+    return float(cfg.optim.lr) * factor
+
+
+def write_reports(run_dir: Path, metrics: dict, history: list, classes: list[str], plots: bool) -> None:
+    """metrics.json and, with plots, training curves, confusion matrices and reliability diagrams."""
+    write_json(run_dir / "metrics.json", metrics)
+    if not plots:
+        return
+    plot_curves(history, run_dir / "curves.png")
+    for split in ("val", "test"):
+        if split in metrics:
+            plot_confusion(metrics[split]["confusion_matrix"], classes, run_dir / f"confusion_{split}.png",
+                           f"{split} (best epoch {metrics['best_epoch']})")
+            plot_reliability(metrics[split]["calibration"], metrics[split]["ece"],
+                             run_dir / f"reliability_{split}.png", split)
+
+
 def train(cfg: DictConfig) -> dict:
     """Run the recipe in `cfg`; returns the metrics written to metrics.json."""
-    run_dir = run_directory()
-    seed_everything(cfg.seed, cfg.trainer.deterministic)
     device = resolve_device(cfg.trainer.device)
+    dist = init_distributed(device.type)
+    device = torch.device("cuda", dist.local_rank) if dist.enabled and device.type == "cuda" else device
+    run_dir = Path(broadcast(str(run_directory()), dist))  # rank 0's run dir for every rank
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
     precision = Precision.resolve(cfg.trainer.precision, device)
 
     spec = TransformSpec.from_config(cfg.transforms)
-    splits = instantiate(cfg.data, _convert_="all").load(spec.preprocess, spec.pre_spec)
-    write_json(run_dir / "data_report.json", {"classes": splits.classes, "in_chans": splits.in_chans,
-                                               "input_size": splits.input_size, **splits.report})
+    with main_first(dist):  # rank 0 builds the decode cache, the others then read it
+        splits = instantiate(cfg.data, _convert_="all").load(spec.preprocess, spec.pre_spec)
     log.info("data: %d train / %d val / %d test, %d classes, %d channel(s), %s", len(splits.train.labels),
              len(splits.val.labels), len(splits.test.labels), len(splits.classes), splits.in_chans, splits.input_size)
+    if dist.is_main:
+        write_json(run_dir / "data_report.json", {"classes": splits.classes, "in_chans": splits.in_chans,
+                                                   "input_size": splits.input_size, **splits.report})
 
-    model = create_model(cfg.model.name, in_chans=splits.in_chans, num_classes=len(splits.classes),
-                         spatial_dims=splits.spatial_dims, stem=cfg.model.stem, input_size=min(splits.input_size))
     channels_last = bool(cfg.trainer.channels_last) and splits.spatial_dims == 2
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    loaders = build_loaders(splits, spec, cfg.data, cfg.seed, device)
-    optimizer = build_optimizer(cfg.optim, model)
+    model = build_model(cfg, splits, device, channels_last)
+    if cfg.trainer.sync_batchnorm and dist.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # CUDA only (a torch limitation)
+    loaders = build_loaders(splits, spec, cfg.data, cfg.seed, device, dist)
+    optimizer = build_optimizer(cfg.optim, model, lr=scaled_lr(cfg, dist))
     scheduler = build_scheduler(cfg.sched, optimizer, len(loaders.train) // cfg.trainer.accumulate_grad_batches
                                 or 1, cfg.trainer.max_epochs)
     weights = class_weights(cfg.trainer.class_weights, splits.train.labels, len(splits.classes))
@@ -89,34 +127,32 @@ def train(cfg: DictConfig) -> dict:
         save_checkpoint(checkpoints / "best.safetensors", trained, card(metrics={"val": info["val"]},
                                                                         epoch=info["epoch"]))
 
-    loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers]
+    loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers] if dist.is_main else []
     trainer = Trainer(model, optimizer, scheduler, criterion, device=device, precision=precision,
-                      settings=cfg.trainer, channels_last=channels_last, classes=splits.classes, run_dir=run_dir, on_best=save_best, loggers=loggers)
+                      settings=cfg.trainer, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
+                      on_best=save_best, loggers=loggers, dist=dist)
     start = resume_path(cfg.trainer.resume, run_dir)
     if start is not None:
         trainer.resume(start)
     progress = trainer.fit(loaders.train, loaders.val)
-    save_checkpoint(checkpoints / "last.safetensors", model, card(epoch=progress.epoch))
 
+    with main_first(dist):  # rank 0 writes the final checkpoints before the others read best.safetensors
+        if dist.is_main:
+            save_checkpoint(checkpoints / "last.safetensors", model, card(epoch=progress.epoch))
     best, _ = model_from_checkpoint(checkpoints / "best.safetensors", device)
     best = best.to(memory_format=torch.channels_last) if channels_last else best
+    final = partial(evaluate, best, classes=splits.classes, device=device, precision=precision,
+                    channels_last=channels_last, detailed=True, dist=dist)
     metrics = {"best_epoch": progress.best_epoch, "epochs": progress.epoch, "monitor": f"val/{cfg.trainer.monitor}",
-               "val": evaluate(best, loaders.val, splits.classes, device, precision, channels_last, detailed=True)}
+               "val": final(loaders.val)}
     if cfg.evaluate_test:
-        metrics["test"] = evaluate(best, loaders.test, splits.classes, device, precision, channels_last,
-                                   detailed=True)
-    save_checkpoint(checkpoints / "best.safetensors", best, card(metrics=metrics, epoch=progress.best_epoch))
-    write_json(run_dir / "metrics.json", metrics)
-    if cfg.logger.plots:
-        plot_curves(progress.history, run_dir / "curves.png")
-        for split in ("val", "test"):
-            if split in metrics:
-                plot_confusion(metrics[split]["confusion_matrix"], splits.classes,
-                               run_dir / f"confusion_{split}.png", f"{split} (best epoch {progress.best_epoch})")
-                plot_reliability(metrics[split]["calibration"], metrics[split]["ece"],
-                                 run_dir / f"reliability_{split}.png", split)
+        metrics["test"] = final(loaders.test)
+    if dist.is_main:
+        save_checkpoint(checkpoints / "best.safetensors", best, card(metrics=metrics, epoch=progress.best_epoch))
+        write_reports(run_dir, metrics, progress.history, splits.classes, cfg.logger.plots)
     for logger in loggers:
         getattr(logger, "close", lambda: None)()
+    shutdown(dist)
     summary = "  ".join(f"{s} acc {metrics[s]['accuracy']:.4f}" for s in ("val", "test") if s in metrics)
     log.info("done: best epoch %d  %s  -> %s", progress.best_epoch, summary, run_dir)
     return metrics

@@ -63,22 +63,36 @@ class ArrayDataset(Dataset):
 class SeededSampler(Sampler):
     """Yields (index, seed): the order depends on (seed, epoch) and each sample's augmentation on
     (seed, epoch, index), so a resumed run sees exactly the batches an uninterrupted run would,
-    whatever the number of loader workers."""
+    whatever the number of loader workers.
 
-    def __init__(self, size: int, shuffle: bool, seed: int):
+    Under DDP each rank takes every `world_size`-th index of the same order, so the ranks' batch k together
+    hold exactly the samples of batch k of a one-process run with `world_size` times the batch size. With
+    `even=True` (training) the order is cut to a multiple of `world_size` so every rank takes as many steps.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 even: bool = False):
         self.size, self.shuffle, self.seed, self.epoch = size, shuffle, seed, 0
+        self.rank, self.world_size, self.even = rank, world_size, even
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.size
+    def _usable(self) -> int:
+        return self.size - self.size % self.world_size if self.even else self.size
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __len__(self) -> int:
+        return len(range(self.rank, self._usable(), self.world_size))
+
+    def indices(self) -> list[int]:
+        """This rank's dataset indices for the current epoch, in order."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator) if self.shuffle else torch.arange(self.size)
+        return order[: self._usable()][self.rank :: self.world_size].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         base = (self.seed * 7_919 + self.epoch * 104_729) % 2**31
-        for index in order.tolist():
+        for index in self.indices():
             yield index, (base + index * 2_654_435_761) % 2**32
 
 
@@ -90,9 +104,10 @@ def resolve_workers(num_workers: int | str) -> int:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int | str,
-                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader with a seeded sampler and sensible worker settings."""
+                drop_last: bool = False, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader with a seeded (and, under DDP, rank-sharded) sampler and sensible worker settings."""
     workers = resolve_workers(num_workers)
-    return DataLoader(dataset, batch_size=batch_size, sampler=SeededSampler(len(dataset), shuffle, seed),
+    sampler = SeededSampler(len(dataset), shuffle, seed, rank, world_size, even=shuffle)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)

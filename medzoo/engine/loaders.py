@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medzoo.datasets.base import ArrayDataset, DataSplits, make_loader
+from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo
 from medzoo.transforms.spec import TransformSpec
 
 
@@ -19,18 +20,22 @@ class Loaders:
     test: DataLoader
 
 
-def eval_loader(splits: DataSplits, split: str, spec: TransformSpec, data_cfg: Any, device: torch.device) -> DataLoader:
-    """An ordered, unaugmented loader over one split."""
+def eval_loader(splits: DataSplits, split: str, spec: TransformSpec, data_cfg: Any, device: torch.device,
+                dist: DistInfo = SINGLE_PROCESS) -> DataLoader:
+    """An ordered, unaugmented loader over one split (under DDP, this rank's share of it)."""
     dataset = ArrayDataset(splits.split(split), spec.pipeline("eval"))
     batch = int(data_cfg.get("eval_batch_size") or data_cfg.batch_size)
     return make_loader(dataset, batch, shuffle=False, seed=0, num_workers=data_cfg.get("num_workers", 0),
-                       pin_memory=device.type == "cuda")
+                       pin_memory=device.type == "cuda", rank=dist.rank, world_size=dist.world_size)
 
 
-def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: int, device: torch.device) -> Loaders:
+def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: int, device: torch.device,
+                  dist: DistInfo = SINGLE_PROCESS) -> Loaders:
     """Shuffled, augmented training batches; ordered evaluation batches for val and test."""
-    train = make_loader(ArrayDataset(splits.train, spec.pipeline("train")), int(data_cfg.batch_size), shuffle=True,
-                        seed=seed, num_workers=data_cfg.get("num_workers", 0), drop_last=len(splits.train.labels) >
-                        int(data_cfg.batch_size), pin_memory=device.type == "cuda")
-    return Loaders(train, eval_loader(splits, "val", spec, data_cfg, device),
-                   eval_loader(splits, "test", spec, data_cfg, device))
+    batch = int(data_cfg.batch_size)  # per process: the global batch is batch x world size
+    train = make_loader(ArrayDataset(splits.train, spec.pipeline("train")), batch, shuffle=True, seed=seed,
+                        num_workers=data_cfg.get("num_workers", 0),
+                        drop_last=len(splits.train.labels) // dist.world_size > batch,
+                        pin_memory=device.type == "cuda", rank=dist.rank, world_size=dist.world_size)
+    return Loaders(train, eval_loader(splits, "val", spec, data_cfg, device, dist),
+                   eval_loader(splits, "test", spec, data_cfg, device, dist))

@@ -22,9 +22,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Instantiate `cfg` (a `_target_` optimiser with `_partial_: true`) on the model's parameter groups."""
-    factory = instantiate(cfg)
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+    """Instantiate `cfg` (a `_target_` optimiser with `_partial_: true`) on the model's parameter groups;
+    `lr` overrides cfg.lr (e.g. scaled for a larger global batch)."""
+    factory = instantiate(cfg, **({"lr": lr} if lr is not None else {}))
     weight_decay = float(cfg.get("weight_decay", 0.0))
     return factory(parameter_groups(model, weight_decay))
 

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, gather_predictions, sum_across
 from medzoo.engine.metrics import classification_metrics
 from medzoo.engine.precision import Precision
 from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
@@ -42,8 +43,8 @@ class Progress:
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: Precision,
-                  channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and labels over a whole loader, in loader order."""
+                  channels_last: bool = False, dist: DistInfo = SINGLE_PROCESS) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels over a whole split, in dataset order (gathered from every rank)."""
     model.eval()
     probs, labels = [], []
     for images, targets in loader:
@@ -52,13 +53,15 @@ def predict_probs(model: torch.nn.Module, loader: DataLoader, device: torch.devi
             logits = model(images)
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(targets)
-    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    probs, labels = torch.cat(probs).numpy(), torch.cat(labels).numpy()
+    return gather_predictions(np.asarray(loader.sampler.indices()), probs, labels, dist)
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader, classes: list[str], device: torch.device,
-             precision: Precision, channels_last: bool = False, detailed: bool = False) -> dict[str, Any]:
+             precision: Precision, channels_last: bool = False, detailed: bool = False,
+             dist: DistInfo = SINGLE_PROCESS) -> dict[str, Any]:
     """Classification metrics of `model` over `loader`; `detailed` adds 95 % bootstrap intervals and calibration."""
-    probs, labels = predict_probs(model, loader, device, precision, channels_last)
+    probs, labels = predict_probs(model, loader, device, precision, channels_last, dist)
     return detailed_metrics(probs, labels, classes) if detailed else classification_metrics(probs, labels, classes)
 
 
@@ -82,8 +85,8 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: torch.nn.Module, *,
                  device: torch.device, precision: Precision, settings: Any, channels_last: bool, classes: list[str],
-                 run_dir: Path,
-                 on_best: Callable[[torch.nn.Module, dict], None], loggers: list[Any] = ()):
+                 run_dir: Path, on_best: Callable[[torch.nn.Module, dict], None], loggers: list[Any] = (),
+                 dist: DistInfo = SINGLE_PROCESS):
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.device, self.precision, self.settings, self.classes = device, precision, settings, classes
         self.run_dir, self.on_best, self.loggers = run_dir, on_best, list(loggers)
@@ -91,7 +94,12 @@ class Trainer:
         self.scaler = precision.grad_scaler()
         self.progress = Progress()
         self.skipped_steps = 0
-        self.step_model = torch.compile(model, mode=settings.compile_mode) if settings.compile else model
+        self.dist = dist
+        step_model = model
+        if dist.enabled:
+            device_ids = [device.index] if device.type == "cuda" else None
+            step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        self.step_model = torch.compile(step_model, mode=settings.compile_mode) if settings.compile else step_model
         self.state_path = run_dir / "checkpoints" / "last.pt"
 
     # --- one epoch ----------------------------------------------------------------------------------
@@ -103,7 +111,7 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen, last_index = 0, len(loader) - 1
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.settings.max_epochs}", leave=False,
-                   disable=not self.settings.progress)
+                   disable=not (self.settings.progress and self.dist.is_main))
         self.optimizer.zero_grad(set_to_none=True)
         skip_nonfinite = self.settings.on_nonfinite == "skip"
         for index, (images, targets) in enumerate(bar):
@@ -134,7 +142,10 @@ class Trainer:
             if index % self.settings.log_every_n_steps == 0 or index == last_index:
                 self._check_finite(loss_sum, epoch, index)  # one sync per log interval, not per step
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
-        return {"train/loss": loss_sum.item() / max(seen, 1), "train/accuracy": correct.item() / max(seen, 1),
+        totals = sum_across(torch.stack([loss_sum.float(), correct.float(),
+                                         torch.tensor(float(seen), device=self.device)]), self.dist)
+        loss_total, correct_total, seen_total = totals.tolist()
+        return {"train/loss": loss_total / max(seen_total, 1), "train/accuracy": correct_total / max(seen_total, 1),
                 "lr": self.optimizer.param_groups[0]["lr"], "skipped_steps": self.skipped_steps}
 
     def _check_finite(self, loss_sum: torch.Tensor, epoch: int, index: int) -> None:
@@ -151,20 +162,23 @@ class Trainer:
         for epoch in range(self.progress.epoch, int(self.settings.max_epochs)):
             train_loader.sampler.set_epoch(epoch)
             row = {"epoch": epoch + 1, **self._guarded_epoch(train_loader, epoch)}
-            val = evaluate(self.model, val_loader, self.classes, self.device, self.precision, self.channels_last)
+            val = evaluate(self.model, val_loader, self.classes, self.device, self.precision, self.channels_last,
+                           dist=self.dist)
             row.update({f"val/{k}": v for k, v in val.items() if isinstance(v, (int, float)) and v is not None})
             score = float(val[monitor])
             improved = score > self.progress.best_score
-            if improved:
+            if improved:  # every rank sees the same gathered metrics, so every rank decides alike
                 self.progress.best_score, self.progress.best_epoch, self.progress.stale_epochs = score, epoch + 1, 0
-                self.on_best(self.model, {"epoch": epoch + 1, "val": val})
+                if self.dist.is_main:
+                    self.on_best(self.model, {"epoch": epoch + 1, "val": val})
             else:
                 self.progress.stale_epochs += 1
             self.progress.epoch = epoch + 1
             self.progress.history.append(row)
-            self.save_resume_state()
-            for logger in self.loggers:
-                logger.log_epoch(row)
+            if self.dist.is_main:
+                self.save_resume_state()
+                for logger in self.loggers:
+                    logger.log_epoch(row)
             log.info("epoch %d/%d  loss %.4f  train acc %.4f  val %s %.4f%s", epoch + 1, self.settings.max_epochs,
                      row["train/loss"], row["train/accuracy"], monitor, score, "  (best)" if improved else "")
             if patience and self.progress.stale_epochs >= int(patience):

@@ -24,6 +24,10 @@ STEMS = ("auto", "imagenet", "small")
 # so 28-32 px MedMNIST images get the stride-1 stem instead.
 SMALL_INPUT_LIMIT = 64
 _BLOCK_INPLANES = [64, 128, 256, 512]
+# Batch norm is the default; group norm does not depend on the batch, so it suits tiny per-GPU batches and
+# makes a DDP run equal to a one-process run of the same global batch (SyncBatchNorm needs CUDA).
+NORMS: dict[str, str | tuple] = {"batch": "batch", "group": ("group", {"num_groups": 32}),
+                                 "instance": ("instance", {"affine": True})}
 
 
 def resolve_stem(stem: str, input_size: int | None) -> str:
@@ -57,6 +61,7 @@ class ResNet(MonaiResNet):
         spatial_dims: int = 2,
         stem: str = "auto",
         input_size: int | None = None,
+        norm: str = "batch",
     ) -> None:
         """Build a ResNet.
 
@@ -67,6 +72,7 @@ class ResNet(MonaiResNet):
             stem: "imagenet" (7x7 stride-2 conv + max-pool), "small" (3x3 stride-1 conv, no pool)
                 or "auto" ("small" when input_size < 64, else "imagenet").
             input_size: the input's side length in pixels/voxels; only used by stem="auto".
+            norm: "batch", "group" (32 groups) or "instance".
         """
         _check_positive_int("in_chans", in_chans, 1)
         _check_positive_int("num_classes", num_classes, 0)
@@ -74,8 +80,12 @@ class ResNet(MonaiResNet):
             raise ConfigError(f"spatial_dims={spatial_dims!r} is invalid: set spatial_dims to 2 or 3.")
         if input_size is not None:
             _check_positive_int("input_size", input_size, 1)
+        if norm not in NORMS:
+            raise ConfigError(f"unknown norm '{norm}': set norm to one of {', '.join(NORMS)}.")
         resolved = resolve_stem(stem, input_size)
         imagenet = resolved == "imagenet"
+        # read by _make_layer, which MONAI's __init__ calls before it returns
+        object.__setattr__(self, "_norm_spec", NORMS[norm])
         super().__init__(
             block=block,
             layers=list(layers),
@@ -87,6 +97,7 @@ class ResNet(MonaiResNet):
             conv1_t_stride=2 if imagenet else 1,
             no_max_pool=not imagenet,
             shortcut_type="B",
+            norm=NORMS[norm],
             bias_downsample=False,  # torchvision's projection has no bias: batch norm follows it
             feed_forward=False,  # the head is built below so num_classes=0 and reset_classifier share one path
         )
@@ -96,11 +107,18 @@ class ResNet(MonaiResNet):
 
         self.arch = arch
         self.stem = resolved
+        self.norm = norm
         self.in_chans = in_chans
         self.spatial_dims = spatial_dims
         self.num_features = _BLOCK_INPLANES[-1] * block.expansion
         self.num_classes = num_classes
         self.fc: nn.Module = self._make_classifier(num_classes)
+
+    def _make_layer(self, *args: Any, **kwargs: Any) -> nn.Sequential:
+        # MONAI 1.6 builds the residual stages without passing its `norm` on (only the stem gets it),
+        # so without this a "group" ResNet would still hold batch norm in every block.
+        kwargs["norm"] = self._norm_spec
+        return super()._make_layer(*args, **kwargs)
 
     def _make_classifier(self, num_classes: int) -> nn.Module:
         if num_classes == 0:

@@ -37,7 +37,12 @@ class DistInfo:
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); one process: no-op."""
+    """Join the process group torchrun (or SLURM through submitit) describes (NCCL on CUDA, gloo on CPU);
+    one process: no-op."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR... from SLURM's variables
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()

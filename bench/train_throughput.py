@@ -1,0 +1,201 @@
+"""Training throughput of the engine vs a plain PyTorch loop: 2D ResNet-18/50 at 224 px, 3D ResNet-18 at 64^3 and
+96^3, and a 1000-channel 2D slice stack; eager, channels_last and torch.compile; data-wait fraction and peak memory.
+
+    python bench/train_throughput.py --json OUT.json                 # the GPU suite (as specified for the H200)
+    python bench/train_throughput.py --device cpu --quick --json OUT.json   # a small CPU run of the same code
+
+Data are synthetic uint8 samples held in memory and fed through medzoo's loader (seeded sampler, per-sample
+cast), so the figures measure the model step and the loader, not JPEG decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from medzoo.datasets.base import ArrayDataset, make_loader
+from medzoo.datasets.cache import CachedSplit
+from medzoo.engine.card import versions
+from medzoo.engine.optim import build_optimizer, build_scheduler
+from medzoo.engine.precision import Precision
+from medzoo.engine.runtime import resolve_device
+from medzoo.engine.trainer import Trainer
+from medzoo.zoo import create_model
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    spatial_dims: int
+    size: int
+    channels: int
+    batch: int
+
+
+GPU_CASES = [Case("resnet18", 2, 224, 3, 256), Case("resnet50", 2, 224, 3, 256), Case("resnet18", 3, 64, 1, 32),
+             Case("resnet18", 3, 96, 1, 16), Case("resnet18", 2, 256, 1000, 32)]
+CPU_CASES = [Case("resnet18", 2, 224, 3, 16), Case("resnet50", 2, 224, 3, 8), Case("resnet18", 3, 64, 1, 4),
+             Case("resnet18", 3, 96, 1, 2), Case("resnet18", 2, 256, 1000, 4)]
+
+
+class TimedLoader:
+    """Wraps a loader and adds up the time spent waiting for its next batch."""
+
+    def __init__(self, loader):
+        self.loader, self.wait = loader, 0.0
+        self.sampler, self.batch_size = loader.sampler, loader.batch_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.wait += time.perf_counter() - start
+            yield batch
+
+
+class Cycled(torch.utils.data.Dataset):
+    """`length` samples drawn from a smaller pool, so a 1000-channel run does not need tens of GB of RAM."""
+
+    def __init__(self, dataset: ArrayDataset, length: int):
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item):
+        index, seed = item
+        return self.dataset[(index % len(self.dataset), seed)]
+
+
+POOL_BYTES = 2 * 2**30
+
+
+def make_data(case: Case, steps: int, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    rng = np.random.default_rng(0)
+    count = case.batch * steps
+    spatial = (case.size,) * case.spatial_dims
+    pool = max(1, min(count, POOL_BYTES // (case.channels * case.size**case.spatial_dims)))
+    split = CachedSplit(rng.integers(0, 255, (pool, case.channels, *spatial), dtype=np.uint8),
+                        rng.integers(0, 4, pool), [str(i) for i in range(pool)])
+    return make_loader(Cycled(ArrayDataset(split, None), count), case.batch, shuffle=True, seed=0,
+                       num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
+
+
+def build(case: Case, device: torch.device, channels_last: bool):
+    torch.manual_seed(0)
+    model = create_model(case.model, in_chans=case.channels, num_classes=4, spatial_dims=case.spatial_dims,
+                         input_size=case.size)
+    return model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+
+
+def engine_run(case, loader, device, precision, channels_last, compile_model) -> tuple[float, float]:
+    model = build(case, device, channels_last)
+    optimizer = build_optimizer(OmegaConf.create({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3,
+                                                  "weight_decay": 0.05}), model)
+    scheduler = build_scheduler(OmegaConf.create({"name": "constant"}), optimizer, len(loader), 1)
+    settings = OmegaConf.create({"max_epochs": 1, "accumulate_grad_batches": 1, "grad_clip_norm": None,
+                                 "compile": compile_model, "compile_mode": "default", "log_every_n_steps": 50,
+                                 "progress": False, "monitor": "accuracy", "on_nonfinite": "stop"})
+    trainer = Trainer(model, optimizer, scheduler, torch.nn.CrossEntropyLoss(), device=device, precision=precision,
+                      settings=settings, channels_last=channels_last, classes=list("abcd"), run_dir=Path("."),
+                      on_best=lambda *a: None)
+    trainer.train_one_epoch(loader, 0)  # warm-up epoch: kernels, allocator, compilation
+    timed = TimedLoader(loader)
+    _sync(device)
+    start = time.perf_counter()
+    trainer.train_one_epoch(timed, 0)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    return len(loader) * loader.batch_size / elapsed, timed.wait / elapsed
+
+
+def plain_run(case, loader, device, precision, channels_last, compile_model) -> float:
+    model = build(case, device, channels_last)
+    step_model = torch.compile(model) if compile_model else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    criterion = torch.nn.CrossEntropyLoss()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+
+    def epoch():
+        for images, targets in loader:
+            images = images.to(device, non_blocking=True).contiguous(memory_format=layout)
+            with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+                loss = criterion(step_model(images), targets.to(device, non_blocking=True))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    epoch()
+    _sync(device)
+    start = time.perf_counter()
+    epoch()
+    _sync(device)
+    return len(loader) * loader.batch_size / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and variants")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    precision = Precision.resolve("auto", device)
+    cases = GPU_CASES if device.type == "cuda" else CPU_CASES
+    steps = args.steps or (4 if args.quick else 30)
+    workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 8)
+    results = []
+    for case in cases:
+        loader = make_data(case, steps, workers, device)
+        variants = [(False, False)] + ([(True, False)] if case.spatial_dims == 2 else [])
+        if not args.no_compile and not args.quick:
+            variants.append((case.spatial_dims == 2, True))
+        for channels_last, compile_model in variants:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            engine, wait = engine_run(case, loader, device, precision, channels_last, compile_model)
+            peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+            plain = plain_run(case, loader, device, precision, channels_last, compile_model)
+            row = {"model": case.model, "spatial_dims": case.spatial_dims, "size": case.size, "channels": case.channels,
+                   "batch_size": case.batch, "precision": precision.name, "channels_last": channels_last,
+                   "compile": compile_model, "images_per_s": engine, "plain_images_per_s": plain,
+                   "data_wait_fraction": wait, "engine_vs_plain": engine / plain, "peak_mem_gb": peak}
+            results.append(row)
+            print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} cl={channels_last!s:<5} "
+                  f"compile={compile_model!s:<5} {engine:9.1f} img/s  plain {plain:9.1f}  ratio {engine / plain:.3f}  "
+                  f"wait {wait:.3f}" + (f"  peak {peak:.1f} GB" if peak is not None else ""), flush=True)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'})"
+    payload = {"device": name, "date": date.today().isoformat(), "threads": torch.get_num_threads(),
+               "versions": versions(), "steps": steps, "workers": workers, "results": results,
+               "median_engine_vs_plain": statistics.median(r["engine_vs_plain"] for r in results)}
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""`medzoo export ckpt=... format=onnx|torchscript|monai-bundle`: a checkpoint in a deployable format."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from medzoo.commands.common import run_directory
+from medzoo.engine.inference import Preprocessor, list_inputs
+from medzoo.engine.reports import write_json
+from medzoo.zoo import hub
+from medzoo.zoo.checkpoint import model_from_checkpoint
+from medzoo.zoo.export import export as export_model
+
+
+def check_inputs(cfg: DictConfig, card: dict) -> torch.Tensor:
+    """Real preprocessed images when `inputs` is set, else seeded random inputs of the model's shape."""
+    if cfg.inputs:
+        preprocess = Preprocessor(card)
+        return torch.stack([preprocess.file(p) for p in list_inputs(cfg.inputs)[: int(cfg.max_inputs)]])
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, card["in_chans"], *card["input_size"], generator=generator)
+
+
+def export(cfg: DictConfig) -> dict:
+    run_dir = run_directory()
+    model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), "cpu")
+    result = export_model(model, card, cfg.format, check_inputs(cfg, card), run_dir)
+    write_json(run_dir / "export.json", {"checkpoint": str(cfg.ckpt), "format": cfg.format, **result})
+    print(result["path"])
+    return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,7 +13,7 @@ from medzoo.datasets.folders import scan_split
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.images import MAX_PIXELS, decode_image, to_channels
 from medzoo.datasets.roots import resolve_root
-from medzoo.errors import DataError
+from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder
 
@@ -146,3 +148,40 @@ def test_cache_is_rebuilt_when_a_file_changes(tmp_path):
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(changed)
     load(src)
     assert len(list((tmp_path / "cache").glob("synthetic-test-*.npy"))) == 2
+
+
+def _manifest(tmp_path, groups, drop, deleaked):
+    path = tmp_path / "clean_split.json"
+    path.write_text(json.dumps({"groups": [{"id": i, "members": m} for i, m in enumerate(groups)],
+                                "drop": drop, "test_deleaked": deleaked}))
+    return str(path)
+
+
+def test_clean_split_dedups_training_groups_val_by_group_and_adds_deleaked_test(tmp_path):
+    make_image_folder(tmp_path / "data", 12, 3, classes=("a", "b"))
+    groups = [[f"Training/a/img ({i}).jpg", f"Training/a/img ({i + 6}).jpg"] for i in range(6)]
+    groups.append(["Training/b/img (0).jpg", "Testing/b/img (0).jpg"])  # a cross-split leak
+    drop = [g[1] for g in groups[:6]] + ["Training/b/img (0).jpg"]
+    deleaked = [f"Testing/{c}/img ({i}).jpg" for c in "ab" for i in range(3) if (c, i) != ("b", 0)]
+    manifest = _manifest(tmp_path, groups, drop, deleaked)
+
+    grouped = load(source(tmp_path / "data", clean_split=manifest, val_fraction=0.25))
+    train_keys, val_keys = set(grouped.train.keys), set(grouped.val.keys)
+    for members in groups:
+        inside = [k for k in members if k.startswith("Training/")]
+        assert set(inside) <= train_keys or set(inside) <= val_keys, members
+    assert sorted(grouped.extra_tests["test_deleaked"].keys) == sorted(deleaked)
+    assert len(grouped.test.keys) == 6 and grouped.report["group_aware_val"]
+
+    deduped = load(source(tmp_path / "data", clean_split=manifest, dedup=True))
+    kept = set(deduped.train.keys) | set(deduped.val.keys)
+    assert len(kept) == 24 - 7 and not kept & set(drop) and deduped.report["dedup_dropped"] == 7
+    assert len(deduped.test.keys) == 6  # the shipped test split is never thinned
+
+
+def test_dedup_without_a_manifest_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="data.clean_split"):
+        source(tmp_path, dedup=True)
+    make_image_folder(tmp_path / "data", 2, 1, classes=("a", "b"))
+    with pytest.raises(DataError, match="medzoo audit"):
+        load(source(tmp_path / "data", clean_split=str(tmp_path / "missing.json")))

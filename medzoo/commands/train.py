@@ -16,7 +16,7 @@ from medzoo.commands.common import run_directory
 from medzoo.datasets.base import DataSplits
 from medzoo.engine.card import build_card
 from medzoo.engine.distributed import DistInfo, broadcast, init_distributed, main_first, shutdown
-from medzoo.engine.loaders import build_loaders
+from medzoo.engine.loaders import build_loaders, eval_loader
 from medzoo.engine.loggers import LOGGERS
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
@@ -82,7 +82,7 @@ def write_reports(run_dir: Path, metrics: dict, history: list, classes: list[str
     if not plots:
         return
     plot_curves(history, run_dir / "curves.png")
-    for split in ("val", "test"):
+    for split in ("val", "test", "test_deleaked"):
         if split in metrics:
             plot_confusion(metrics[split]["confusion_matrix"], classes, run_dir / f"confusion_{split}.png",
                            f"{split} (best epoch {metrics['best_epoch']})")
@@ -147,12 +147,15 @@ def train(cfg: DictConfig) -> dict:
                "val": final(loaders.val)}
     if cfg.evaluate_test:
         metrics["test"] = final(loaders.test)
+        for name in splits.extra_tests:  # e.g. test_deleaked: test images with no near-copy in training
+            metrics[name] = final(eval_loader(splits, name, spec, cfg.data, device, dist))
     if dist.is_main:
         save_checkpoint(checkpoints / "best.safetensors", best, card(metrics=metrics, epoch=progress.best_epoch))
         write_reports(run_dir, metrics, progress.history, splits.classes, cfg.logger.plots)
     for logger in loggers:
         getattr(logger, "close", lambda: None)()
     shutdown(dist)
-    summary = "  ".join(f"{s} acc {metrics[s]['accuracy']:.4f}" for s in ("val", "test") if s in metrics)
+    summary = "  ".join(f"{s} acc {metrics[s]['accuracy']:.4f}" for s in ("val", "test", *splits.extra_tests)
+                        if s in metrics)
     log.info("done: best epoch %d  %s  -> %s", progress.best_epoch, summary, run_dir)
     return metrics

@@ -24,6 +24,7 @@ class DataSplits:
     spatial_dims: int = 2
     fingerprint: str = ""
     report: dict = field(default_factory=dict)
+    extra_tests: dict[str, CachedSplit] = field(default_factory=dict)  # e.g. test_deleaked
 
     @property
     def in_chans(self) -> int:
@@ -34,8 +35,11 @@ class DataSplits:
         return list(self.train.images.shape[2:])
 
     def split(self, name: str) -> CachedSplit:
+        if name in self.extra_tests:
+            return self.extra_tests[name]
         if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split '{name}': use split=train, split=val or split=test")
+            known = ", ".join(["train", "val", "test", *self.extra_tests])
+            raise ValueError(f"unknown split '{name}': use split= one of {known}")
         return getattr(self, name)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,7 +14,8 @@ from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import load_or_build
 from medzoo.datasets.folders import FileRecord, scan_split
 from medzoo.datasets.roots import resolve_root
-from medzoo.datasets.splits import stratified_split
+from medzoo.datasets.splits import keep_keys, stratified_split
+from medzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,8 @@ class ImageFolderSource:
     def __init__(self, name: str, root: str | None = None, folder: str | None = None, fetch: str | None = None,
                  train_dir: str = "Training", test_dir: str = "Testing", class_map: Mapping[str, str] | None = None,
                  channels: int = 1, val_fraction: float = 0.15, split_seed: int = 0, on_error: str = "raise",
-                 cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2, **loader_settings):
+                 cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
+                 clean_split: str | None = None, dedup: bool = False, **loader_settings):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', not {on_error!r}")
         if cache not in ("disk", "memory"):
@@ -34,6 +37,9 @@ class ImageFolderSource:
         self.channels, self.val_fraction, self.split_seed = channels, val_fraction, split_seed
         self.on_error, self.cache_dir = on_error, Path(cache_dir).expanduser() if cache == "disk" and cache_dir else None
         self.decode_workers = decode_workers
+        self.clean_split, self.dedup = clean_split, dedup
+        if dedup and not clean_split:
+            raise ConfigError("data.dedup=true needs data.clean_split=PATH (clean_split.json from `medzoo audit`).")
         self.loader_settings = loader_settings
 
     def resolve(self) -> Path:
@@ -47,21 +53,42 @@ class ImageFolderSource:
         test, _ = scan_split(root, self.test_dir, self.class_map, classes)
         return train, test, classes
 
+    def manifest(self) -> dict | None:
+        """The audit's clean-split manifest (`data.clean_split`), checked against these classes."""
+        if not self.clean_split:
+            return None
+        path = Path(self.clean_split).expanduser()
+        if not path.is_file():
+            raise DataError(f"clean-split manifest not found: {path} (data.clean_split). Write it with "
+                            "`medzoo audit data=... data.root=... hydra.run.dir=OUT` (OUT/clean_split.json).")
+        return json.loads(path.read_text())
+
     def load(self, preprocess: Callable[[np.ndarray], np.ndarray], preprocess_spec: str) -> DataSplits:
         """Decode (or read from the cache) Training and Testing, and carve the validation split."""
         train_records, test_records, classes = self.records()
+        manifest = self.manifest()
+        dropped = 0
+        if manifest and self.dedup:  # only training copies go: the shipped test split stays whole
+            drop = set(manifest["drop"])
+            kept = [r for r in train_records if r.key not in drop]
+            dropped, train_records = len(train_records) - len(kept), kept
+            log.info("data.dedup: %d duplicate training file(s) dropped (one copy per group kept)", dropped)
         build = dict(channels=self.channels, preprocess=preprocess, preprocess_spec=preprocess_spec,
                      on_error=self.on_error, workers=self.decode_workers)
         training = load_or_build(self.cache_dir, f"{self.name}-train", train_records, **build)
         testing = load_or_build(self.cache_dir, f"{self.name}-test", test_records, **build)
-        train, val = stratified_split(training, self.val_fraction, self.split_seed)
+        groups = {key: group["id"] for group in manifest["groups"] for key in group["members"]} if manifest else None
+        train, val = stratified_split(training, self.val_fraction, self.split_seed, groups)
+        extra = {"test_deleaked": keep_keys(testing, set(manifest["test_deleaked"]))} if manifest else {}
         report = {"train_files": len(train_records), "test_files": len(test_records),
+                  "dedup_dropped": dropped, "group_aware_val": bool(groups),
+                  "test_deleaked": len(extra["test_deleaked"].labels) if extra else None,
                   "training": training.report.as_dict(), "testing": testing.report.as_dict()}
         skipped = training.report.skipped + testing.report.skipped
         if skipped:
             log.warning("data.on_error=skip: %d file(s) skipped in total (listed in data_report.json)", len(skipped))
         return DataSplits(train, val, test=testing, classes=classes, spatial_dims=2,
-                          fingerprint=_fingerprint(train_records + test_records), report=report)
+                          fingerprint=_fingerprint(train_records + test_records), report=report, extra_tests=extra)
 
 
 def _fingerprint(records: list[FileRecord]) -> str:

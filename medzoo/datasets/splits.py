@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from medzoo.datasets.cache import CachedSplit, DecodeReport
 
@@ -15,11 +17,27 @@ def subset(split: CachedSplit, indices: np.ndarray) -> CachedSplit:
                        DecodeReport())
 
 
-def stratified_split(split: CachedSplit, val_fraction: float, seed: int) -> tuple[CachedSplit, CachedSplit]:
-    """Carve a class-stratified validation set of `val_fraction` from `split`, reproducibly for `seed`."""
+def stratified_split(split: CachedSplit, val_fraction: float, seed: int,
+                     groups: Mapping[str, int] | None = None) -> tuple[CachedSplit, CachedSplit]:
+    """Carve a class-stratified validation set of `val_fraction` from `split`, reproducibly for `seed`.
+
+    With `groups` (key -> duplicate-group id), members of one group never straddle train and val, so a
+    near-copy of a validation image cannot sit in training and flatter the validation score.
+    """
     if not 0 < val_fraction < 1:
         raise ValueError(f"data.val_fraction must be between 0 and 1, not {val_fraction}")
     indices = np.arange(len(split.labels))
-    train_idx, val_idx = train_test_split(indices, test_size=val_fraction, random_state=seed,
-                                          stratify=split.labels)
+    if not groups:
+        train_idx, val_idx = train_test_split(indices, test_size=val_fraction, random_state=seed,
+                                              stratify=split.labels)
+        return subset(split, train_idx), subset(split, val_idx)
+    # files outside every duplicate group form groups of one
+    ids = np.array([groups.get(key, -1 - i) for i, key in enumerate(split.keys)])
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / val_fraction)), shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(indices, split.labels, ids))
     return subset(split, train_idx), subset(split, val_idx)
+
+
+def keep_keys(split: CachedSplit, keys: set[str]) -> CachedSplit:
+    """The samples of `split` whose key is in `keys`."""
+    return subset(split, np.array([i for i, key in enumerate(split.keys) if key in keys], dtype=np.int64))

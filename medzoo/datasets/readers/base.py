@@ -1,0 +1,133 @@
+"""The `Volume` every reader returns, the reader registry, and `read_volume`, the one front door.
+
+Layout after any reader: channel-first, `(C, D, H, W)` for volumes and `(C, H, W)` for 2D images, where
+D is the slice axis (DICOM slice order, TIFF page order, NIfTI canonical z), H the rows and W the columns.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medzoo.errors import DataError
+from medzoo.naming import unknown_name
+
+# Finite checks scan float data in slabs of about this many bytes, so a large memory-mapped stack is never
+# copied whole into a boolean mask.
+FINITE_CHUNK_BYTES = 16 * 2**20
+
+
+@dataclass
+class Volume:
+    """A channel-first array and what is known about it: `spacing`, `orientation`, `source`, `dtype`, `shape`."""
+
+    array: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for `(C, H, W)`, 3 for `(C, D, H, W)`."""
+        return self.array.ndim - 1
+
+
+def make_volume(array: np.ndarray, source: str | Path, spacing: Sequence[float | None] | None,
+                orientation: str | None = None, **extra: Any) -> Volume:
+    """Build a `Volume` with the common meta keys; an unknown spacing (None, or a None entry) becomes 1.0."""
+    if array.ndim not in (3, 4):
+        raise DataError(f"{source}: reader produced shape {array.shape}; expected (C, H, W) or (C, D, H, W).")
+    spatial = array.ndim - 1
+    spacing = (None,) * spatial if spacing is None else tuple(spacing)
+    known = all(s is not None for s in spacing)
+    spacing = tuple(1.0 if s is None else float(s) for s in spacing)
+    if len(spacing) != spatial:
+        raise DataError(f"{source}: spacing {spacing} has {len(spacing)} values for {spatial} spatial axes.")
+    meta = {"spacing": spacing, "spacing_known": known, "orientation": orientation, "source": str(source),
+            "dtype": str(array.dtype), "shape": tuple(array.shape)}
+    meta.update(extra)
+    return Volume(array, meta)
+
+
+def check_finite(array: np.ndarray, source: str | Path, allow_nonfinite: bool = False) -> None:
+    """Raise DataError naming `source` if a float `array` holds NaN or Inf (integer data cannot, and is not read)."""
+    if allow_nonfinite or array.dtype.kind not in "fc" or array.size == 0:
+        return
+    rows = array.reshape(1, -1) if array.ndim == 0 else array
+    per_row = max(1, int(np.prod(rows.shape[1:], dtype=np.int64)) * rows.dtype.itemsize)
+    step = max(1, FINITE_CHUNK_BYTES // per_row)
+    bad, first = 0, None
+    for start in range(0, rows.shape[0], step):
+        mask = ~np.isfinite(rows[start:start + step])
+        count = int(mask.sum())
+        if count and first is None:
+            index = np.argwhere(mask)[0]
+            index[0] += start
+            first = tuple(int(i) for i in index)
+        bad += count
+    if bad:
+        raise DataError(f"{source}: {bad} non-finite value(s) (NaN or Inf), the first at index {first} of an "
+                        f"array of shape {array.shape}. Fix or mask the file, or pass allow_nonfinite=True.")
+
+
+@dataclass(frozen=True)
+class ReaderSpec:
+    """One registered reader: its name, where its function lives (imported on first use), what it reads."""
+
+    name: str
+    target: str
+    suffixes: tuple[str, ...]
+    description: str
+
+    def load(self) -> Callable[..., Volume]:
+        """Import and return the reader function (`module:function`)."""
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+# The one explicit list of readers. Targets are imported lazily so that reading a .npy file never pays for
+# importing pydicom or tifffile.
+_PACKAGE = "medzoo.datasets.readers"
+READERS: dict[str, ReaderSpec] = {spec.name: spec for spec in (
+    ReaderSpec("nifti", f"{_PACKAGE}.nifti:read_nifti", (".nii", ".nii.gz"), "NIfTI-1/2 volume, reoriented to RAS+"),
+    ReaderSpec("dicom", f"{_PACKAGE}.dicom:read_dicom_series", (".dcm",),
+               "a folder holding one DICOM series (or one .dcm file)"),
+    ReaderSpec("tiff", f"{_PACKAGE}.tiff:read_tiff", (".tif", ".tiff"), "TIFF image or multipage stack"),
+    ReaderSpec("npy", f"{_PACKAGE}.numpy_io:read_npy", (".npy",), "NumPy array, memory-mapped"),
+    ReaderSpec("npz", f"{_PACKAGE}.numpy_io:read_npz", (".npz",), "one array of a NumPy .npz archive"),
+)}
+
+
+def supported_formats() -> str:
+    """One line per reader: name, suffixes, description (for error messages and `--help`)."""
+    return "; ".join(f"{s.name} ({', '.join(s.suffixes)}: {s.description})" for s in READERS.values())
+
+
+def reader_for(path: str | Path) -> ReaderSpec:
+    """The reader for `path` by suffix, or DICOM for a directory; DataError listing the formats otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        return READERS["dicom"]
+    name = path.name.lower()
+    # Longest suffix first, so `.nii.gz` wins over any reader that might claim `.gz`.
+    by_suffix = sorted(((suffix, spec) for spec in READERS.values() for suffix in spec.suffixes),
+                       key=lambda item: -len(item[0]))
+    for suffix, spec in by_suffix:
+        if name.endswith(suffix):
+            return spec
+    raise DataError(f"{path}: no reader for this file type. Supported: {supported_formats()}. "
+                    "Convert the file, or pass reader=NAME to force one.")
+
+
+def read_volume(path: str | Path, reader: str = "auto", **kwargs: Any) -> Volume:
+    """Read `path` with the named reader, or by its suffix (a directory is a DICOM series) when `reader="auto"`."""
+    if reader != "auto" and reader not in READERS:
+        raise unknown_name("reader", reader, READERS)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"not found: {path}. Check the path (data.root or MEDZOO_DATA).")
+    spec = reader_for(path) if reader == "auto" else READERS[reader]
+    return spec.load()(path, **kwargs)

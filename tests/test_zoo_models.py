@@ -170,8 +170,10 @@ def test_unknown_name_suggests_the_close_match() -> None:
     assert isinstance(info.value, KeyError)
 
 
-def test_pretrained_is_not_wired_yet() -> None:
-    with pytest.raises(NotImplementedError, match="medzoo.zoo.checkpoint"):
+def test_pretrained_that_is_neither_a_file_nor_a_zoo_name_is_an_error() -> None:
+    from medzoo.errors import MedzooError
+
+    with pytest.raises(MedzooError, match="resnet10.medmnist"):
         create_model("resnet10", pretrained="resnet10.medmnist")
 
 

@@ -40,7 +40,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     run_dir = run_directory()
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), device)
-    spec = TransformSpec(card["preprocessing"]["pre"], eval=card["preprocessing"]["eval"], where=f"{cfg.ckpt} card")
+    spec = TransformSpec.from_card(card)
     data_cfg = data_config(card, cfg.data, cfg.paths.cache_dir)
     splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)
     if list(splits.classes) != list(card["classes"]):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from medzoo.datasets.folders import FileRecord
 from medzoo.datasets.images import decode_image, to_channels
 from medzoo.errors import DataError
+from medzoo.transforms.layout import to_channel_first
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -57,7 +58,8 @@ def cache_key(records: Sequence[FileRecord], channels: int, preprocess_spec: str
 
 def decode_split(records: Sequence[FileRecord], channels: int, preprocess: Callable[[np.ndarray], np.ndarray],
                  on_error: str = "raise", workers: int = 2, desc: str = "decode") -> CachedSplit:
-    """Decode and preprocess every record (threads: PIL and OpenCV release the GIL)."""
+    """Decode and preprocess every record (threads: PIL and OpenCV release the GIL); `preprocess` takes and
+    returns channel-first arrays."""
     report = DecodeReport()
 
     def work(record: FileRecord):
@@ -67,7 +69,7 @@ def decode_split(records: Sequence[FileRecord], channels: int, preprocess: Calla
             if on_error != "skip":
                 raise
             return record, None, str(exc)
-        pixels = to_channels(decoded.pixels, channels)
+        pixels = to_channel_first(to_channels(decoded.pixels, channels))
         return record, (preprocess(pixels), decoded), None
 
     images, labels, keys = [], [], []
@@ -80,7 +82,7 @@ def decode_split(records: Sequence[FileRecord], channels: int, preprocess: Calla
             pixels, decoded = result
             report.stored_gray_rgb += decoded.stored_gray
             report.colour_converted += channels == 1 and decoded.pixels.shape[-1] == 3
-            images.append(np.moveaxis(pixels if pixels.ndim == 3 else pixels[..., None], -1, 0))
+            images.append(pixels)
             labels.append(record.label)
             keys.append(record.key)
     if report.skipped:

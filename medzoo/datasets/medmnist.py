@@ -11,7 +11,9 @@ import numpy as np
 
 from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit
-from medzoo.errors import DataError
+from medzoo.datasets.fetch import default_data_home as data_home
+from medzoo.errors import ConfigError, DataError
+from medzoo.transforms.layout import depth_to_channels
 
 BUILTIN_PREFIX = "builtin:"
 SPLITS = ("train", "val", "test")
@@ -48,22 +50,44 @@ def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-class MedMNISTSource:
-    """A MedMNIST file as 2D images (C x H x W) or 3D volumes (1 x D x H x W)."""
+LAYOUTS = ("image", "volume", "slices")
 
-    def __init__(self, name: str, path: str, classes: Sequence[str], spatial_dims: int = 2, **loader_settings):
-        self.name, self.path, self.class_names, self.spatial_dims = name, path, list(classes), spatial_dims
+
+class MedMNISTSource:
+    """A MedMNIST file as 2D images (C x H x W), 3D volumes (1 x D x H x W) or 2.5D slice stacks (D x H x W).
+
+    `path` is a file, `builtin:NAME`, or null for `$MEDZOO_DATA/medmnist/<file>`.
+    """
+
+    def __init__(self, name: str, classes: Sequence[str], path: str | None = None, file: str | None = None,
+                 layout: str = "image", channels: int | None = None, depth_mode: str = "resample",
+                 **loader_settings):
+        if layout not in LAYOUTS:
+            raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+        self.name, self.path, self.file, self.class_names = name, path, file or f"{name}.npz", list(classes)
+        self.layout, self.channels, self.depth_mode = layout, channels, depth_mode
+        self.spatial_dims = 3 if layout == "volume" else 2
         self.loader_settings = loader_settings
+
+    def resolve(self) -> Path:
+        """The .npz file: data.path, else `$MEDZOO_DATA/medmnist/<data.file>`."""
+        if self.path:
+            return resolve_npz(self.path)
+        candidate = data_home() / "medmnist" / self.file
+        if not candidate.is_file():
+            raise DataError(f"{self.file} not found: data.path is not set and {candidate} does not exist. Set "
+                            f"data.path=PATH/TO/{self.file}, or MEDZOO_DATA to a folder holding medmnist/{self.file}.")
+        return candidate
 
     def load(self, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
              preprocess_spec: str = "") -> DataSplits:
         """Read the three official splits into channel-first uint8 arrays."""
-        path = resolve_npz(self.path)
+        path = self.resolve()
         splits = {}
         for split, (images, labels) in read_medmnist(path).items():
             images = self._channel_first(images, path)
-            if preprocess is not None and self.spatial_dims == 2:
-                images = np.stack([np.moveaxis(preprocess(np.moveaxis(im, 0, -1)), -1, 0) for im in images])
+            if preprocess is not None:
+                images = np.stack([preprocess(image) for image in images])
             if labels.max(initial=0) >= len(self.class_names):
                 raise DataError(f"{path}: label {labels.max()} but data.classes lists {len(self.class_names)} names.")
             keys = [f"{split}/{i}" for i in range(len(labels))]
@@ -73,10 +97,13 @@ class MedMNISTSource:
                           fingerprint=fingerprint, report={"source": str(path)})
 
     def _channel_first(self, images: np.ndarray, path: Path) -> np.ndarray:
-        if self.spatial_dims == 3:
+        if self.layout in ("volume", "slices"):
             if images.ndim != 4:
-                raise DataError(f"{path}: 3D MedMNIST images must be N x D x H x W, got {images.shape}.")
-            return images[:, None]
+                raise DataError(f"{path}: 3D MedMNIST images must be N x D x H x W, got {images.shape}; "
+                                "use data.layout=image for 2D files.")
+            if self.layout == "volume":
+                return images[:, None]
+            return np.stack([depth_to_channels(v[None], self.channels, self.depth_mode) for v in images])
         if images.ndim == 3:
             return images[:, None]
         if images.ndim == 4:

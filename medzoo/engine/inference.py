@@ -11,6 +11,7 @@ import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
 from medzoo.errors import DataError
+from medzoo.transforms.layout import to_channel_first
 from medzoo.transforms.spec import TransformSpec
 
 
@@ -34,14 +35,13 @@ class Preprocessor:
     card: dict[str, Any]
 
     def __post_init__(self) -> None:
-        steps = self.card["preprocessing"]
-        self.spec = TransformSpec(steps["pre"], eval=steps["eval"], where="checkpoint card")
+        self.spec = TransformSpec.from_card(self.card)
         self.pipeline = self.spec.pipeline("eval")
 
     def array(self, pixels: np.ndarray) -> torch.Tensor:
         """An H x W x C uint8 image -> the model's C x H x W float32 input."""
-        pixels = to_channels(pixels, self.card["in_chans"])
-        return torch.from_numpy(self.pipeline(np.moveaxis(self.spec.preprocess(pixels), -1, 0)))
+        pixels = to_channel_first(to_channels(pixels, self.card["in_chans"]))
+        return torch.from_numpy(self.pipeline(self.spec.preprocess(pixels)))
 
     def file(self, path: Path) -> torch.Tensor:
         """Decode `path` and preprocess it."""

@@ -20,3 +20,45 @@ def to_channel_first(array: np.ndarray, channel_axis: int = -1, contiguous: bool
 def to_channel_last(array: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     """Move `channel_axis` to the end as a view (CHW -> HWC), the layout OpenCV and albumentations expect."""
     return np.moveaxis(array, channel_axis, -1)
+
+
+DEPTH_MODES = ("crop", "pad", "resample")
+
+
+def depth_to_channels(volume: np.ndarray, channels: int | None = None, mode: str = "resample") -> np.ndarray:
+    """A 2.5D slice stack: (C, D, H, W) -> (C * D', H, W), slices becoming channels.
+
+    With `channels` set, the depth is first brought to `channels // C` slices: `crop` keeps the central
+    slices (and pads if there are too few), `pad` adds zero slices on both sides (and crops if too many),
+    `resample` interpolates linearly along depth. Without it the depth is kept. A view when nothing changes.
+    """
+    if volume.ndim != 4:
+        raise ValueError(f"depth_to_channels expects C x D x H x W, got shape {volume.shape}")
+    c, d, h, w = volume.shape
+    if channels is not None:
+        if channels % c:
+            raise ValueError(f"{channels} channels cannot be split evenly over {c} input channel(s)")
+        volume = fit_depth(volume, channels // c, mode)
+    return volume.reshape(c * volume.shape[1], h, w)
+
+
+def fit_depth(volume: np.ndarray, depth: int, mode: str) -> np.ndarray:
+    """Bring a C x D x H x W volume to `depth` slices by centred crop, centred zero padding, or resampling."""
+    if mode not in DEPTH_MODES:
+        raise ValueError(f"unknown depth mode '{mode}': use one of {', '.join(DEPTH_MODES)}")
+    have = volume.shape[1]
+    if have == depth:
+        return volume
+    if mode == "resample":
+        positions = np.linspace(0, have - 1, depth)
+        low = np.floor(positions).astype(int)
+        high = np.minimum(low + 1, have - 1)
+        weight = (positions - low).astype(np.float32)[None, :, None, None]
+        out = volume[:, low] * (1 - weight) + volume[:, high] * weight
+        return out.astype(volume.dtype) if np.issubdtype(volume.dtype, np.floating) else \
+            np.round(out).astype(volume.dtype)
+    if have > depth:
+        start = (have - depth) // 2
+        return volume[:, start:start + depth]
+    before = (depth - have) // 2
+    return np.pad(volume, ((0, 0), (before, depth - have - before), (0, 0), (0, 0)))

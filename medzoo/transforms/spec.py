@@ -1,19 +1,26 @@
-"""A dataset's transforms from config: `pre` (deterministic, run once before caching), `train` and `eval`."""
+"""A dataset's transforms from config: `pre` (deterministic, run once before caching), `train` and `eval`.
+
+Every pipeline takes and returns channel-first arrays (C x H x W, or C x D x H x W). `backend` says what the
+steps are: `albumentations` (2D, few channels; run on an H x W x C view inside) or `channel_first`
+(medzoo.transforms.multichannel for any channel count, MONAI array transforms for volumes).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from medzoo.errors import ConfigError
+from medzoo.naming import unknown_name
 from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
 
 # A checkpoint's card is untrusted input: only these packages may be named by its `_target_`s.
-SAFE_TARGET_PREFIXES = ("albumentations.", "medzoo.transforms.")
+SAFE_TARGET_PREFIXES = ("albumentations.", "medzoo.transforms.", "monai.transforms.")
 
 
 def check_targets(steps: Sequence[Any], where: str) -> None:
@@ -22,41 +29,93 @@ def check_targets(steps: Sequence[Any], where: str) -> None:
         target = step.get("_target_", "") if isinstance(step, dict) else ""
         if not target.startswith(SAFE_TARGET_PREFIXES):
             raise ConfigError(f"{where}: transform target {target!r} is not allowed; transforms must come from "
-                              f"{' or '.join(SAFE_TARGET_PREFIXES)}")
+                              f"{', '.join(SAFE_TARGET_PREFIXES)}")
+
+
+class ChannelFirstCompose:
+    """Channel-first steps in order (medzoo multichannel or MONAI array transforms), reseedable per sample."""
+
+    def __init__(self, steps: Sequence[dict]):
+        self.steps = [instantiate(step) for step in steps]
+
+    def set_seed(self, seed: int) -> None:
+        for position, step in enumerate(self.steps):
+            if hasattr(step, "set_random_state"):
+                step.set_random_state(seed=int(np.random.SeedSequence([seed, position]).generate_state(1)[0]))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        out = image
+        for step in self.steps:
+            out = step(out)
+        if hasattr(out, "numpy"):  # MONAI returns (Meta)Tensors
+            out = out.detach().cpu().numpy() if hasattr(out, "detach") else out.numpy()
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _albumentations(steps: Sequence[dict], seed: int | None) -> Callable:
+    return ChannelFirstPipeline(build_pipeline(steps, seed=seed))
+
+
+def _channel_first(steps: Sequence[dict], seed: int | None) -> Callable:
+    compose = ChannelFirstCompose(steps)
+    if seed is not None:
+        compose.set_seed(seed)
+    return compose
+
+
+BACKENDS: dict[str, Callable[[Sequence[dict], int | None], Callable]] = {
+    "albumentations": _albumentations, "channel_first": _channel_first,
+}
 
 
 class TransformSpec:
     """The three transform lists of a recipe, as plain data that can be stored in a checkpoint card."""
 
     def __init__(self, pre: Sequence[Any] = (), train: Sequence[Any] = (), eval: Sequence[Any] = (),
-                 where: str = "transforms"):
+                 where: str = "transforms", backend: str = "albumentations"):
+        if backend not in BACKENDS:
+            raise unknown_name("transforms.backend", backend, BACKENDS)
+        self.backend = backend
         self.lists = {name: _plain(steps) for name, steps in (("pre", pre), ("train", train), ("eval", eval))}
         for name, steps in self.lists.items():
             check_targets(steps, f"{where}.{name}")
-        self._pre = build_pipeline(self.lists["pre"])
+        self._pre = BACKENDS[backend](self.lists["pre"], None) if self.lists["pre"] else None
 
     @classmethod
     def from_config(cls, cfg: Any, where: str = "transforms") -> TransformSpec:
         data = _plain(cfg) or {}
-        return cls(data.get("pre", ()), data.get("train", ()), data.get("eval", ()), where)
+        return cls(data.get("pre", ()), data.get("train", ()), data.get("eval", ()), where,
+                   data.get("backend", "albumentations"))
+
+    @classmethod
+    def from_card(cls, card: dict) -> TransformSpec:
+        steps = card["preprocessing"]
+        return cls(steps["pre"], eval=steps["eval"], where="checkpoint card",
+                   backend=steps.get("backend", "albumentations"))
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """The deterministic `pre` steps on one H x W x C uint8 image (cached, so run once per file)."""
-        out = self._pre(image=image)["image"]
-        return out if out.ndim == 3 else out[..., None]
+        """The deterministic `pre` steps on one channel-first image, keeping its dtype (run once per file)."""
+        if self._pre is None:
+            return image
+        return self._pre(image).astype(image.dtype, copy=False) if self.backend == "channel_first" \
+            else self._pre_uint8(image)
+
+    def _pre_uint8(self, image: np.ndarray) -> np.ndarray:
+        out = self._pre.pipeline(image=np.moveaxis(image, 0, -1))["image"]
+        return np.moveaxis(out if out.ndim == 3 else out[..., None], -1, 0)
 
     @property
     def pre_spec(self) -> str:
         """A canonical string of the `pre` steps; part of the cache key."""
-        return json.dumps(self.lists["pre"], sort_keys=True)
+        return json.dumps({"backend": self.backend, "pre": self.lists["pre"]}, sort_keys=True)
 
-    def pipeline(self, stage: str, seed: int | None = None) -> ChannelFirstPipeline:
-        """The per-sample `train` or `eval` pipeline on C x H x W arrays."""
-        return ChannelFirstPipeline(build_pipeline(self.lists[stage], seed=seed))
+    def pipeline(self, stage: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+        """The per-sample `train` or `eval` pipeline on channel-first arrays (float32 out)."""
+        return BACKENDS[self.backend](self.lists[stage], seed)
 
-    def card(self) -> dict[str, list]:
-        """What inference needs: the `pre` and `eval` steps."""
-        return {"pre": self.lists["pre"], "eval": self.lists["eval"]}
+    def card(self) -> dict[str, Any]:
+        """What inference needs: the backend and the `pre` and `eval` steps."""
+        return {"backend": self.backend, "pre": self.lists["pre"], "eval": self.lists["eval"]}
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,54 @@
+"""`medzoo audit data=NAME data.root=DIR`: duplicates, leaks, label conflicts, sizes and shortcuts of a dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from medzoo.audit.duplicates import find_duplicates
+from medzoo.audit.hashing import fingerprint_records
+from medzoo.audit.manifest import clean_split
+from medzoo.audit.report import AuditResult, build_report, summarize, write_pairs
+from medzoo.audit.settings import AuditSettings
+from medzoo.audit.shortcut import shortcut_check
+from medzoo.commands.common import run_directory
+from medzoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def audit(cfg: DictConfig) -> dict:
+    """Audit `cfg.data` and write report.md/.html, pairs.csv, clean_split.json and summary.json; returns the
+    summary."""
+    run_dir = run_directory()
+    started = time.perf_counter()
+    settings = AuditSettings.from_config(OmegaConf.to_container(cfg.audit, resolve=True))
+    source = instantiate(cfg.data, _convert_="all")
+    if not hasattr(source, "records"):
+        raise ConfigError(f"data={source.__class__.__name__} is not an image-folder dataset; medzoo audit reads "
+                          "Training/<class>/* and Testing/<class>/* folders (e.g. data=brain_tumor).")
+    train, test, classes = source.records()
+    prints = fingerprint_records(train + test, settings)
+    duplicates = find_duplicates(prints, settings)
+    manifest = clean_split(prints.facts, duplicates, classes, source.train_dir, source.test_dir)
+    shortcut = shortcut_check(prints.facts, source.train_dir, source.test_dir, settings)
+    result = AuditResult(source.name, source.resolve(), classes, source.train_dir, source.test_dir, prints.facts,
+                         duplicates, manifest, shortcut, settings, time.perf_counter() - started)
+
+    summary = summarize(result)
+    write_pairs(run_dir / "pairs.csv", result)
+    write_pairs(run_dir / "pairs_detail.csv", result, detail=True)
+    (run_dir / "clean_split.json").write_text(json.dumps({"root": str(result.root), **manifest}, indent=2) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report = build_report(result, summary)
+    (run_dir / "report.md").write_text(report.markdown())
+    (run_dir / "report.html").write_text(report.html())
+    log.info("%d files in %.1f s: %d exact + %d near pairs, %d across splits, %d label conflicts, %d unreadable; "
+             "%d/%d test files leaked -> %s", summary["files"], summary["seconds"], summary["exact_pairs"],
+             summary["near_pairs"], summary["cross_split_pairs"], summary["label_conflict_pairs"],
+             summary["unreadable"], summary["test_leaked"], summary["test_files"], run_dir / "report.md")
+    return summary

@@ -185,3 +185,30 @@ def test_dedup_without_a_manifest_is_a_config_error(tmp_path):
     make_image_folder(tmp_path / "data", 2, 1, classes=("a", "b"))
     with pytest.raises(DataError, match="medzoo audit"):
         load(source(tmp_path / "data", clean_split=str(tmp_path / "missing.json")))
+
+
+def test_clean_split_auto_audits_once_and_finds_a_planted_leak(tmp_path, monkeypatch):
+    import shutil
+
+    from medzoo.audit import manifest as audit_module
+
+    rng = np.random.default_rng(0)
+    for split, count in (("Training", 6), ("Testing", 2)):
+        for name in ("a", "b"):
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i in range(count):  # smooth random images, unlike each other (unlike make_image_folder's)
+                small = rng.integers(0, 255, (6, 6), dtype=np.uint8)
+                Image.fromarray(small).resize((48, 48), Image.BICUBIC).save(tmp_path / "data" / split / name / f"{i}.png")
+    shutil.copy(tmp_path / "data" / "Training" / "a" / "0.png", tmp_path / "data" / "Testing" / "a" / "leak.png")
+    src = source(tmp_path / "data", clean_split="auto", cache="disk", cache_dir=str(tmp_path / "cache"))
+    first = load(src)
+    assert "Testing/a/leak.png" in first.test.keys
+    assert "Testing/a/leak.png" not in first.extra_tests["test_deleaked"].keys
+    assert len(first.extra_tests["test_deleaked"].keys) == len(first.test.keys) - 1
+    assert len(list((tmp_path / "cache").glob("synthetic-clean-split-*.json"))) == 1
+
+    def no_audit(*args, **kwargs):
+        raise AssertionError("audited again although the manifest is cached")
+
+    monkeypatch.setattr(audit_module, "audit_manifest", no_audit)
+    assert load(src).extra_tests["test_deleaked"].keys == first.extra_tests["test_deleaked"].keys

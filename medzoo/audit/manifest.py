@@ -56,3 +56,15 @@ def clean_split(facts: list[ImageFacts], duplicates: Duplicates, classes: list[s
             "groups": "connected components of exact and near pairs; use them as groups for validation splits",
         },
     }
+
+
+def audit_manifest(train: list, test: list, classes: list[str], train_split: str, test_split: str,
+                   settings=None) -> dict[str, Any]:
+    """The clean-split manifest of a dataset's records, with default audit settings unless given."""
+    from medzoo.audit.duplicates import find_duplicates
+    from medzoo.audit.hashing import fingerprint_records
+    from medzoo.audit.settings import AuditSettings
+
+    settings = settings or AuditSettings()
+    prints = fingerprint_records(train + test, settings)
+    return clean_split(prints.facts, find_duplicates(prints, settings), classes, train_split, test_split)

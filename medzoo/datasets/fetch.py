@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from medzoo.download import CHUNK, TIMEOUT_S, download_file, offline_from_env, sha256_file
 from medzoo.errors import ConfigError, DataError
 from medzoo.naming import unknown_name
+from medzoo.paths import medzoo_home
 
 FINGERPRINTS = Path(__file__).with_name("fingerprints")
 MAX_LISTED = 10
@@ -58,9 +59,7 @@ def default_data_home() -> Path:
     """Folder for fetched sets: $MEDZOO_DATA, else $MEDZOO_HOME/data, else ~/.cache/medzoo/data."""
     if os.environ.get("MEDZOO_DATA"):
         return Path(os.environ["MEDZOO_DATA"]).expanduser()
-    if os.environ.get("MEDZOO_HOME"):
-        return Path(os.environ["MEDZOO_HOME"]).expanduser() / "data"
-    return Path.home() / ".cache" / "medzoo" / "data"
+    return medzoo_home() / "data"
 
 
 # ---------------------------------------------------------------------------------------------------

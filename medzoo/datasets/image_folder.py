@@ -16,6 +16,7 @@ from medzoo.datasets.folders import FileRecord, scan_split
 from medzoo.datasets.roots import resolve_root
 from medzoo.datasets.splits import keep_keys, stratified_split
 from medzoo.errors import ConfigError, DataError
+from medzoo.paths import cache_home
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +54,38 @@ class ImageFolderSource:
         test, _ = scan_split(root, self.test_dir, self.class_map, classes)
         return train, test, classes
 
-    def manifest(self) -> dict | None:
-        """The audit's clean-split manifest (`data.clean_split`), checked against these classes."""
+    def manifest(self, train: list[FileRecord], test: list[FileRecord], classes: list[str]) -> dict | None:
+        """The audit's clean-split manifest: `data.clean_split=PATH`, or `auto` (audited once, then cached)."""
         if not self.clean_split:
             return None
+        if self.clean_split == "auto":
+            return self._audited(train, test, classes)
         path = Path(self.clean_split).expanduser()
         if not path.is_file():
             raise DataError(f"clean-split manifest not found: {path} (data.clean_split). Write it with "
                             "`medzoo audit data=... data.root=... hydra.run.dir=OUT` (OUT/clean_split.json).")
         return json.loads(path.read_text())
 
+    def _audited(self, train: list[FileRecord], test: list[FileRecord], classes: list[str]) -> dict:
+        from medzoo.audit.manifest import audit_manifest  # the audit reads files; import it only when asked
+
+        folder = self.cache_dir or cache_home()
+        path = folder / f"{self.name}-clean-split-{_fingerprint(train + test).split(':')[1][:20]}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        log.info("data.clean_split=auto: auditing %d files for duplicates and leaks (once; cached)",
+                 len(train) + len(test))
+        manifest = audit_manifest(train, test, classes, self.train_dir, self.test_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest))
+        tmp.replace(path)
+        return manifest
+
     def load(self, preprocess: Callable[[np.ndarray], np.ndarray], preprocess_spec: str) -> DataSplits:
         """Decode (or read from the cache) Training and Testing, and carve the validation split."""
         train_records, test_records, classes = self.records()
-        manifest = self.manifest()
+        manifest = self.manifest(train_records, test_records, classes)
         dropped = 0
         if manifest and self.dedup:  # only training copies go: the shipped test split stays whole
             drop = set(manifest["drop"])

@@ -19,6 +19,7 @@ from typing import Any
 from medzoo.download import download_file, offline_from_env, sha256_file
 from medzoo.errors import DataError
 from medzoo.naming import unknown_name
+from medzoo.paths import medzoo_home
 
 log = logging.getLogger(__name__)
 MANIFEST = "published.json"
@@ -40,12 +41,9 @@ class Published:
         return self.file or f"{self.name}.safetensors"
 
 
-def home() -> Path:
-    return Path(os.environ.get("MEDZOO_HOME", "~/.cache/medzoo")).expanduser()
-
-
 def cache_dir() -> Path:
-    return home() / "checkpoints"
+    """Downloaded checkpoints: `$MEDZOO_HOME/checkpoints`."""
+    return medzoo_home() / "checkpoints"
 
 
 def manifest(path: Path | None = None) -> dict[str, Published]:

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
+from PIL import Image
 
 from medzoo.zoo.checkpoint import read_card
 from tests.helpers import make_image_folder
@@ -93,6 +96,17 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     assert len(rows) == 16 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
     header = (predictions / "predictions.csv").read_text().splitlines()[0]
     assert header == "path,prediction,glioma_tumor,meningioma_tumor,no_tumor,pituitary_tumor"
+
+    # volumes: a NIfTI stack gives one prediction per slice for this 2D model; Grad-CAM overlays as PNG
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(synthetic_root / "Testing" / "no_tumor" / "img (0).jpg", mixed / "one.jpg")
+    volume = np.stack([np.asarray(Image.open(mixed / "one.jpg").convert("L"))] * 3, axis=-1)
+    nib.save(nib.Nifti1Image(volume.astype(np.int16), np.eye(4)), mixed / "stack.nii.gz")
+    medzoo("predict", f"ckpt={ckpt}", f"inputs={mixed}", "explain=gradcam", f"hydra.run.dir={tmp_path / 'pv'}")
+    rows = json.loads((tmp_path / "pv" / "predictions.json").read_text())["predictions"]
+    assert len(rows) == 4 and sum("#slice" in r["path"] for r in rows) == 3
+    assert all(Path(r["gradcam"]).is_file() for r in rows)
 
 
 def test_multirun_sweep_writes_one_run_dir_per_value(tmp_path, synthetic_root):

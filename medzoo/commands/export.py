@@ -17,7 +17,8 @@ def check_inputs(cfg: DictConfig, card: dict) -> torch.Tensor:
     """Real preprocessed images when `inputs` is set, else seeded random inputs of the model's shape."""
     if cfg.inputs:
         preprocess = Preprocessor(card)
-        return torch.stack([preprocess.file(p) for p in list_inputs(cfg.inputs)[: int(cfg.max_inputs)]])
+        tensors = [tensor for path in list_inputs(cfg.inputs) for _, tensor in preprocess.items(path)]
+        return torch.stack(tensors[: int(cfg.max_inputs)])
     generator = torch.Generator().manual_seed(0)
     return torch.randn(2, card["in_chans"], *card["input_size"], generator=generator)
 

@@ -1,4 +1,5 @@
-"""`medzoo predict ckpt=PATH inputs=FILE_OR_DIR`: class probabilities per input file (CSV and JSON)."""
+"""`medzoo predict ckpt=PATH inputs=FILE_OR_DIR [explain=gradcam]`: class probabilities per input (CSV, JSON),
+for images, volumes and DICOM series, with optional Grad-CAM overlays."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from medzoo.commands.common import run_directory
+from medzoo.engine.explain import gradcam_maps, overlay_name, save_overlay
 from medzoo.engine.inference import Preprocessor, list_inputs, probabilities
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_json
@@ -27,24 +29,28 @@ def predict(cfg: DictConfig) -> list[dict]:
     model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), device)
     preprocess, classes = Preprocessor(card), card["classes"]
     precision = Precision.resolve(cfg.trainer.precision or card["precision"], device)
-    rows, skipped, files = [], [], list_inputs(cfg.inputs)
-    for start in range(0, len(files), int(cfg.batch_size)):
-        batch, names = [], []
-        for path in files[start:start + int(cfg.batch_size)]:
-            try:
-                batch.append(preprocess.file(path))
-            except DataError as exc:
-                if cfg.on_error != "skip":
-                    raise
-                skipped.append({"path": str(path), "error": str(exc)})
-                continue
-            names.append(path)
-        if not batch:
-            continue
-        probs = probabilities(model, torch.stack(batch), precision.autocast)
-        for path, p in zip(names, probs):
-            rows.append({"path": str(path), "prediction": classes[int(p.argmax())],
-                         "probabilities": {c: float(v) for c, v in zip(classes, p)}})
+    rows, skipped, items = [], [], []
+    for path in list_inputs(cfg.inputs):
+        try:
+            items += preprocess.items(path)
+        except DataError as exc:
+            if cfg.on_error != "skip":
+                raise
+            skipped.append({"path": str(path), "error": str(exc)})
+    overlays = run_dir / "gradcam"
+    for start in range(0, len(items), int(cfg.batch_size)):
+        names, tensors = zip(*items[start:start + int(cfg.batch_size)])
+        batch = torch.stack(tensors)
+        probs = probabilities(model, batch, precision.autocast)
+        heat = gradcam_maps(model, batch) if cfg.explain == "gradcam" else None
+        for index, (name, p) in enumerate(zip(names, probs)):
+            row = {"path": name, "prediction": classes[int(p.argmax())],
+                   "probabilities": {c: float(v) for c, v in zip(classes, p)}}
+            if heat is not None:
+                overlays.mkdir(exist_ok=True)
+                title = f"{row['prediction']} ({p.max():.2f})"
+                row["gradcam"] = str(save_overlay(batch[index], heat[index], title, overlays / overlay_name(name)))
+            rows.append(row)
     with open(run_dir / "predictions.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "prediction", *classes])

@@ -163,3 +163,27 @@ def test_transform_targets_from_untrusted_cards_are_restricted():
 def test_lr_is_finite_for_all_schedules():
     for name, extra in (("onecycle", {"min_ratio": 0.001}), ("constant", {})):
         assert all(math.isfinite(v) and v > 0 for v in _lrs({"name": name, "warmup_epochs": 0, **extra}))
+
+
+def test_backbone_learns_slower_than_the_head_when_fine_tuning():
+    model = create_model("resnet10", in_chans=1, num_classes=3, stem="small")
+    cfg = OmegaConf.create({"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.05,
+                            "backbone_lr_scale": 0.1})
+    optimizer = build_optimizer(cfg, model)
+    head = {id(p) for p in model.fc.parameters()}
+    for group in optimizer.param_groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1
+        assert group["lr"] == pytest.approx(1e-3 if in_head == {True} else 1e-4)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_freeze_stops_gradients_for_named_stages():
+    from medzoo.engine.optim import freeze
+
+    model = create_model("resnet10", in_chans=1, num_classes=3, stem="small")
+    count = freeze(model, ["conv1", "layer1"])
+    assert count == model.conv1.weight.numel() + sum(p.numel() for p in model.layer1.parameters())
+    assert not model.conv1.weight.requires_grad and model.layer2[0].conv1.weight.requires_grad
+    with pytest.raises(ValueError, match="names no parameters"):
+        freeze(model, ["layer9"])

@@ -35,25 +35,32 @@ def data_config(card: dict[str, Any], overrides: DictConfig, cache_dir: str) -> 
     return OmegaConf.create(stored)
 
 
+def checkpoint_metrics(model: torch.nn.Module, card: dict, split_names: list[str], data_overrides: DictConfig,
+                       cache_dir: str, device: torch.device, precision_name: str | None = None) -> dict[str, dict]:
+    """Metrics of a loaded checkpoint on `split_names`, through the checkpoint's own data and preprocessing."""
+    spec = TransformSpec.from_card(card)
+    data_cfg = data_config(card, data_overrides, cache_dir)
+    splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)
+    if list(splits.classes) != list(card["classes"]):
+        raise DataError(f"the data's classes {splits.classes} differ from the checkpoint's {card['classes']}; "
+                        "point data.root at the dataset the checkpoint was trained for.")
+    precision = Precision.resolve(precision_name or card["precision"], device)
+    channels_last = trained_channels_last(card)
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    return {name: evaluate(model, eval_loader(splits, name, spec, data_cfg, device), splits.classes, device,
+                           precision, channels_last, detailed=True) for name in split_names}
+
+
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """Evaluate `cfg.ckpt` on `cfg.split` and write metrics.json into the run dir."""
     run_dir = run_directory()
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), device)
-    spec = TransformSpec.from_card(card)
-    data_cfg = data_config(card, cfg.data, cfg.paths.cache_dir)
-    splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)
-    if list(splits.classes) != list(card["classes"]):
-        raise DataError(f"the data's classes {splits.classes} differ from the checkpoint's {card['classes']}; "
-                        "point data.root at the dataset the checkpoint was trained for.")
-    precision = Precision.resolve(cfg.trainer.precision or card["precision"], device)
-    loader = eval_loader(splits, cfg.split, spec, data_cfg, device)
-    channels_last = trained_channels_last(card)
-    model = model.to(memory_format=torch.channels_last) if channels_last else model
-    metrics = {cfg.split: evaluate(model, loader, splits.classes, device, precision, channels_last, detailed=True),
-               "checkpoint": str(cfg.ckpt), "recipe": card.get("recipe")}
+    metrics = checkpoint_metrics(model, card, [cfg.split], cfg.data, cfg.paths.cache_dir, device,
+                                 cfg.trainer.precision)
+    metrics.update(checkpoint=str(cfg.ckpt), recipe=card.get("recipe"))
     write_json(run_dir / "metrics.json", metrics)
-    plot_confusion(metrics[cfg.split]["confusion_matrix"], splits.classes, run_dir / f"confusion_{cfg.split}.png",
+    plot_confusion(metrics[cfg.split]["confusion_matrix"], card["classes"], run_dir / f"confusion_{cfg.split}.png",
                    f"{cfg.split}: {Path(cfg.ckpt).name}")
     plot_reliability(metrics[cfg.split]["calibration"], metrics[cfg.split]["ece"],
                      run_dir / f"reliability_{cfg.split}.png", cfg.split)

@@ -18,7 +18,7 @@ from medzoo.engine.card import build_card
 from medzoo.engine.distributed import DistInfo, broadcast, init_distributed, main_first, shutdown
 from medzoo.engine.loaders import build_loaders, eval_loader
 from medzoo.engine.loggers import LOGGERS
-from medzoo.engine.optim import build_optimizer, build_scheduler
+from medzoo.engine.optim import build_optimizer, build_scheduler, freeze
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import plot_confusion, plot_curves, plot_reliability, write_json
 from medzoo.engine.runtime import resolve_device, seed_everything
@@ -60,9 +60,13 @@ def resume_path(setting: str | None, run_dir: Path) -> Path | None:
 
 def build_model(cfg: DictConfig, splits: DataSplits, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """The recipe's model, shaped by the data (channels, classes, input size), on `device`."""
+    options = {"norm": cfg.model.get("norm", "batch"), "stem": cfg.model.stem, "input_size": min(splits.input_size)}
+    if cfg.model.get("pretrained"):  # the architecture options belong to the weights, unless set explicitly
+        options = {k: v for k, v in options.items() if k == "input_size" or v not in ("auto", "batch")}
     model = create_model(cfg.model.name, in_chans=splits.in_chans, num_classes=len(splits.classes),
-                         spatial_dims=splits.spatial_dims, stem=cfg.model.stem, norm=cfg.model.get("norm", "batch"),
-                         input_size=min(splits.input_size))
+                         spatial_dims=splits.spatial_dims, pretrained=cfg.model.get("pretrained"), **options)
+    if cfg.trainer.get("freeze"):
+        log.info("frozen: %d parameters in %s", freeze(model, list(cfg.trainer.freeze)), list(cfg.trainer.freeze))
     return model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
 
 

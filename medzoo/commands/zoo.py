@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
+from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
+from medzoo.commands.evaluate import checkpoint_metrics
+from medzoo.download import sha256_file
+from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name
 from medzoo.zoo import hub
-from medzoo.zoo.checkpoint import read_card
+from medzoo.zoo.card_doc import model_card
+from medzoo.zoo.checkpoint import model_from_checkpoint, read_card, save_checkpoint
 
 
 def headline(summary: dict) -> str:
@@ -40,7 +47,38 @@ def info(cfg: DictConfig) -> dict:
     return card
 
 
-ACTIONS = {"list": list_checkpoints, "info": info}
+def publish(cfg: DictConfig) -> dict:
+    """A trained checkpoint -> a published one: fp16 weights in medzoo/zoo/weights, metrics measured after the
+    conversion (the same code path as `medzoo eval`), a manifest entry and docs/zoo/NAME.md."""
+    if not cfg.name or not cfg.ckpt:
+        raise ConfigError("medzoo zoo publish needs ckpt=PATH name=NAME task='...' (see docs/zoo/README.md).")
+    device = resolve_device(cfg.trainer.device)
+    model, card = model_from_checkpoint(cfg.ckpt, "cpu")
+    package = Path(str(resources.files("medzoo.zoo")))
+    target = Path(cfg.weights_dir or package / "weights") / f"{cfg.name}.safetensors"
+    save_checkpoint(target, model, card, dtype=torch.float16)
+    model16, card16 = model_from_checkpoint(target, device)
+    splits = ["val", "test"] + (["test_deleaked"] if card["config"]["data"].get("clean_split") else [])
+    measured = checkpoint_metrics(model16, card16, splits, cfg.data, cfg.paths.cache_dir, device)
+    training = {k: v for k, v in card.get("metrics", {}).items() if k not in ("val", "test", "test_deleaked")}
+    published = {"task": cfg.task, "command": cfg.command, "hardware": cfg.hardware, "train_time": cfg.train_time,
+                 "weights_dtype": "float16", "limitations": list(cfg.limitations or [])}
+    card16.update(metrics={**training, **measured}, published=published)
+    save_checkpoint(target, model16, card16, dtype=torch.float16)
+    entry = {"name": cfg.name, "sha256": sha256_file(target), "task": cfg.task, "file": target.name, "urls": [],
+             "summary": {split: {k: measured[split][k] for k in ("accuracy", "auc") if measured[split].get(k) is not None}
+                         for split in measured if split != "val"}}
+    manifest_path = Path(cfg.manifest or package / hub.MANIFEST)
+    entries = [e for e in json.loads(manifest_path.read_text()) if e["name"] != cfg.name] + [entry]
+    manifest_path.write_text(json.dumps(sorted(entries, key=lambda e: e["name"]), indent=2) + "\n")
+    docs = Path(cfg.docs_dir) / f"{cfg.name}.md"
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text(model_card(cfg.name, card16, published))
+    print(json.dumps(entry, indent=2))
+    return entry
+
+
+ACTIONS = {"list": list_checkpoints, "info": info, "publish": publish}
 
 
 def zoo(cfg: DictConfig):

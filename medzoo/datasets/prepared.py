@@ -306,12 +306,18 @@ def _resolve(sources: Sequence[Source], root: str | Path | None,
     return out, classes
 
 
-def _check_options(layout: str, depth_mode: str, on_error: str, verify: str, reader: str) -> None:
+def _check_options(layout: str, depth_mode: str, on_error: str, verify: str, reader: str,
+                   dtype: str | None) -> None:
     for name, value, allowed in (("layout", layout, LAYOUTS), ("depth_mode", depth_mode, DEPTH_MODES),
                                  ("on_error", on_error, ON_ERROR), ("verify", verify, VERIFY),
                                  ("reader", reader, ("auto", *READERS))):
         if value not in allowed:
             raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
+    if dtype is not None:
+        try:
+            np.dtype(dtype)
+        except TypeError as exc:
+            raise ConfigError(f"dtype={dtype!r} is not a NumPy dtype (e.g. float32, or null).") from exc
 
 
 def _sample_ok(entry: dict, file: Path, verify: str) -> str | None:
@@ -355,7 +361,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
         verify: how a rerun checks finished samples before keeping them: "size" or "full" (CRC-32 too).
         origin: how the cache was made (e.g. the command's inputs), quoted in errors that ask for a rerun.
     """
-    _check_options(layout, depth_mode, on_error, verify, reader)
+    _check_options(layout, depth_mode, on_error, verify, reader, dtype)
     started = time.perf_counter()
     resolved, classes = _resolve(sources, root, classes)
     out = Path(out_dir).expanduser()
@@ -364,7 +370,8 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
         stale.unlink()  # a sample being written when an earlier run stopped
     settings = {"reader": reader, "reader_kwargs": dict(reader_kwargs or {}), "layout": layout,
                 "channels": channels, "depth_mode": depth_mode, "expected_channels": expected_channels,
-                "dtype": dtype}
+                "dtype": None if dtype is None else str(np.dtype(dtype))}
+    settings = json.loads(json.dumps(settings))  # compared with the manifest's copy, where tuples are lists
     manifest_path = out / MANIFEST
     old = _read_manifest(manifest_path)
     if old is not None and old.get("settings") != settings:
@@ -378,14 +385,16 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
     entries: dict[str, dict] = {e["key"]: e for e in (old or {}).get("samples", [])}
     skipped: dict[str, dict] = {}
     done: set[str] = set()
-    counts = {"new": 0, "reused": 0, "repaired": 0}
+    counts = {"read": 0, "kept": 0, "repaired": 0}  # repaired: read again because the file was bad
     last_write = time.monotonic()
 
+    order = [key for _, key, _, _ in resolved]
+    listed = set(order)
+
     def manifest(complete: bool) -> dict:
-        order = [key for _, key, _, _ in resolved]
         samples = [entries[k] for k in order if k in entries and (complete is False or k in done)]
         if not complete:
-            samples += [e for k, e in entries.items() if k not in set(order)]  # kept until the run completes
+            samples += [e for k, e in entries.items() if k not in listed]  # kept until the run completes
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": complete, "checksum": "crc32",
                 "classes": classes, "settings": settings, "origin": origin or (old or {}).get("origin"),
                 "pending": 0 if complete else len(resolved) - len(done) - len(skipped),
@@ -400,12 +409,15 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
             entry = entries.get(key)
             file = out / SAMPLES / _file_name(key)
             signature = source_signature(path) if path.exists() else None
-            if entry is not None and entry["source_signature"] == signature:
+            # A source deleted after preparing (to save space) keeps its intact cached copy.
+            if entry is not None and entry["source_signature"] in (signature, None if signature is None else ""):
                 problem = _sample_ok(entry, file, verify)
                 if problem is None:
+                    if signature is None:
+                        log.warning("%s: source not found; keeping its prepared copy %s", path, file)
                     entry.update(label=label, **{"class": name})
                     done.add(key)
-                    counts["reused"] += 1
+                    counts["kept"] += 1
                     continue
                 log.warning("%s: %s; reading %s again", file, problem, path)
                 counts["repaired"] += 1
@@ -420,7 +432,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
                 log.warning("skipped %s (data.on_error=skip): %s", key, exc)
             else:
                 done.add(key)
-                counts["new"] += 1
+                counts["read"] += 1
             if time.monotonic() - last_write >= CHECKPOINT_SECONDS:
                 _write_manifest(manifest_path, manifest(complete=False))
                 last_write = time.monotonic()

@@ -8,26 +8,50 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medzoo.naming import unknown_name
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay conv and linear weights only; norms and biases are not decayed."""
-    decay, no_decay = [], []
-    for param in model.parameters():
+def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,
+                     backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Decay conv and linear weights only (norms and biases are not decayed); with `backbone_lr_scale` < 1
+    every layer but the classifier learns at `lr` x that scale (fine-tuning)."""
+    head = getattr(model, "classifier", None)
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            is_head = head is not None and (name == head or name.startswith(head + "."))
+            groups.setdefault((param.ndim > 1, is_head or backbone_lr_scale == 1.0), []).append(param)
+    out = []
+    for (decayed, full_lr), params in sorted(groups.items(), reverse=True):
+        group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+        if not full_lr and lr is not None:
+            group["lr"] = lr * backbone_lr_scale
+        out.append(group)
+    return out
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
     """Instantiate `cfg` (a `_target_` optimiser with `_partial_: true`) on the model's parameter groups;
     `lr` overrides cfg.lr (e.g. scaled for a larger global batch)."""
-    factory = instantiate(cfg, **({"lr": lr} if lr is not None else {}))
-    weight_decay = float(cfg.get("weight_decay", 0.0))
-    return factory(parameter_groups(model, weight_decay))
+    settings = {k: v for k, v in cfg.items() if k != "backbone_lr_scale"}
+    lr = float(cfg.lr) if lr is None else lr
+    factory = instantiate(OmegaConf.create(settings), lr=lr)
+    return factory(parameter_groups(model, float(cfg.get("weight_decay", 0.0)), lr,
+                                    float(cfg.get("backbone_lr_scale", 1.0))))
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
+    """Stop gradients for parameters under the named modules (e.g. conv1, bn1, layer1); returns how many."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    if prefixes and not frozen:
+        raise ValueError(f"trainer.freeze={prefixes} names no parameters; use module names such as conv1, layer1")
+    return frozen
 
 
 def _warmup_cosine(total: int, warmup: int, min_ratio: float, **_) -> Callable[[int], float]:

@@ -21,11 +21,15 @@ FORMAT = "medzoo-checkpoint/1"
 LICENSE_NOTE = "research and teaching only; not a medical device and not for diagnosis"
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, card: dict[str, Any]) -> Path:
-    """Write the model's weights and `card` to `path` atomically (a crash never leaves a partial file)."""
+def save_checkpoint(path: str | Path, model: torch.nn.Module, card: dict[str, Any],
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write the model's weights (floating ones cast to `dtype` if given, e.g. fp16 for a smaller published
+    file) and `card` to `path` atomically (a crash never leaves a partial file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "card": json.dumps(card, default=str)})
     with open(tmp, "rb") as handle:

@@ -1,0 +1,67 @@
+"""A published checkpoint's model card as Markdown (docs/zoo/NAME.md), written from its embedded card."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _figure(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    interval = metrics.get("ci95", {}).get(key)
+    return f"{value:.4f}" + (f" (95 % CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
+
+
+def model_card(name: str, card: dict[str, Any], published: dict[str, Any]) -> str:
+    """Markdown: what the model is, the data and its fingerprint, how it was made, metrics, limitations."""
+    metrics = card.get("metrics", {})
+    data = card.get("data", {})
+    rows = []
+    for split, label in (("test", "official Testing split"), ("test_deleaked", "de-leaked Testing subset"),
+                         ("val", "validation (carved from Training)")):
+        if split in metrics:
+            m = metrics[split]
+            rows.append(f"| {label} | {m.get('num_samples')} | {_figure(m, 'accuracy')} | "
+                        f"{_figure(m, 'balanced_accuracy')} | {m.get('macro_f1', 0):.4f} | "
+                        f"{m['auc']:.4f} | {m.get('ece', 0):.4f} |" if m.get("auc") is not None else
+                        f"| {label} | {m.get('num_samples')} | {_figure(m, 'accuracy')} | "
+                        f"{_figure(m, 'balanced_accuracy')} | {m.get('macro_f1', 0):.4f} | n/a | {m.get('ece', 0):.4f} |")
+    per_class = metrics.get("test", {}).get("per_class", {})
+    class_rows = [f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |" for c, v in per_class.items()]
+    return "\n".join([
+        f"# {name}",
+        "",
+        f"{published.get('task', '')}. Architecture `{card['arch']}` ({card.get('model_kwargs', {})}), "
+        f"{card['in_chans']} input channel(s), {card['num_classes']} classes: {', '.join(card['classes'])}. "
+        f"Input {card.get('input_size')} after the checkpoint's own preprocessing (stored in the file).",
+        "",
+        f"**Intended use:** {card.get('intended_use', '')}.",
+        "",
+        "## How it was made",
+        "",
+        f"- Recipe: `{card.get('recipe')}`; command: `{published.get('command', '')}`",
+        f"- Hardware and time: {published.get('hardware', 'not recorded')}; {published.get('train_time', '')}",
+        f"- Data: `{data.get('name')}`, {data.get('num_train')} train / {data.get('num_val')} val / "
+        f"{data.get('num_test')} test images; fingerprint `{data.get('fingerprint')}`",
+        f"- Best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')}, chosen on `{metrics.get('monitor')}` "
+        "(the test split is never used for training, tuning or checkpoint selection).",
+        f"- Weights stored as {published.get('weights_dtype', 'float32')}; every figure below was measured after "
+        "that conversion, through the same code path as `medzoo eval`.",
+        f"- Versions: {card.get('versions', {})}",
+        "",
+        "## Metrics",
+        "",
+        "| split | images | accuracy | balanced accuracy | macro-F1 | AUC | ECE |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        *(["| class (official test) | precision | recall | support |", "|---|---|---|---|", *class_rows, ""]
+          if class_rows else []),
+        "## Limitations",
+        "",
+        *[f"- {line}" for line in published.get("limitations", [])],
+        "- Not validated for clinical use; scores on one public dataset do not transfer to other scanners, "
+        "protocols or populations without re-evaluation.",
+        "",
+    ])

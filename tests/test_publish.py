@@ -1,0 +1,37 @@
+"""Publishing a checkpoint: fp16 weights, metrics measured after conversion that `medzoo eval` reproduces exactly,
+a manifest entry with the file's sha256, and a model card."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from medzoo.zoo.checkpoint import read_card
+from tests.test_cli import medzoo
+
+
+def test_publish_then_eval_reproduces_the_card_exactly(tmp_path):
+    run = tmp_path / "run"
+    medzoo("train", "recipe=demo", "model=resnet10", "trainer.max_epochs=1", "trainer.progress=false",
+           "logger.plots=false", f"hydra.run.dir={run}")
+    manifest = tmp_path / "published.json"
+    manifest.write_text("[]")
+    medzoo("zoo", "publish", f"ckpt={run / 'checkpoints' / 'best.safetensors'}", "name=demo_test", "task=demo task",
+           "command=medzoo train recipe=demo", "hardware=2-core CPU", f"weights_dir={tmp_path / 'w'}",
+           f"manifest={manifest}", f"docs_dir={tmp_path / 'docs'}")
+    published = tmp_path / "w" / "demo_test.safetensors"
+    entry = json.loads(manifest.read_text())[0]
+    assert entry["sha256"] == hashlib.sha256(published.read_bytes()).hexdigest()
+    card = read_card(published)
+    assert card["published"]["weights_dtype"] == "float16"
+    from safetensors import safe_open
+
+    with safe_open(str(published), framework="pt") as handle:
+        assert handle.get_tensor("conv1.weight").dtype.is_floating_point
+        assert str(handle.get_tensor("conv1.weight").dtype) == "torch.float16"
+    medzoo("eval", f"ckpt={published}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}")
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
+    assert evaluated["accuracy"] == card["metrics"]["test"]["accuracy"] == entry["summary"]["test"]["accuracy"]
+    assert evaluated["auc"] == card["metrics"]["test"]["auc"]
+    text = (tmp_path / "docs" / "demo_test.md").read_text()
+    assert "official Testing split" in text and "medzoo train recipe=demo" in text

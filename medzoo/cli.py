@@ -27,6 +27,8 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("predict", "medzoo.commands.predict:predict",
                        "class probabilities per file: medzoo predict ckpt=PATH inputs=FILE_OR_DIR"),
     "data": Command("data", "medzoo.commands.data:data", "get a public dataset: medzoo data fetch name=brain_tumor"),
+    "prepare": Command("prepare", "medzoo.commands.prepare:prepare",
+                       "decode once into a verified cache: medzoo prepare inputs=DIR out=DIR"),
     "audit": Command("audit", "medzoo.commands.audit:audit", "audit a dataset: medzoo audit data=brain_tumor data.root=DIR"),
     "export": Command("export", "medzoo.commands.export:export",
                       "deployable model: medzoo export ckpt=PATH format=onnx|torchscript|monai-bundle"),

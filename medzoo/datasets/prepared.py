@@ -312,7 +312,8 @@ def _check_options(layout: str, depth_mode: str, on_error: str, verify: str, rea
                                  ("on_error", on_error, ON_ERROR), ("verify", verify, VERIFY),
                                  ("reader", reader, ("auto", *READERS))):
         if value not in allowed:
-            raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}.")
+            where = "" if name == "verify" else f" (data.{name} in medzoo prepare)"
+            raise ConfigError(f"{name}={value!r}{where} is not one of {', '.join(allowed)}.")
     if dtype is not None:
         try:
             np.dtype(dtype)
@@ -344,7 +345,7 @@ def _sample_ok(entry: dict, file: Path, verify: str) -> str | None:
 def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path | None = None,
             classes: Sequence[str] | None = None, reader: str = "auto", reader_kwargs: dict | None = None,
             layout: str = "auto", channels: int | None = None, depth_mode: str = "resample",
-            expected_channels: int | None = None, dtype: str | None = None, on_error: str = "raise",
+            in_chans: int | None = None, dtype: str | None = None, on_error: str = "raise",
             verify: str = "full", origin: dict | None = None, progress: bool = True) -> dict:
     """Decode `sources` into a prepared cache in `out_dir` (resuming any earlier run); return the manifest.
 
@@ -355,7 +356,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
         reader, reader_kwargs: passed to `read_volume` for every source.
         layout: "auto" keeps the reader's layout, "image" (C, H, W), "volume" (C, D, H, W), "slices" a 2.5D
             stack (C * D, H, W) whose depth is first fitted to `channels` by `depth_mode` when given.
-        expected_channels: a sample with another channel count (after `layout`) is a DataError.
+        in_chans: a sample with another channel count (after `layout`) is a DataError.
         dtype: cast to this dtype (same-kind casts only); None keeps what the reader returns.
         on_error: "skip" records unreadable or mismatching sources in the manifest instead of stopping.
         verify: how a rerun checks finished samples before keeping them: "size" or "full" (CRC-32 too).
@@ -369,7 +370,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
     for stale in (out / SAMPLES).glob("*.tmp"):
         stale.unlink()  # a sample being written when an earlier run stopped
     settings = {"reader": reader, "reader_kwargs": dict(reader_kwargs or {}), "layout": layout,
-                "channels": channels, "depth_mode": depth_mode, "expected_channels": expected_channels,
+                "channels": channels, "depth_mode": depth_mode, "in_chans": in_chans,
                 "dtype": None if dtype is None else str(np.dtype(dtype))}
     settings = json.loads(json.dumps(settings))  # compared with the manifest's copy, where tuples are lists
     manifest_path = out / MANIFEST
@@ -410,7 +411,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
             file = out / SAMPLES / _file_name(key)
             signature = source_signature(path) if path.exists() else None
             # A source deleted after preparing (to save space) keeps its intact cached copy.
-            if entry is not None and entry["source_signature"] in (signature, None if signature is None else ""):
+            if entry is not None and (signature is None or entry["source_signature"] == signature):
                 problem = _sample_ok(entry, file, verify)
                 if problem is None:
                     if signature is None:
@@ -461,11 +462,11 @@ def _prepare_one(path: Path, key: str, label: int, name: str, file: Path, signat
     volume = read_volume(path, settings["reader"], **settings["reader_kwargs"])
     layout = settings["layout"]
     array = canonical_layout(volume.array, layout, path, settings["channels"], settings["depth_mode"])
-    expected = settings["expected_channels"]
+    expected = settings["in_chans"]
     if expected is not None and array.shape[0] != int(expected):
         raise DataError(f"{path}: {array.shape[0]} channels (shape {tuple(array.shape)} after "
                         f"layout={layout}), expected {expected}. Fit the depth with layout=slices "
-                        f"channels={expected} depth_mode=resample|crop|pad, fix expected_channels, or remove "
+                        f"channels={expected} depth_mode=resample|crop|pad, fix in_chans, or remove "
                         "the source (data.on_error=skip skips it).")
     if settings["dtype"] is not None:
         try:
@@ -561,7 +562,7 @@ class PreparedDataset(Dataset):
 
     @property
     def in_chans(self) -> int:
-        """Channel count of the first sample (the cache does not force one; `expected_channels=` does)."""
+        """Channel count of the first sample (the cache does not force one; `in_chans=` does)."""
         return int(self.samples[0]["shape"][0]) if self.samples else 0
 
     @property

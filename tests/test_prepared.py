@@ -1,0 +1,266 @@
+"""Prepared cache: round trip from every reader, resume, damage and repair, skipping, the CLI, /dev/shm."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import tifffile
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from medzoo.datasets import prepared, shm
+from medzoo.datasets.base import make_loader
+from medzoo.datasets.prepared import PreparedDataset, prepare, sources_from_csv, sources_from_folder
+from medzoo.datasets.readers import read_volume
+from medzoo.errors import DataError
+from medzoo.transforms import multichannel as mc
+
+MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
+SHAPE = (6, 12, 10)  # D, H, W
+
+
+def stack(seed: int, shape=SHAPE) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 3000, shape).astype(np.int16)
+
+
+def write_dicom_series(folder: Path, volume: np.ndarray) -> None:
+    """One MR file per slice (signed 16-bit, explicit VR little endian), positions 2 mm apart."""
+    folder.mkdir(parents=True)
+    uid = generate_uid()
+    for index, pixels in enumerate(volume):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", uid, index + 1
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelSpacing = ["0.5", "0.5"]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, 2.0 * index]
+        ds.PixelData = pixels.astype("<i2").tobytes()
+        pydicom.dcmwrite(folder / f"slice{index:03d}.dcm", ds, enforce_file_format=True)
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    """`<class>/<file or DICOM folder>` with one source of every reader."""
+    root = tmp_path / "inputs"
+    (root / "glioma").mkdir(parents=True)
+    (root / "normal").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(stack(0).transpose(2, 1, 0), np.diag([0.8, 0.9, 2.0, 1.0])),
+             root / "glioma" / "a.nii.gz")
+    np.save(root / "glioma" / "b.npy", stack(1))
+    tifffile.imwrite(root / "normal" / "c.tif", stack(2))
+    write_dicom_series(root / "normal" / "d_series", stack(3))
+    (root / "normal" / "notes.txt").write_text("not an image")
+    return root
+
+
+def counting_reader(monkeypatch, fail_after: int | None = None) -> list[str]:
+    """Replace the cache's reader by one that records its calls and raises after `fail_after` of them."""
+    calls: list[str] = []
+
+    def reader(path, *args, **kwargs):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise RuntimeError("simulated interruption")
+        calls.append(Path(path).name)
+        return read_volume(path, *args, **kwargs)
+
+    monkeypatch.setattr(prepared, "read_volume", reader)
+    return calls
+
+
+def test_round_trip_equals_the_readers_with_labels_and_manifest(inputs, tmp_path):
+    sources, ignored = sources_from_folder(inputs)
+    assert ignored == ["normal/notes.txt"] and len(sources) == 4
+    manifest = prepare(sources, tmp_path / "cache", root=inputs, progress=False)
+    assert manifest["complete"] and manifest["classes"] == ["glioma", "normal"]
+    assert manifest["format_version"] == prepared.FORMAT_VERSION and manifest["checksum"] == "crc32"
+    data = PreparedDataset(tmp_path / "cache", verify="full")
+    assert data.keys == ["glioma/a.nii.gz", "glioma/b.npy", "normal/c.tif", "normal/d_series"]
+    assert data.labels.tolist() == [0, 0, 1, 1] and data.classes == ["glioma", "normal"]
+    for index, (path, _) in enumerate(sources):
+        expected = read_volume(path).array
+        image, label = data[index]
+        assert image.dtype == torch.int16 and label == data.labels[index]
+        np.testing.assert_array_equal(image.numpy(), expected)
+        entry = manifest["samples"][index]
+        assert entry["shape"] == list(expected.shape) and entry["dtype"] == "int16"
+        assert entry["source"] == str(path) and len(entry["source_sha256"]) == 64
+        assert entry["bytes"] == (tmp_path / "cache" / entry["file"]).stat().st_size
+        assert len(entry["spacing"]) == expected.ndim - 1 and "orientation" in entry
+    nifti = manifest["samples"][0]
+    assert nifti["orientation"] == "SAR" and nifti["spacing"] == pytest.approx([2.0, 0.9, 0.8])
+    assert manifest["samples"][3]["spacing"] == pytest.approx([2.0, 0.5, 0.5])
+    total = sum(e["bytes"] for e in manifest["samples"])
+    assert manifest["counts"] == {"samples": 4, "skipped": 0, "bytes": total}
+
+
+def test_slices_layout_and_in_chans(inputs, tmp_path):
+    sources, _ = sources_from_folder(inputs)
+    prepare(sources, tmp_path / "cache", root=inputs, layout="slices", in_chans=6, progress=False)
+    data = PreparedDataset(tmp_path / "cache")
+    assert [tuple(image.shape) for image, _ in data] == [(6, 12, 10)] * 4 and data.in_chans == 6
+    prepare(sources, tmp_path / "fit", root=inputs, layout="slices", channels=4, depth_mode="crop",
+            progress=False)
+    image, _ = PreparedDataset(tmp_path / "fit")[1]
+    np.testing.assert_array_equal(image.numpy(), stack(1)[1:5])
+    np.save(inputs / "normal" / "e.npy", stack(4, (8, 12, 10)))
+    sources, _ = sources_from_folder(inputs)
+    with pytest.raises(DataError, match=r"e\.npy: 8 channels .*expected 6.*channels=6 depth_mode"):
+        prepare(sources, tmp_path / "bad", root=inputs, layout="slices", in_chans=6, progress=False)
+    manifest = prepare(sources, tmp_path / "bad", root=inputs, layout="slices", in_chans=6,
+                       on_error="skip", progress=False)
+    assert [s["key"] for s in manifest["skipped"]] == ["normal/e.npy"] and manifest["counts"]["samples"] == 4
+
+
+def test_interrupted_run_resumes_without_reading_finished_samples_again(inputs, tmp_path, monkeypatch):
+    sources, _ = sources_from_folder(inputs)
+    cache = tmp_path / "cache"
+    counting_reader(monkeypatch, fail_after=2)
+    with pytest.raises(RuntimeError, match="simulated"):
+        prepare(sources, cache, root=inputs, progress=False)
+    interim = json.loads((cache / "manifest.json").read_text())
+    assert not interim["complete"] and interim["pending"] == 2 and len(interim["samples"]) == 2
+    with pytest.raises(DataError, match="did not finish.*medzoo prepare"):
+        PreparedDataset(cache)
+    calls = counting_reader(monkeypatch)
+    manifest = prepare(sources, cache, root=inputs, progress=False)
+    assert calls == ["c.tif", "d_series"]
+    assert manifest["complete"] and manifest["last_run"] == {**manifest["last_run"], "read": 2, "kept": 2}
+    assert len(PreparedDataset(cache, verify="full")) == 4
+    calls.clear()
+    prepare(sources, cache, root=inputs, progress=False)
+    assert calls == []
+    # a changed source is read again; a deleted one keeps its intact prepared copy
+    np.save(inputs / "glioma" / "b.npy", stack(9))
+    shutil.rmtree(inputs / "normal" / "d_series")
+    manifest = prepare(sources, cache, root=inputs, progress=False)
+    assert calls == ["b.npy"] and manifest["counts"]["samples"] == 4
+    np.testing.assert_array_equal(PreparedDataset(cache)[1][0].numpy(), stack(9))
+
+
+def test_damaged_files_are_named_and_a_rerun_repairs_only_them(inputs, tmp_path, monkeypatch):
+    sources, _ = sources_from_folder(inputs)
+    cache = tmp_path / "cache"
+    manifest = prepare(sources, cache, root=inputs, origin={"inputs": str(inputs)}, progress=False)
+    flipped = cache / manifest["samples"][1]["file"]
+    raw = bytearray(flipped.read_bytes())
+    raw[-7] ^= 0xFF
+    flipped.write_bytes(bytes(raw))
+    PreparedDataset(cache, verify="size")  # same size, same header: only the checksum sees it
+    with pytest.raises(DataError) as error:
+        PreparedDataset(cache, verify="full")
+    assert flipped.name in str(error.value) and "crc32" in str(error.value)
+    assert f"medzoo prepare inputs={inputs} out={cache}" in str(error.value)
+    truncated = cache / manifest["samples"][3]["file"]
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    with pytest.raises(DataError, match=rf"2 prepared sample file\(s\).*{truncated.name}.*truncated"):
+        PreparedDataset(cache, verify="full")
+    with pytest.raises(DataError, match=truncated.name):
+        PreparedDataset(cache, verify="size")
+    calls = counting_reader(monkeypatch)
+    repaired = prepare(sources, cache, root=inputs, progress=False)
+    assert sorted(calls) == ["b.npy", "d_series"] and repaired["last_run"]["repaired"] == 2
+    data = PreparedDataset(cache, verify="full")
+    for index in (1, 3):
+        np.testing.assert_array_equal(data[index][0].numpy(), read_volume(sources[index][0]).array)
+
+
+def test_unreadable_source_is_skipped_counted_and_listed(inputs, tmp_path):
+    (inputs / "normal" / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    sources, _ = sources_from_folder(inputs)
+    with pytest.raises(DataError, match=r"broken\.nii\.gz"):
+        prepare(sources, tmp_path / "strict", root=inputs, progress=False)
+    manifest = prepare(sources, tmp_path / "cache", root=inputs, on_error="skip", progress=False)
+    assert manifest["counts"]["samples"] == 4 and manifest["counts"]["skipped"] == 1
+    (skipped,) = manifest["skipped"]
+    assert skipped["key"] == "normal/broken.nii.gz" and skipped["class"] == "normal" and skipped["error"]
+    assert "normal/broken.nii.gz" not in PreparedDataset(tmp_path / "cache").keys
+
+
+def test_csv_sources_and_seeded_transform_through_the_engine_loader(inputs, tmp_path):
+    table = tmp_path / "labels.csv"
+    table.write_text(f"path,label\n{inputs / 'glioma' / 'b.npy'},yes\nnormal/c.tif,no\n")
+    (tmp_path / "normal").symlink_to(inputs / "normal")
+    sources = sources_from_csv(table)
+    assert [label for _, label in sources] == ["yes", "no"]
+    prepare(sources, tmp_path / "cache", root=tmp_path, classes=["no", "yes"], progress=False)
+    transform = mc.Compose([mc.HorizontalFlip(p=0.5), mc.RandomRotate90(p=0.5),
+                            mc.GaussianNoise(std_range=(0.1, 0.1), p=1.0), mc.Normalize(mean=0.5, std=0.5)])
+    data = PreparedDataset(tmp_path / "cache", transform=transform)
+    assert data.labels.tolist() == [1, 0]
+    first, again, other = data[(0, 7)][0], data[(0, 7)][0], data[(0, 8)][0]
+    assert first.dtype == torch.float32 and torch.equal(first, again) and not torch.equal(first, other)
+    batches = list(make_loader(data, 2, shuffle=True, seed=0, num_workers=0))
+    assert len(batches) == 1 and batches[0][0].shape[0] == 2 and sorted(batches[0][1].tolist()) == [0, 1]
+
+
+def test_cli_prepares_a_class_folder(inputs, tmp_path):
+    cache = tmp_path / "cache"
+    command = [MEDZOO, "prepare", f"inputs={inputs}", f"out={cache}", "progress=false",
+               f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "prepared 4 sample(s) in 2 class(es)" in result.stdout and "skipped 0" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["samples"] == 4 and summary["ignored"] == 1 and summary["bytes"] > 4 * 2 * np.prod(SHAPE)
+    assert len(PreparedDataset(cache, verify="full")) == 4
+
+
+# ----------------------------------------------------------------------------- /dev/shm and loader settings
+
+MB = 10**6
+
+
+@pytest.mark.parametrize(("free", "expected"), [
+    (None, (4, 2)),            # nothing to check (no /dev/shm): as asked
+    (100_000 * MB, (4, 2)),    # fits
+    (6_000 * MB, (4, 1)),      # 4 x 2 x 4 x 262 MB = 8.4 GB does not fit in 80% of 6 GB; 4 x 1 batches do
+    (3_000 * MB, (2, 1)),      # two workers with one batch each
+    (1_000 * MB, (0, None)),   # not even one batch: load in the training process
+])
+def test_shm_check_lowers_prefetch_then_workers(monkeypatch, caplog, free, expected):
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda path=shm.SHM_PATH: free)
+    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.shm"):
+        settings = shm.loader_settings(262 * MB, batch_size=4, num_workers=4, device="cpu", prefetch_factor=2)
+    assert (settings["num_workers"], settings["prefetch_factor"]) == expected
+    assert settings["persistent_workers"] == (expected[0] > 0) and settings["pin_memory"] is False
+    if expected == (4, 2):
+        assert not caplog.records
+    else:
+        message = caplog.records[0].getMessage()
+        assert "4 worker(s) x prefetch_factor 2 x batch 4 x 262.0 MB" in message and "8.38 GB" in message
+        assert "data.num_workers" in message and "data.batch_size" in message and "--shm-size" in message
+
+
+def test_loader_settings_pin_memory_for_cuda_only_and_prefetch_by_batch_size(monkeypatch):
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda path=shm.SHM_PATH: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert shm.loader_settings(MB, 8, 2, "cuda:0")["pin_memory"] is True
+    assert shm.loader_settings(MB, 8, 2, torch.device("cpu"))["pin_memory"] is False
+    assert shm.loader_settings(MB, 8, 2, "cuda")["prefetch_factor"] == shm.PREFETCH_SMALL
+    assert shm.loader_settings(262 * MB, 8, 2, "cuda")["prefetch_factor"] == shm.PREFETCH_LARGE
+    assert shm.loader_settings(MB, 8, 0, "cuda") == {"num_workers": 0, "pin_memory": True,
+                                                      "persistent_workers": False, "prefetch_factor": None}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert shm.loader_settings(MB, 8, 2, "cuda")["pin_memory"] is False
+
+
+def test_real_shm_probe_reports_free_space_or_none():
+    free = shm.shm_free_bytes()
+    assert free is None or free >= 0

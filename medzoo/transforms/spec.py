@@ -57,7 +57,12 @@ def _albumentations(steps: Sequence[dict], seed: int | None) -> Callable:
 
 
 def _channel_first(steps: Sequence[dict], seed: int | None) -> Callable:
-    compose = ChannelFirstCompose(steps)
+    if all(str(step.get("_target_", "")).startswith("medzoo.transforms.multichannel.") for step in steps):
+        from medzoo.transforms.multichannel import Compose  # keeps the input dtype's value range across steps
+
+        compose = Compose(steps)
+    else:
+        compose = ChannelFirstCompose(steps)
     if seed is not None:
         compose.set_seed(seed)
     return compose

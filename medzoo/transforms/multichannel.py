@@ -1,0 +1,754 @@
+"""Per-sample augmentations on channel-first (C, H, W) arrays for any channel count, from 1 to 1000+.
+
+albumentations works on H x W x C images through OpenCV, which (version 5) refuses most operations
+beyond 4 or 512 channels, so slice stacks either fail or go through slow per-chunk copies. These
+transforms keep the CHW layout of the cache: flips and 90-degree rotations are views; resizes and blurs
+run one OpenCV call per plane (a contiguous 2D image, nothing transposed); the affine warp goes through
+OpenCV's vectorised 4-channel path four planes at a time; intensity transforms run chains of NumPy ufuncs
+on cache-sized blocks of planes, so that each costs one pass over memory. Work is spread over
+`torch.get_num_threads()` threads (one inside DataLoader workers).
+
+Values stay in the units of the input: uint8 input gives float32 output in 0..255. Transforms whose effect
+depends on the value range (Gamma, BrightnessContrast, GaussianNoise, Normalize) take `max_value`
+(`max_pixel_value` for Normalize); left at None it is the range of the dtype the `Compose` (or the
+transform, when called alone) received: 255 for uint8, 65535 for uint16, 1.0 for floats, as in albumentations.
+
+Every transform draws its parameters with `sample_params(rng, shape)` and applies them with
+`apply(array, params)`, so the same parameters can be replayed through `medzoo.transforms.batch`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from medzoo.errors import ConfigError
+
+Params = dict[str, Any]
+
+INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
+BORDER_MODES = {"constant": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT,
+                "replicate": cv2.BORDER_REPLICATE}
+# Normalize "image"/"image_per_channel" follow albumentations: std + 1e-4, result clipped to +-20.
+IMAGE_NORM_EPS, IMAGE_NORM_CLIP = 1e-4, 20.0
+# Elementwise work runs on blocks of about this many bytes: a block and its result stay in the L2 cache,
+# so a chain of NumPy ufuncs costs one pass over memory instead of one pass per ufunc.
+BLOCK_BYTES = 1 << 20
+# Noise is drawn in independent streams of this many values, so that threads can share the work while
+# the result stays the same whatever the number of threads.
+NOISE_BLOCK = 1 << 18
+PARALLEL_MIN = 1 << 20
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def value_range(dtype: np.dtype | torch.dtype) -> float:
+    """The maximum value of a dtype's natural range: 255 for uint8, 65535 for uint16, 1.0 for floats."""
+    if isinstance(dtype, torch.dtype):
+        if dtype.is_floating_point:
+            return 1.0
+        return float(torch.iinfo(dtype).max)
+    dtype = np.dtype(dtype)
+    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+
+
+def _threads() -> int:
+    # torch's setting follows the DataLoader: its workers run with one thread, and so do we there.
+    return max(1, min(8, torch.get_num_threads()))
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    # OpenCV, NumPy ufuncs and NumPy random fills release the GIL, so a small pool spreads the work over
+    # cores. A forked DataLoader worker inherits the pool object but not its threads: make a new one there.
+    global _POOL
+    if _POOL is None or _POOL[:2] != (os.getpid(), threads):
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[2].shutdown(wait=False)  # the thread count changed
+        _POOL = (os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="medzoo-transforms"))
+    return _POOL[2]
+
+
+def _run_blocks(count: int, kernel: Callable[[int, int], None], step: int = 1, item_size: int = 1) -> None:
+    """Call `kernel(start, stop)` on consecutive blocks of `step` items of [0, count), on the worker threads.
+
+    Blocks are handed out as about eight tasks per thread rather than one fixed half each, so that a
+    thread slowed down by other processes on the machine does not hold up the whole call. Below
+    PARALLEL_MIN values (`count * item_size`) handing work to threads costs more than it saves.
+    """
+    threads = _threads()
+    if threads == 1 or count <= step or count * item_size < PARALLEL_MIN:
+        for start in range(0, count, step):
+            kernel(start, min(start + step, count))
+        return
+    per_task = max(step, -(-count // (8 * threads)) // step * step)
+
+    def task(first: int) -> None:
+        for start in range(first, min(first + per_task, count), step):
+            kernel(start, min(start + step, count))
+
+    list(_pool(threads).map(task, range(0, count, per_task)))
+
+
+def _plane_step(shape: tuple[int, ...]) -> int:
+    """How many float32 planes make one cache-sized block."""
+    return max(1, BLOCK_BYTES // (4 * shape[-1] * shape[-2]))
+
+
+def _map_planes(array: np.ndarray, inplace: bool,
+                kernel: Callable[[np.ndarray, np.ndarray, int, int], None]) -> np.ndarray:
+    """float32 result of `kernel(source_block, out_block, start, stop)` over cache-sized blocks of planes.
+
+    The result is `array` itself when `inplace` and it is writable float32, else one new array; the input
+    is never converted as a whole (ufuncs convert uint8/uint16 blocks on the fly).
+    """
+    if inplace and array.dtype == np.float32 and array.flags.writeable:
+        out = array
+    else:
+        out = np.empty(array.shape, np.float32)
+    _run_blocks(array.shape[0], lambda start, stop: kernel(array[start:stop], out[start:stop], start, stop),
+                _plane_step(array.shape), array[0].size)
+    return out
+
+
+def _range(value: float | Sequence[float], name: str, symmetric: bool = False) -> tuple[float, float]:
+    """A (low, high) pair from a config value; a single number is (-v, v) if `symmetric` else (v, v)."""
+    if isinstance(value, (int, float)):
+        return (-float(value), float(value)) if symmetric else (float(value), float(value))
+    values = [float(v) for v in value]
+    if len(values) != 2 or values[0] > values[1]:
+        raise ConfigError(f"{name} must be a number or a (low, high) pair with low <= high, got {value!r}")
+    return values[0], values[1]
+
+
+def _check_chw(array: np.ndarray | torch.Tensor, ndim: int = 3) -> None:
+    if array.ndim != ndim:
+        layout = "(C, H, W)" if ndim == 3 else "(B, C, H, W)"
+        raise ValueError(f"expected a channel-first {layout} array, got shape {tuple(array.shape)}; "
+                         "use medzoo.transforms.layout.to_channel_first for H x W x C images")
+
+
+def _interpolation(name: str) -> str:
+    if name not in INTERPOLATIONS:
+        raise ConfigError(f"interpolation must be one of {sorted(INTERPOLATIONS)}, got {name!r}")
+    return name
+
+
+class Transform:
+    """Base of the per-sample transforms: a probability `p` and a private `numpy.random.Generator`."""
+
+    def __init__(self, p: float = 0.5):
+        if not 0.0 <= float(p) <= 1.0:
+            raise ConfigError(f"{type(self).__name__}: p must be in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = np.random.default_rng()
+
+    def set_random_state(self, seed: int | None = None,
+                         state: np.random.Generator | None = None) -> Transform:
+        """Reseed the private generator (MONAI's name); `state` installs a ready generator instead."""
+        self.rng = state if state is not None else np.random.default_rng(seed)
+        return self
+
+    def set_seed(self, seed: int | None) -> Transform:
+        """Reseed the private generator so that the output depends only on `seed`."""
+        return self.set_random_state(seed)
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        """Draw this transform's random parameters for one (C, H, W) array."""
+        return {}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        """Apply with given parameters; `inplace` allows overwriting `array` when it is float32."""
+        raise NotImplementedError
+
+    def skip(self, array: np.ndarray) -> np.ndarray:
+        """What a call that does not fire (probability 1 - p) returns."""
+        return array
+
+    def __call__(self, array: np.ndarray, max_value: float | None = None,
+                 inplace: bool = False) -> np.ndarray:
+        """Transform one (C, H, W) array with probability `p`."""
+        _check_chw(array)
+        if self.p < 1.0 and not self.rng.random() < self.p:
+            return self.skip(array)
+        return self.apply(array, self.sample_params(self.rng, array.shape), max_value, inplace)
+
+    def __repr__(self) -> str:
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n, None)!r}' for n in names)})"
+
+
+class HorizontalFlip(Transform):
+    """Mirror left-right (a view, no copy)."""
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        return array[..., ::-1]
+
+
+class VerticalFlip(Transform):
+    """Mirror top-bottom (a view, no copy)."""
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        return array[..., ::-1, :]
+
+
+class RandomRotate90(Transform):
+    """Rotate by k x 90 degrees counter-clockwise, k drawn from {0, 1, 2, 3} (a view, no copy)."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(p)
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        return {"k": int(rng.integers(0, 4))}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        return np.rot90(array, params["k"], axes=(1, 2))
+
+
+def affine_matrix(angle: float, scale: float, tx: float, ty: float, height: int, width: int) -> np.ndarray:
+    """The 2 x 3 forward (source -> destination pixel) matrix: scale and rotate about the centre, then shift.
+
+    The same convention as albumentations' Affine: the centre is ((W - 1) / 2, (H - 1) / 2) and a positive
+    angle turns the image counter-clockwise on screen.
+    """
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    rad = math.radians(angle)
+    cos, sin = math.cos(rad) * scale, math.sin(rad) * scale
+    return np.array([[cos, sin, cx + tx - cos * cx - sin * cy],
+                     [-sin, cos, cy + ty + sin * cx - cos * cy]], dtype=np.float64)
+
+
+class Affine(Transform):
+    """Rotate, scale and translate all channels with one warp.
+
+    Args:
+        scale: zoom factor or (low, high) range; 1 keeps the size.
+        translate_percent: shift as a fraction of the width/height, or a (low, high) range drawn per axis.
+        rotate: degrees or (low, high) range; positive is counter-clockwise.
+        border_mode: "constant" (filled with `fill`), "reflect" or "replicate".
+    """
+
+    def __init__(self, scale: float | Sequence[float] = (1.0, 1.0),
+                 translate_percent: float | Sequence[float] = (0.0, 0.0),
+                 rotate: float | Sequence[float] = (0.0, 0.0), interpolation: str = "bilinear",
+                 border_mode: str = "constant", fill: float = 0.0, p: float = 0.5):
+        super().__init__(p)
+        self.scale = _range(scale, "Affine.scale")
+        self.translate_percent = _range(translate_percent, "Affine.translate_percent")
+        self.rotate = _range(rotate, "Affine.rotate")
+        self.interpolation = _interpolation(interpolation)
+        if border_mode not in BORDER_MODES:
+            raise ConfigError(f"Affine.border_mode must be one of {sorted(BORDER_MODES)}, "
+                              f"got {border_mode!r}")
+        self.border_mode, self.fill = border_mode, float(fill)
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        height, width = shape[-2:]
+        return {"angle": float(rng.uniform(*self.rotate)), "scale": float(rng.uniform(*self.scale)),
+                "tx": float(rng.uniform(*self.translate_percent)) * width,
+                "ty": float(rng.uniform(*self.translate_percent)) * height}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        channels, height, width = array.shape
+        matrix = affine_matrix(params["angle"], params["scale"], params["tx"], params["ty"], height, width)
+        out = np.empty((channels, height, width), np.float32)
+        flags = INTERPOLATIONS[self.interpolation]
+        border, fill = BORDER_MODES[self.border_mode], (self.fill,) * 4
+
+        # OpenCV's warp is vectorised for 4-channel images, about 8x faster per channel than for single
+        # planes (and OpenCV 5 takes no more than 4 channels anyway), so warp groups of four planes through
+        # a small H x W x 4 buffer that stays in cache. The last group is padded, so that every channel takes
+        # exactly the same arithmetic path. Interleaving: NumPy's transposed copy is the faster for float32,
+        # cv2.merge of the narrower uint8/uint16 planes (then one conversion) for integers.
+        integer = array.dtype != np.float32
+
+        def work(start: int, stop: int) -> None:
+            count = stop - start
+            if integer:
+                planes = [np.ascontiguousarray(array[c]) for c in range(start, stop)]
+                planes += [np.zeros_like(planes[0])] * (4 - count)
+                group = cv2.merge(planes).astype(np.float32)
+            else:
+                group = array[start:stop].transpose(1, 2, 0)
+                if count < 4:
+                    group = np.concatenate([group, np.zeros((height, width, 4 - count), group.dtype)], axis=2)
+                group = np.ascontiguousarray(group, dtype=np.float32)
+            warped = cv2.warpAffine(group, matrix, (width, height), flags=flags, borderMode=border,
+                                    borderValue=fill)
+            if integer:
+                for i in range(count):
+                    cv2.extractChannel(warped, i, dst=out[start + i])
+            else:
+                out[start:stop] = warped.transpose(2, 0, 1)[:count]
+
+        _run_blocks(channels, work, 4, height * width)
+        return out
+
+
+def _resize_planes(array: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
+    """Resize every (possibly cropped) plane of a CHW array to height x width, in float32."""
+    out = np.empty((array.shape[0], height, width), np.float32)
+    flags = INTERPOLATIONS[interpolation]
+    convert = array.dtype != np.float32
+
+    def work(start: int, stop: int) -> None:
+        for c in range(start, stop):
+            plane = array[c].astype(np.float32) if convert else array[c]
+            cv2.resize(plane, (width, height), dst=out[c], interpolation=flags)
+
+    _run_blocks(array.shape[0], work, 1, array[0].size)
+    return out
+
+
+class Resize(Transform):
+    """Resize to height x width (bilinear: half-pixel centres, no antialiasing, as cv2 and albumentations).
+
+    A call that does not fire (p < 1) still resizes, so that every sample keeps the same shape.
+    """
+
+    def __init__(self, height: int, width: int, interpolation: str = "bilinear", p: float = 1.0):
+        super().__init__(p)
+        self.height, self.width = int(height), int(width)
+        self.interpolation = _interpolation(interpolation)
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        return _resize_planes(array, self.height, self.width, self.interpolation)
+
+    def skip(self, array: np.ndarray) -> np.ndarray:
+        return self.apply(array, {})
+
+
+def _size_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = (int(v) for v in size)
+    return height, width
+
+
+class RandomResizedCrop(Transform):
+    """Crop a random area and aspect ratio, then resize it to `size` (the torchvision/albumentations rule).
+
+    A call that does not fire (p < 1) resizes the whole image, so that every sample keeps the same shape.
+    """
+
+    def __init__(self, size: int | Sequence[int], scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), interpolation: str = "bilinear", p: float = 1.0):
+        super().__init__(p)
+        self.size = _size_pair(size)
+        self.scale = _range(scale, "RandomResizedCrop.scale")
+        self.ratio = _range(ratio, "RandomResizedCrop.ratio")
+        self.interpolation = _interpolation(interpolation)
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        height, width = shape[-2:]
+        area = height * width
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            target = rng.uniform(self.scale[0] * area, self.scale[1] * area)
+            aspect = math.exp(rng.uniform(*log_ratio))
+            w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                y0 = int((height - h + 1) * rng.random())
+                x0 = int((width - w + 1) * rng.random())
+                return {"y0": y0, "x0": x0, "h": h, "w": w}
+        # Fallback: the largest central crop whose ratio is in range, as torchvision does.
+        if width / height < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif width / height > self.ratio[1]:
+            w, h = round(height * self.ratio[1]), height
+        else:
+            w, h = width, height
+        return {"y0": (height - h) // 2, "x0": (width - w) // 2, "h": h, "w": w}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        y0, x0, h, w = params["y0"], params["x0"], params["h"], params["w"]
+        return _resize_planes(array[:, y0:y0 + h, x0:x0 + w], *self.size, self.interpolation)
+
+    def skip(self, array: np.ndarray) -> np.ndarray:
+        return _resize_planes(array, *self.size, self.interpolation)
+
+
+def _channel_values(value: float | Sequence[float], channels: int, name: str) -> np.ndarray:
+    """A scalar, or one value per channel, as a (C or 1, 1, 1) array for broadcasting."""
+    values = np.asarray(value if isinstance(value, (int, float)) else list(value), np.float64).reshape(-1)
+    if values.size not in (1, channels):
+        raise ConfigError(f"Normalize.{name} has {values.size} values for an image of {channels} channels; "
+                          "give one value or one per channel")
+    return values.reshape(-1, 1, 1)
+
+
+class Normalize(Transform):
+    """Per-channel (x - mean * max_pixel_value) / (std * max_pixel_value), or a per-image z-score.
+
+    Args:
+        mean: one value or one per channel (normalization="standard").
+        std: one value or one per channel (normalization="standard").
+        max_pixel_value: scale of `mean`/`std`; None uses the input dtype's range (255 for uint8 input).
+        normalization: "standard", "image" (one mean/std over the whole stack) or "image_per_channel";
+            the last two follow albumentations: divide by std + 1e-4 and clip to +-20.
+    """
+
+    def __init__(self, mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 1.0,
+                 max_pixel_value: float | None = None, normalization: str = "standard", p: float = 1.0):
+        super().__init__(p)
+        if normalization not in ("standard", "image", "image_per_channel"):
+            raise ConfigError("Normalize.normalization must be 'standard', 'image' or 'image_per_channel', "
+                              f"got {normalization!r}")
+        self.mean = mean if isinstance(mean, (int, float)) else [float(v) for v in mean]
+        self.std = std if isinstance(std, (int, float)) else [float(v) for v in std]
+        if np.any(np.asarray(self.std, dtype=np.float64) == 0):
+            raise ConfigError("Normalize.std must not contain 0")
+        self.max_pixel_value = max_pixel_value
+        self.normalization = normalization
+        self._scale_shift: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
+
+    def scale_shift(self, channels: int, max_value: float) -> tuple[np.ndarray, np.ndarray]:
+        """The per-channel (scale, shift) of the "standard" mode: out = x * scale + shift."""
+        key = (channels, float(max_value))
+        if key not in self._scale_shift:  # 1000 per-channel values from config: convert them once
+            mean = _channel_values(self.mean, channels, "mean") * max_value
+            scale = 1.0 / (_channel_values(self.std, channels, "std") * max_value)
+            scale, shift = np.broadcast_arrays(scale, -mean * scale)  # one value, or one per channel, each
+            self._scale_shift[key] = (scale.astype(np.float32), shift.astype(np.float32))
+        return self._scale_shift[key]
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        if self.normalization == "standard":
+            mpv = self.max_pixel_value or max_value or value_range(array.dtype)
+            scale, shift = self.scale_shift(array.shape[0], mpv)
+            clip = None
+        else:
+            mean, std = _plane_stats(array)
+            if self.normalization == "image":
+                # combine the per-plane moments: total variance = mean of variances + variance of means
+                mean, std = mean.mean(), np.sqrt(np.mean(std**2 + (mean - mean.mean()) ** 2))
+            scale = (1.0 / (std + IMAGE_NORM_EPS)).reshape(-1, 1, 1).astype(np.float32)
+            shift = (-np.reshape(mean, (-1, 1, 1)) * scale).astype(np.float32)
+            clip = (np.float32(-IMAGE_NORM_CLIP), np.float32(IMAGE_NORM_CLIP))
+        per_channel = scale.size > 1
+
+        def kernel(src: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+            np.multiply(src, scale[start:stop] if per_channel else scale, out=out)
+            out += shift[start:stop] if per_channel else shift
+            if clip is not None:
+                np.clip(out, *clip, out=out)
+
+        return _map_planes(array, inplace, kernel)
+
+
+def _plane_stats(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-plane mean and standard deviation; memory is read once, the centred pass reuses the cache."""
+    channels = array.shape[0]
+    mean, std = np.empty(channels), np.empty(channels)
+
+    def kernel(start: int, stop: int) -> None:
+        block = array[start:stop].reshape(stop - start, -1)
+        # float32 pairwise sums of one plane are accurate to ~1e-7; the centred second pass avoids the
+        # cancellation of E[x^2] - E[x]^2 on large uint16 values
+        mean[start:stop] = block.sum(axis=1, dtype=np.float32) / block.shape[1]
+        centred = np.subtract(block, mean[start:stop, None].astype(np.float32), dtype=np.float32)
+        np.multiply(centred, centred, out=centred)
+        std[start:stop] = np.sqrt(centred.sum(axis=1, dtype=np.float32) / block.shape[1])
+
+    _run_blocks(channels, kernel, _plane_step(array.shape), array[0].size)
+    return mean, std
+
+
+class Gamma(Transform):
+    """max_value * (x / max_value) ** gamma, gamma = U(gamma_limit) / 100 (albumentations' RandomGamma)."""
+
+    def __init__(self, gamma_limit: float | Sequence[float] = (80, 120), max_value: float | None = None,
+                 p: float = 0.5):
+        super().__init__(p)
+        self.gamma_limit = _range(gamma_limit, "Gamma.gamma_limit")
+        if self.gamma_limit[0] <= 0:
+            raise ConfigError(f"Gamma.gamma_limit must be positive, got {gamma_limit!r}")
+        self.max_value = max_value
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        return {"gamma": float(rng.uniform(*self.gamma_limit)) / 100.0}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        gamma, top = params["gamma"], self.max_value or max_value or value_range(array.dtype)
+        # top * (x / top) ** gamma = exp(gamma * log(x) + (1 - gamma) * log(top)): NumPy's float32 exp and
+        # log are vectorised, its power is not
+        g, offset = np.float32(gamma), np.float32((1.0 - gamma) * math.log(top))
+
+        def kernel(src: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+            with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf gives exp(-inf) = 0
+                np.log(src, out=out, dtype=np.float32)  # uint8 would otherwise go through float16
+                out *= g
+                if offset:
+                    out += offset
+                np.exp(out, out=out)
+
+        return _map_planes(array, inplace, kernel)
+
+
+class BrightnessContrast(Transform):
+    """clip(alpha * x + beta, 0, max_value) (albumentations' RandomBrightnessContrast).
+
+    Args:
+        brightness_limit: beta ~ U(brightness_limit) * max_value, or * the image mean when
+            `brightness_by_max=False`; a single number v means (-v, v).
+        contrast_limit: alpha ~ 1 + U(contrast_limit); a single number v means (-v, v).
+    """
+
+    def __init__(self, brightness_limit: float | Sequence[float] = (-0.2, 0.2),
+                 contrast_limit: float | Sequence[float] = (-0.2, 0.2), brightness_by_max: bool = True,
+                 max_value: float | None = None, p: float = 0.5):
+        super().__init__(p)
+        self.brightness_limit = _range(brightness_limit, "BrightnessContrast.brightness_limit",
+                                       symmetric=True)
+        self.contrast_limit = _range(contrast_limit, "BrightnessContrast.contrast_limit", symmetric=True)
+        self.brightness_by_max, self.max_value = bool(brightness_by_max), max_value
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        return {"alpha": 1.0 + float(rng.uniform(*self.contrast_limit)),
+                "beta": float(rng.uniform(*self.brightness_limit))}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        top = self.max_value or max_value or value_range(array.dtype)
+        alpha = params["alpha"]
+        beta = params["beta"] * (top if self.brightness_by_max else float(_plane_stats(array)[0].mean()))
+        alpha, beta, top = np.float32(alpha), np.float32(beta), np.float32(top)
+
+        def kernel(src: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+            np.multiply(src, alpha, out=out)
+            out += beta
+            np.clip(out, 0, top, out=out)
+
+        return _map_planes(array, inplace, kernel)
+
+
+class GaussianNoise(Transform):
+    """clip(x + max_value * (mean + std * N(0, 1)), 0, max_value) (albumentations' GaussNoise).
+
+    Args:
+        std_range: (low, high) of the noise standard deviation as a fraction of `max_value`.
+        mean_range: noise mean as a fraction of `max_value`.
+        per_channel: independent noise per channel; False shares one noise plane across channels.
+    """
+
+    def __init__(self, std_range: Sequence[float] = (0.2, 0.44), mean_range: Sequence[float] = (0.0, 0.0),
+                 per_channel: bool = True, max_value: float | None = None, p: float = 0.5):
+        super().__init__(p)
+        self.std_range = _range(std_range, "GaussianNoise.std_range")
+        self.mean_range = _range(mean_range, "GaussianNoise.mean_range")
+        self.per_channel, self.max_value = bool(per_channel), max_value
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        """The noise itself is drawn in `apply` from `seed`; pass params["noise"] to replay given noise."""
+        return {"mean": float(rng.uniform(*self.mean_range)), "std": float(rng.uniform(*self.std_range)),
+                "seed": int(rng.integers(0, 2**63))}
+
+    def noise_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the standard normal field: (C, H, W), or (1, H, W) when shared across channels."""
+        return tuple(shape) if self.per_channel else (1, *shape[-2:])
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        top = np.float32(self.max_value or max_value or value_range(array.dtype))
+        scale, offset = np.float32(params["std"] * top), np.float32(params["mean"] * top)
+        given = params.get("noise")
+        if not self.per_channel:
+            plane = given if given is not None else _normal(params["seed"], array.shape[-1] * array.shape[-2])
+            plane = np.asarray(plane, np.float32).reshape(array.shape[-2:]) * scale + offset
+
+            def shared(src: np.ndarray, out: np.ndarray, start: int, stop: int) -> None:
+                np.add(src, plane, out=out)
+                np.clip(out, 0, top, out=out)
+
+            return _map_planes(array, inplace, shared)
+
+        source = np.ascontiguousarray(array).reshape(-1)  # copies only a strided (flipped) view
+        flags = array.flags
+        writable = inplace and array.dtype == np.float32 and flags.writeable and flags.c_contiguous
+        out = array if writable else np.empty(array.shape, np.float32)
+        flat, size = out.reshape(-1), source.size
+        blocks = -(-size // NOISE_BLOCK)
+        seeds = np.random.SeedSequence(params["seed"]).generate_state(blocks, np.uint64)
+        replay = None if given is None else np.asarray(given, np.float32).reshape(-1)
+
+        def per_pixel(first: int, last: int) -> None:
+            for block in range(first, last):
+                start, stop = block * NOISE_BLOCK, min((block + 1) * NOISE_BLOCK, size)
+                if replay is None:
+                    noise = _normal(int(seeds[block]), stop - start)
+                else:
+                    noise = replay[start:stop].copy()
+                noise *= scale
+                if offset:
+                    noise += offset
+                np.add(source[start:stop], noise, out=flat[start:stop])
+                np.clip(flat[start:stop], 0, top, out=flat[start:stop])
+
+        _run_blocks(blocks, per_pixel, 1, NOISE_BLOCK)
+        return out
+
+
+def _normal(seed: int, size: int) -> np.ndarray:
+    """`size` standard normal float32 values from `seed`."""
+    out = np.empty(size, np.float32)
+    # torch's vectorised sampler is about 2.5x faster than NumPy's ziggurat, and runs in our threads
+    torch.from_numpy(out).normal_(generator=torch.Generator().manual_seed(seed % 2**64))
+    return out
+
+
+def gaussian_kernel_1d(sigma: float, ksize: int = 0) -> np.ndarray:
+    """Normalised 1D Gaussian; ksize 0 means int(3.5 sigma) * 2 + 1, even sizes grow by 1 (albumentations)."""
+    size = int(sigma * 3.5) * 2 + 1 if ksize == 0 else int(ksize)
+    size += 1 - size % 2
+    x = np.arange(-(size // 2), size // 2 + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+class GaussianBlur(Transform):
+    """Separable Gaussian blur of every channel, borders mirrored without repeating the edge (reflect-101).
+
+    Args:
+        blur_limit: kernel size or (low, high) range; 0 derives the size from sigma.
+        sigma_limit: sigma or (low, high) range in pixels.
+    """
+
+    def __init__(self, blur_limit: int | Sequence[int] = 0, sigma_limit: float | Sequence[float] = (0.5, 3.0),
+                 p: float = 0.5):
+        super().__init__(p)
+        low, high = _range(blur_limit, "GaussianBlur.blur_limit")
+        self.blur_limit = (int(low), int(high))
+        self.sigma_limit = _range(sigma_limit, "GaussianBlur.sigma_limit")
+        if self.sigma_limit[0] <= 0:
+            raise ConfigError(f"GaussianBlur.sigma_limit must be positive, got {sigma_limit!r}")
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        sigma = float(rng.uniform(*self.sigma_limit))
+        ksize = int(rng.integers(self.blur_limit[0], self.blur_limit[1] + 1))
+        return {"sigma": sigma, "ksize": len(gaussian_kernel_1d(sigma, ksize))}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        kernel = gaussian_kernel_1d(params["sigma"], params["ksize"])
+        channels, height, width = array.shape
+        out = np.empty(array.shape, np.float32)
+
+        convert = array.dtype != np.float32
+
+        def work(start: int, stop: int) -> None:
+            for c in range(start, stop):
+                # OpenCV's integer-to-float filter is not vectorised: converting the plane first is 2x faster
+                plane = array[c].astype(np.float32) if convert else array[c]
+                cv2.sepFilter2D(plane, cv2.CV_32F, kernel, kernel, dst=out[c],
+                                borderType=cv2.BORDER_REFLECT_101)
+
+        _run_blocks(channels, work, 1, height * width)
+        return out
+
+
+class CoarseDropout(Transform):
+    """Fill random rectangles with `fill` in every channel (albumentations' CoarseDropout).
+
+    The dtype is kept, as in albumentations, so `fill` is cast to it (0.5 becomes 0 in a uint8 image).
+
+    Args:
+        num_holes_range: (low, high) number of holes, both included.
+        hole_height_range: (low, high) as fractions of the height if high < 1, else in pixels.
+        hole_width_range: (low, high) as fractions of the width if high < 1, else in pixels.
+    """
+
+    def __init__(self, num_holes_range: Sequence[int] = (1, 2),
+                 hole_height_range: Sequence[float] = (0.1, 0.2),
+                 hole_width_range: Sequence[float] = (0.1, 0.2), fill: float = 0.0, p: float = 0.5):
+        super().__init__(p)
+        low, high = _range(num_holes_range, "CoarseDropout.num_holes_range")
+        self.num_holes_range = (int(low), int(high))
+        self.hole_height_range = _range(hole_height_range, "CoarseDropout.hole_height_range")
+        self.hole_width_range = _range(hole_width_range, "CoarseDropout.hole_width_range")
+        self.fill = float(fill)
+
+    def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
+        height, width = shape[-2:]
+        count = int(rng.integers(self.num_holes_range[0], self.num_holes_range[1] + 1))
+        sizes = []
+        for (low, high), extent in ((self.hole_height_range, height), (self.hole_width_range, width)):
+            if high >= 1:
+                sizes.append(rng.integers(int(low), int(min(high, extent)) + 1, size=count))
+            else:
+                sizes.append((extent * rng.uniform(low, high, size=count)).astype(np.int64))
+        heights, widths = sizes
+        y0 = rng.integers(0, height - heights + 1, size=count)
+        x0 = rng.integers(0, width - widths + 1, size=count)
+        return {"holes": np.stack([y0, x0, y0 + heights, x0 + widths], axis=-1).astype(np.int64)}
+
+    def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
+              inplace: bool = False) -> np.ndarray:
+        # the dtype is kept (like albumentations): a uint16 stack is copied at half the bytes of float32
+        out = array if inplace and array.flags.writeable else array.copy()
+        for y0, x0, y1, x1 in np.asarray(params["holes"]).reshape(-1, 4).tolist():
+            out[:, y0:y1, x0:x1] = self.fill
+        return out
+
+
+class Compose:
+    """Apply transforms in order to a (C, H, W) array and return a contiguous float32 (C, H, W) array.
+
+    `set_seed(seed)` reseeds every member from (seed, position), so a sample's augmentation depends only
+    on the seed the engine derives from (run seed, epoch, index). Steps may be given as `_target_` dicts.
+    """
+
+    def __init__(self, transforms: Sequence[Transform | Mapping[str, Any]] = ()):
+        self.transforms = [_instantiate(step) for step in transforms]
+
+    def set_seed(self, seed: int) -> Compose:
+        """Reseed every member deterministically from `seed`."""
+        for position, transform in enumerate(self.transforms):
+            stream = np.random.SeedSequence([int(seed), position])
+            transform.set_random_state(state=np.random.default_rng(stream))
+        return self
+
+    def set_random_state(self, seed: int) -> Compose:
+        """MONAI's name for `set_seed`."""
+        return self.set_seed(seed)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Run every transform; steps after the first copy work in place on the pipeline's own buffer."""
+        _check_chw(image)
+        max_value = value_range(image.dtype)
+        out = image
+        for transform in self.transforms:
+            # the caller's array (or a view of it) is never written; a fresh result may be
+            owned = not np.may_share_memory(out, image)
+            out = transform(out, max_value=max_value, inplace=owned)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+def _instantiate(step: Transform | Mapping[str, Any]) -> Transform:
+    if not isinstance(step, Mapping):
+        return step
+    # imported only for dict steps: spec pulls in albumentations, which array-only users never need
+    from hydra.utils import instantiate
+
+    from medzoo.transforms.spec import check_targets
+
+    check_targets([dict(step)], "Compose.transforms")
+    return instantiate(dict(step))

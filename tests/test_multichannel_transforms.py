@@ -1,0 +1,253 @@
+"""Multichannel transforms: any channel count, CPU and batch agree, albumentations semantics, seeding."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from medzoo.datasets.base import ArrayDataset
+from medzoo.datasets.cache import CachedSplit
+from medzoo.transforms import batch as bt
+from medzoo.transforms import multichannel as mc
+from medzoo.transforms.layout import to_channel_first, to_channel_last
+
+NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+DEVICES = ["cpu", pytest.param("cuda", marks=NO_GPU)]
+
+# (id, class name, arguments, tolerance of CPU vs batch on the same parameters)
+CASES = [
+    ("hflip", "HorizontalFlip", {}, 0.0),
+    ("vflip", "VerticalFlip", {}, 0.0),
+    ("rot90", "RandomRotate90", {}, 0.0),
+    # OpenCV quantises bilinear weights to 1/32 of a pixel; grid_sample does not
+    ("affine", "Affine", {"rotate": (-30, 30), "scale": (0.8, 1.2), "translate_percent": (-0.1, 0.1)}, 2e-2),
+    ("affine-reflect", "Affine", {"rotate": (-30, 30), "scale": (0.6, 0.8), "border_mode": "reflect"}, 2e-2),
+    ("affine-replicate", "Affine", {"rotate": (10, 30), "scale": 0.7, "border_mode": "replicate"}, 2e-2),
+    ("affine-fill", "Affine", {"rotate": (10, 30), "scale": 0.7, "fill": 0.5}, 2e-2),
+    ("resize", "Resize", {"height": 24, "width": 40}, 1e-5),
+    ("resize-nearest", "Resize", {"height": 20, "width": 50, "interpolation": "nearest"}, 0.0),
+    ("rrc", "RandomResizedCrop", {"size": (24, 28), "scale": (0.2, 1.0)}, 1e-5),
+    ("rrc-nearest", "RandomResizedCrop", {"size": 30, "scale": (0.2, 1.0), "interpolation": "nearest"}, 0.0),
+    ("normalize", "Normalize", {"mean": 0.4, "std": 0.2}, 1e-5),
+    ("normalize-image", "Normalize", {"normalization": "image"}, 1e-4),
+    ("normalize-channel", "Normalize", {"normalization": "image_per_channel"}, 1e-4),
+    ("gamma", "Gamma", {"gamma_limit": (60, 160)}, 1e-5),
+    ("brightness-contrast", "BrightnessContrast", {"brightness_limit": 0.3, "contrast_limit": 0.3}, 1e-5),
+    ("brightness-by-mean", "BrightnessContrast", {"brightness_by_max": False}, 1e-5),
+    ("noise", "GaussianNoise", {"std_range": (0.05, 0.2), "mean_range": (-0.1, 0.1)}, 1e-5),
+    ("noise-shared", "GaussianNoise", {"std_range": (0.05, 0.2), "per_channel": False}, 1e-5),
+    ("blur", "GaussianBlur", {"sigma_limit": (0.5, 2.5)}, 1e-5),
+    ("blur-ksize", "GaussianBlur", {"blur_limit": (3, 9), "sigma_limit": (0.5, 2.0)}, 1e-5),
+    ("dropout", "CoarseDropout", {"num_holes_range": (1, 4), "fill": 0.25}, 0.0),
+    ("dropout-px", "CoarseDropout", {"num_holes_range": (2, 3), "hole_height_range": (2, 9),
+                                     "hole_width_range": (3, 5)}, 0.0),
+]
+IDS = [case[0] for case in CASES]
+RESIZING = {"Resize", "RandomResizedCrop"}
+
+
+def make(module, name: str, kwargs: dict, p: float = 1.0):
+    return getattr(module, name)(**kwargs, p=p)
+
+
+def smooth_stack(channels: int, height: int = 32, width: int = 32, seed: int = 0) -> np.ndarray:
+    """A smooth (C, H, W) float32 stack in [0, 1] with different content per channel."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    freq = rng.uniform(0.05, 0.3, size=(channels, 2, 1, 1)).astype(np.float32)
+    phase = rng.uniform(0, 6, size=(channels, 1, 1)).astype(np.float32)
+    return (0.5 + 0.45 * np.sin(freq[:, 0] * yy + freq[:, 1] * xx + phase)).astype(np.float32)
+
+
+def expected_shape(name: str, kwargs: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if name == "Resize":
+        return (shape[0], kwargs["height"], kwargs["width"])
+    if name == "RandomResizedCrop":
+        return (shape[0], *mc._size_pair(kwargs["size"]))
+    return shape
+
+
+@pytest.mark.parametrize("channels", [1, 3, 1000])
+@pytest.mark.parametrize(("case", "name", "kwargs", "atol"), CASES, ids=IDS)
+def test_works_at_any_channel_count(case, name, kwargs, atol, channels):
+    x = smooth_stack(channels, seed=channels)
+    out = mc.Compose([make(mc, name, kwargs)]).set_seed(3)(x)
+    assert out.shape == expected_shape(name, kwargs, x.shape)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and np.isfinite(out).all()
+    # the same parameters reach every channel: channel 0 of a stack == the stack of channel 0 alone
+    alone = mc.Compose([make(mc, name, kwargs)]).set_seed(3)(x[:1])
+    if case not in ("noise", "normalize-image", "brightness-by-mean"):  # these depend on other channels
+        np.testing.assert_allclose(out[:1], alone, atol=1e-6)
+    batch_out = bt.Compose([make(bt, name, kwargs)]).set_seed(3)(torch.from_numpy(x[None]))
+    assert tuple(batch_out.shape) == (1, *expected_shape(name, kwargs, x.shape))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("case", "name", "kwargs", "atol"), CASES, ids=IDS)
+def test_cpu_and_batch_agree_on_the_same_params(case, name, kwargs, atol, device):
+    cpu, gpu = make(mc, name, kwargs), make(bt, name, kwargs)
+    x = np.stack([smooth_stack(5, seed=i) for i in range(6)])
+    rng = np.random.default_rng(1)
+    params = [cpu.sample_params(rng, x.shape[1:]) for _ in range(len(x))]
+    if name == "GaussianNoise":  # numpy and torch draw different numbers: replay given noise on both
+        for p in params:
+            p["noise"] = rng.standard_normal(cpu.noise_shape(x.shape[1:])).astype(np.float32)
+    expected = np.stack([cpu.apply(sample, p, max_value=1.0) for sample, p in zip(x, params, strict=True)])
+    got = gpu.apply(torch.from_numpy(x).to(device), bt.stack_params(params, device), max_value=1.0)
+    assert got.device.type == device
+    np.testing.assert_allclose(got.cpu().numpy(), expected, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize(("case", "name", "kwargs", "atol"), CASES, ids=IDS)
+def test_p0_is_identity_and_seeds_reproduce(case, name, kwargs, atol):
+    x = smooth_stack(4)
+    xb = torch.from_numpy(np.stack([x, x[::-1].copy()]))
+    off_cpu, off_batch = make(mc, name, kwargs, p=0.0), make(bt, name, kwargs, p=0.0)
+    if name in RESIZING:  # a resize that does not fire still resizes, so that batches keep one shape
+        plain = mc.Resize(*expected_shape(name, kwargs, x.shape)[1:], interpolation=off_cpu.interpolation)
+        np.testing.assert_allclose(off_cpu(x), plain(x), atol=1e-6)
+    else:
+        np.testing.assert_array_equal(off_cpu(x), x)
+        np.testing.assert_array_equal(off_batch(xb).numpy(), xb.numpy())
+    for module, data in ((mc, x), (bt, xb)):
+        first = module.Compose([make(module, name, kwargs)]).set_seed(11)(data)
+        again = module.Compose([make(module, name, kwargs)]).set_seed(11)(data)
+        np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+
+
+def test_different_seeds_differ_and_batch_samples_draw_their_own_params():
+    x = smooth_stack(3)
+    pipe = mc.Compose([mc.Affine(rotate=(-45, 45), p=1.0), mc.GaussianNoise(p=1.0)])
+    assert not np.allclose(pipe.set_seed(1)(x), pipe.set_seed(2)(x))
+    flips = bt.HorizontalFlip(p=0.5).set_seed(0)(torch.from_numpy(np.stack([x] * 16)))
+    flipped = [bool(torch.equal(sample, torch.from_numpy(x).flip(-1))) for sample in flips]
+    assert 0 < sum(flipped) < 16
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize(("case", "name", "kwargs", "atol"), CASES, ids=IDS)
+def test_integer_input_matches_float_input(case, name, kwargs, atol, dtype):
+    top = float(np.iinfo(dtype).max)
+    x = np.round(smooth_stack(6) * top).astype(dtype)
+    # CoarseDropout keeps the dtype, so its fill must be a whole number to compare
+    transform = make(mc, name, {**kwargs, "fill": 3.0} if name == "CoarseDropout" else kwargs)
+    params = transform.sample_params(np.random.default_rng(5), x.shape)
+    if name == "GaussianNoise":
+        noise = np.random.default_rng(6).standard_normal(transform.noise_shape(x.shape))
+        params["noise"] = noise.astype(np.float32)
+    as_int = np.asarray(transform.apply(x, params, max_value=top), dtype=np.float32)
+    as_float = np.asarray(transform.apply(x.astype(np.float32), params, max_value=top), dtype=np.float32)
+    # ufuncs convert integer blocks on the fly: the same float32 arithmetic as a converted input
+    np.testing.assert_allclose(as_int, as_float, rtol=1e-5, atol=1e-5 * top)
+    assert mc.Compose([transform]).set_seed(0)(x).dtype == np.float32
+
+
+def test_compose_never_writes_the_callers_array_and_keeps_units():
+    x = np.round(smooth_stack(8) * 255).astype(np.uint8)
+    x.flags.writeable = False  # a memory-mapped cache is read-only
+    pipe = mc.Compose([mc.HorizontalFlip(p=1.0), mc.BrightnessContrast(p=1.0),
+                       mc.Normalize(mean=0.5, std=0.25)])
+    out = pipe.set_seed(0)(x)
+    # max_pixel_value is 255, taken from the uint8 input: (0..255 - 127.5) / 63.75
+    assert out.dtype == np.float32 and -2.5 <= out.min() and out.max() <= 2.5
+    floats = smooth_stack(8)
+    before = floats.copy()
+    mc.Compose([mc.GaussianNoise(p=1.0), mc.Gamma(p=1.0), mc.CoarseDropout(p=1.0)]).set_seed(0)(floats)
+    np.testing.assert_array_equal(floats, before)
+
+
+def test_runs_in_the_dataset_with_per_sample_seeds():
+    """The engine's contract: set_seed(seed) then a uint8 C x H x W sample in, float32 C x H x W out."""
+    images = np.random.default_rng(0).integers(0, 255, (3, 1000, 16, 16), dtype=np.uint8)
+    pipe = mc.Compose([mc.HorizontalFlip(), mc.Affine(rotate=(-10, 10)), mc.Normalize(mean=0.5, std=0.25)])
+    data = ArrayDataset(CachedSplit(images, np.zeros(3, np.int64), list("abc")), pipe)
+    first, _ = data[(1, 123)]
+    again, _ = data[(1, 123)]
+    other, _ = data[(1, 124)]
+    assert first.dtype == torch.float32 and first.shape == (1000, 16, 16)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_steps_come_from_config():
+    cfg = {"_target_": "medzoo.transforms.multichannel.Compose", "transforms": [
+        {"_target_": "medzoo.transforms.multichannel.Affine", "rotate": [-10, 10], "p": 1.0},
+        {"_target_": "medzoo.transforms.multichannel.Normalize", "mean": [0.1, 0.2, 0.3],
+         "std": [0.5, 0.5, 0.5]},
+    ]}
+    pipe = instantiate(cfg)
+    assert isinstance(pipe.transforms[0], mc.Affine) and pipe.transforms[0].rotate == (-10.0, 10.0)
+    assert pipe.set_seed(0)(smooth_stack(3)).shape == (3, 32, 32)
+    direct = mc.Compose(cfg["transforms"])  # dict steps, checked against the allowed packages
+    assert isinstance(direct.transforms[1], mc.Normalize)
+    with pytest.raises(ValueError, match="not allowed"):
+        mc.Compose([{"_target_": "os.system", "command": "true"}])
+    with pytest.raises(ValueError, match="one per channel"):
+        mc.Normalize(mean=[0.1, 0.2])(smooth_stack(3))
+
+
+def test_normalize_mixes_per_channel_and_shared_values():
+    x = smooth_stack(1000)
+    mean = np.linspace(0.1, 0.5, 1000)
+    out = mc.Normalize(mean=mean.tolist(), std=0.25)(x)
+    np.testing.assert_allclose(out, (x - mean[:, None, None]) / 0.25, atol=1e-5)
+    on_batch = bt.Normalize(mean=mean.tolist(), std=0.25, p=1)(torch.from_numpy(x[None]))
+    np.testing.assert_allclose(on_batch[0].numpy(), out, atol=1e-5)
+
+
+# Albumentations on 3-channel H x W x C images, where it works, defines the semantics we follow.
+def albu(transform, image_chw: np.ndarray) -> np.ndarray:
+    return to_channel_first(A.Compose([transform], seed=0)(image=to_channel_last(image_chw))["image"])
+
+
+def test_flips_rot90_and_normalize_match_albumentations():
+    x = smooth_stack(3)
+    np.testing.assert_array_equal(mc.HorizontalFlip(p=1)(x), albu(A.HorizontalFlip(p=1), x))
+    np.testing.assert_array_equal(mc.VerticalFlip(p=1)(x), albu(A.VerticalFlip(p=1), x))
+    for k in range(4):
+        ours = mc.RandomRotate90().apply(x, {"k": k})
+        theirs = to_channel_first(np.rot90(to_channel_last(x), k))  # albumentations' fgeometric.rot90
+        np.testing.assert_array_equal(ours, theirs)
+    u8 = np.round(x * 255).astype(np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    np.testing.assert_allclose(mc.Normalize(mean=mean, std=std)(u8),
+                               albu(A.Normalize(mean=mean, std=std, max_pixel_value=255), u8), atol=1e-5)
+    np.testing.assert_allclose(mc.Normalize(normalization="image")(x),
+                               albu(A.Normalize(normalization="image"), x), atol=1e-4)
+    # albumentations' OpenCV path for float input leaves out the + 1e-4 of its NumPy path: 1e-4 / std apart
+    np.testing.assert_allclose(mc.Normalize(normalization="image_per_channel")(x),
+                               albu(A.Normalize(normalization="image_per_channel"), x), rtol=1e-3, atol=1e-4)
+
+
+def test_geometry_and_intensity_match_albumentations():
+    x = smooth_stack(3)
+    # translate_percent 0.125 * 32 = 4 px exactly (albumentations truncates to whole pixels)
+    ours = mc.Affine().apply(x, {"angle": 25.0, "scale": 1.2, "tx": 4.0, "ty": -4.0})
+    theirs = albu(A.Affine(rotate=25, scale=1.2, translate_percent={"x": 0.125, "y": -0.125}, p=1), x)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    np.testing.assert_allclose(mc.Resize(20, 44)(x), albu(A.Resize(20, 44), x), atol=1e-5)
+    crop = {"y0": 3, "x0": 5, "h": 17, "w": 21}
+    theirs = albu(A.Compose([A.Crop(5, 3, 26, 20), A.Resize(24, 24)]), x)
+    np.testing.assert_allclose(mc.RandomResizedCrop(24).apply(x, crop), theirs, atol=1e-5)
+    np.testing.assert_allclose(mc.Gamma().apply(x, {"gamma": 1.5}), albu(A.RandomGamma((150, 150), p=1), x),
+                               rtol=1e-5)
+    bc = albu(A.RandomBrightnessContrast((0.3, 0.3), (0.4, 0.4), p=1), x)
+    np.testing.assert_allclose(mc.BrightnessContrast().apply(x, {"alpha": 1.4, "beta": 0.3}), bc, atol=1e-6)
+    blur = albu(A.GaussianBlur(blur_limit=(5, 5), sigma_limit=(1.5, 1.5), p=1), x)
+    np.testing.assert_allclose(mc.GaussianBlur().apply(x, {"sigma": 1.5, "ksize": 5}), blur, atol=1e-5)
+    holes = np.array([[2, 3, 9, 12], [20, 1, 25, 30]])
+    dropped = mc.CoarseDropout(fill=0.5).apply(x, {"holes": holes})
+    assert (dropped[:, 2:9, 3:12] == 0.5).all() and (dropped[:, 20:25, 1:30] == 0.5).all()
+    assert np.array_equal(dropped[:, 10:20], x[:, 10:20])
+
+
+def test_noise_has_the_requested_strength_and_albumentations_fails_at_1000_channels():
+    x = np.full((1000, 32, 32), 0.5, np.float32)
+    out = mc.GaussianNoise(std_range=(0.1, 0.1), p=1)(x)
+    assert abs(float(out.std()) - 0.1) < 2e-3 and abs(float(out.mean()) - 0.5) < 2e-3
+    stacked = bt.GaussianNoise(std_range=(0.1, 0.1), p=1)(torch.from_numpy(x[None]))
+    assert abs(float(stacked.std()) - 0.1) < 2e-3
+    with pytest.raises(Exception):  # noqa: B017 - whatever albumentations raises, it does not work
+        albu(A.HorizontalFlip(p=1), x)

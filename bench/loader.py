@@ -41,18 +41,15 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import tifffile
 import torch
-from pydicom.dataset import Dataset as DicomDataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from torch.utils.data import DataLoader, Dataset
 
 from medzoo.datasets.base import SeededSampler
 from medzoo.datasets.prepared import PreparedDataset, canonical_layout, prepare
 from medzoo.datasets.readers import read_volume
 from medzoo.datasets.shm import loader_settings
+from medzoo.testing import write_dicom_series
 from medzoo.transforms import multichannel as mc
 
 SEED = 0
@@ -80,24 +77,7 @@ def synthetic_stack(index: int, depth: int, size: int) -> np.ndarray:
 
 def write_dicom(folder: Path, stack: np.ndarray) -> None:
     """One uncompressed MR file per slice, 1 mm apart."""
-    folder.mkdir(parents=True)
-    uid = generate_uid()
-    for index, pixels in enumerate(stack):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = DicomDataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", uid, index + 1
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelSpacing = ["1", "1"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0, 0, float(index)]
-        ds.PixelData = pixels.tobytes()
-        pydicom.dcmwrite(folder / f"slice{index:04d}.dcm", ds, enforce_file_format=True)
+    write_dicom_series(folder, stack)
 
 
 def nifti_image(stack: np.ndarray) -> nib.Nifti1Image:

@@ -11,18 +11,16 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 import tifffile
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from medzoo.datasets import prepared, shm
 from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import PreparedDataset, prepare, sources_from_csv, sources_from_folder
 from medzoo.datasets.readers import read_volume
 from medzoo.errors import DataError
+from medzoo.testing import write_dicom_series
 from medzoo.transforms import multichannel as mc
 
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
@@ -33,26 +31,9 @@ def stack(seed: int, shape=SHAPE) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 3000, shape).astype(np.int16)
 
 
-def write_dicom_series(folder: Path, volume: np.ndarray) -> None:
-    """One MR file per slice (signed 16-bit, explicit VR little endian), positions 2 mm apart."""
-    folder.mkdir(parents=True)
-    uid = generate_uid()
-    for index, pixels in enumerate(volume):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", uid, index + 1
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelSpacing = ["0.5", "0.5"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [0, 0, 2.0 * index]
-        ds.PixelData = pixels.astype("<i2").tobytes()
-        pydicom.dcmwrite(folder / f"slice{index:03d}.dcm", ds, enforce_file_format=True)
+def write_series(folder: Path, volume: np.ndarray) -> None:
+    """One MR file per slice (signed 16-bit), positions 2 mm apart, 0.5 mm pixels."""
+    write_dicom_series(folder, volume, step=2.0, spacing=(0.5, 0.5), name="slice{index:03d}.dcm")
 
 
 @pytest.fixture
@@ -65,7 +46,7 @@ def inputs(tmp_path) -> Path:
              root / "glioma" / "a.nii.gz")
     np.save(root / "glioma" / "b.npy", stack(1))
     tifffile.imwrite(root / "normal" / "c.tif", stack(2))
-    write_dicom_series(root / "normal" / "d_series", stack(3))
+    write_series(root / "normal" / "d_series", stack(3))
     (root / "normal" / "notes.txt").write_text("not an image")
     return root
 

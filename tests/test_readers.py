@@ -14,8 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from medzoo.datasets.readers import READERS, read_volume
 from medzoo.datasets.readers import base as readers_base
@@ -25,6 +24,7 @@ from medzoo.datasets.readers.nifti import read_nifti, read_nifti_channels
 from medzoo.datasets.readers.numpy_io import read_npy, read_npz
 from medzoo.datasets.readers.tiff import read_tiff
 from medzoo.errors import DataError, UnknownNameError
+from medzoo.testing import write_dicom_slice
 from tests.conftest import SHARED_DATA
 
 STROKE = SHARED_DATA / "volumes" / "nifti" / "stroke"
@@ -47,33 +47,9 @@ def zyx(xyz: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- DICOM writing helpers
 
-def write_slice(path: Path, pixels: np.ndarray, *, series_uid: str, position=None, orientation=None,
-                instance: int | None = None, spacing=(0.7, 0.8), slope: float = 1.0, intercept: float = 0.0,
-                with_pixels: bool = True) -> None:
+def write_slice(path: Path, pixels: np.ndarray, *, spacing=(0.7, 0.8), **kw) -> None:
     """One single-frame MR DICOM file (explicit VR little endian, signed 16-bit)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = "MR", series_uid, 1, "test"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.PixelSpacing = [f"{s:g}" for s in spacing]
-    if orientation is not None:
-        ds.ImageOrientationPatient = [f"{v:.10f}" for v in orientation]
-    if position is not None:
-        ds.ImagePositionPatient = [f"{v:.10f}" for v in position]
-    if instance is not None:
-        ds.InstanceNumber = instance
-    if (slope, intercept) != (1.0, 0.0):
-        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
-    if with_pixels:
-        ds.PixelData = pixels.astype("<i2").tobytes()
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    write_dicom_slice(path, pixels, spacing=spacing, **kw)
 
 
 def write_series(folder: Path, volume: np.ndarray, *, step: float = 2.5, orientation=(1, 0, 0, 0, 1, 0),

@@ -34,6 +34,9 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, card: dict[str, An
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "card": json.dumps(card, default=str)})
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates the file owner-only; a checkpoint is meant to be shared
     os.replace(tmp, path)
     return path
 

@@ -16,8 +16,8 @@ def test_publish_then_eval_reproduces_the_card_exactly(tmp_path):
            "logger.plots=false", f"hydra.run.dir={run}")
     manifest = tmp_path / "published.json"
     manifest.write_text("[]")
-    medzoo("zoo", "publish", f"ckpt={run / 'checkpoints' / 'best.safetensors'}", "name=demo_test", "task=demo task",
-           "command=medzoo train recipe=demo", "hardware=2-core CPU", f"weights_dir={tmp_path / 'w'}",
+    medzoo("zoo", "publish", f"ckpt={run / 'checkpoints' / 'best.safetensors'}", "name=demo_test", "task='demo task'",
+           "command='medzoo train recipe=demo'", "hardware='2-core CPU'", f"weights_dir={tmp_path / 'w'}",
            f"manifest={manifest}", f"docs_dir={tmp_path / 'docs'}")
     published = tmp_path / "w" / "demo_test.safetensors"
     entry = json.loads(manifest.read_text())[0]

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from plain_loop import plain_epoch, sync
 
 from medzoo.datasets.base import ArrayDataset, make_loader
 from medzoo.datasets.cache import CachedSplit
@@ -59,31 +60,12 @@ def engine_round(loader, device, precision) -> float:
                       run_dir=Path("."), on_best=lambda *a: None)
     start = time.perf_counter()
     trainer.train_one_epoch(loader, 0)
-    _sync(device)
+    sync(device)
     return len(loader) * loader.batch_size / (time.perf_counter() - start)
 
 
 def plain_round(loader, device, precision) -> float:
-    model = new_model(device)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    criterion = torch.nn.CrossEntropyLoss()
-    start = time.perf_counter()
-    for images, targets in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
-            loss = criterion(model(images), targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    return len(loader) * loader.batch_size / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    return plain_epoch(new_model(device), loader, device, precision.dtype, torch.channels_last)
 
 
 def main() -> None:

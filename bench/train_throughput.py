@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from plain_loop import plain_epoch, sync
 
 from medzoo.datasets.base import ArrayDataset, make_loader
 from medzoo.datasets.cache import CachedSplit
@@ -118,10 +119,10 @@ def engine_run(case, loader, device, precision, channels_last, compile_model) ->
                       on_best=lambda *a: None)
     trainer.train_one_epoch(loader, 0)  # warm-up epoch: kernels, allocator, compilation
     timed = TimedLoader(loader)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     trainer.train_one_epoch(timed, 0)
-    _sync(device)
+    sync(device)
     elapsed = time.perf_counter() - start
     return len(loader) * loader.batch_size / elapsed, timed.wait / elapsed
 
@@ -129,30 +130,9 @@ def engine_run(case, loader, device, precision, channels_last, compile_model) ->
 def plain_run(case, loader, device, precision, channels_last, compile_model) -> float:
     model = build(case, device, channels_last)
     step_model = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    criterion = torch.nn.CrossEntropyLoss()
     layout = torch.channels_last if channels_last else torch.contiguous_format
-
-    def epoch():
-        for images, targets in loader:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=layout)
-            with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
-                loss = criterion(step_model(images), targets.to(device, non_blocking=True))
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    epoch()
-    _sync(device)
-    start = time.perf_counter()
-    epoch()
-    _sync(device)
-    return len(loader) * loader.batch_size / (time.perf_counter() - start)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    plain_epoch(step_model, loader, device, precision.dtype, layout)  # warm-up (and compilation)
+    return plain_epoch(step_model, loader, device, precision.dtype, layout)
 
 
 def main() -> None:

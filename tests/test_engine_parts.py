@@ -158,6 +158,14 @@ def test_seeded_sampler_depends_only_on_seed_and_epoch():
 def test_transform_targets_from_untrusted_cards_are_restricted():
     with pytest.raises(ConfigError, match="os.system"):
         TransformSpec(eval=[{"_target_": "os.system", "command": "echo hi"}])
+    nested = {"_target_": "albumentations.OneOf", "transforms": [{"_target_": "os.system", "command": "echo hi"}]}
+    with pytest.raises(ConfigError, match="os.system"):  # a safe wrapper must not smuggle in an unsafe step
+        TransformSpec(train=[nested])
+    safe = {"_target_": "albumentations.OneOf", "transforms": [{"_target_": "albumentations.HorizontalFlip"}]}
+    image = np.zeros((1, 8, 8), np.uint8)
+    image[:, :, :4] = 200
+    flipped = TransformSpec(train=[{**safe, "p": 1.0}]).pipeline("train", seed=0)(image)
+    assert flipped[0, 0, 0] == 0 and flipped[0, 0, -1] > 0
 
 
 def test_lr_is_finite_for_all_schedules():

@@ -8,7 +8,7 @@ steps are: `albumentations` (2D, few channels; run on an H x W x C view inside) 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,13 +23,28 @@ from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
 SAFE_TARGET_PREFIXES = ("albumentations.", "medzoo.transforms.", "monai.transforms.")
 
 
+def _targets(node: Any) -> Iterator[str]:
+    """Every `_target_` in a config tree: steps may nest others (albumentations.OneOf takes a list)."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield str(node["_target_"])
+        for value in node.values():
+            yield from _targets(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _targets(value)
+
+
 def check_targets(steps: Sequence[Any], where: str) -> None:
-    """Refuse any `_target_` outside the transform packages (a card must not be able to run arbitrary code)."""
+    """Refuse any `_target_` outside the transform packages, at any depth (a card must not be able to run
+    arbitrary code), and any step that names no target at all."""
     for step in steps:
-        target = step.get("_target_", "") if isinstance(step, dict) else ""
-        if not target.startswith(SAFE_TARGET_PREFIXES):
-            raise ConfigError(f"{where}: transform target {target!r} is not allowed; transforms must come from "
-                              f"{', '.join(SAFE_TARGET_PREFIXES)}")
+        if not isinstance(step, dict) or "_target_" not in step:
+            raise ConfigError(f"{where}: every transform step needs a `_target_`; got {step!r}")
+        for target in _targets(step):
+            if not target.startswith(SAFE_TARGET_PREFIXES):
+                raise ConfigError(f"{where}: transform target {target!r} is not allowed; transforms must come "
+                                  f"from {', '.join(SAFE_TARGET_PREFIXES)}")
 
 
 class ChannelFirstCompose:

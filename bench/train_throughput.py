@@ -30,6 +30,7 @@ from medzoo.engine.card import versions
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device
+from medzoo.engine.throughput import TimedLoader
 from medzoo.engine.trainer import Trainer
 from medzoo.zoo import create_model
 
@@ -47,28 +48,6 @@ GPU_CASES = [Case("resnet18", 2, 224, 3, 256), Case("resnet50", 2, 224, 3, 256),
              Case("resnet18", 3, 96, 1, 16), Case("resnet18", 2, 256, 1000, 32)]
 CPU_CASES = [Case("resnet18", 2, 224, 3, 16), Case("resnet50", 2, 224, 3, 8), Case("resnet18", 3, 64, 1, 4),
              Case("resnet18", 3, 96, 1, 2), Case("resnet18", 2, 256, 1000, 4)]
-
-
-class TimedLoader:
-    """Wraps a loader and adds up the time spent waiting for its next batch."""
-
-    def __init__(self, loader):
-        self.loader, self.wait = loader, 0.0
-        self.sampler, self.batch_size = loader.sampler, loader.batch_size
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        iterator = iter(self.loader)
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            self.wait += time.perf_counter() - start
-            yield batch
 
 
 class Cycled(torch.utils.data.Dataset):

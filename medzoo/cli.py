@@ -32,6 +32,8 @@ COMMANDS: dict[str, Command] = {
     "audit": Command("audit", "medzoo.commands.audit:audit", "audit a dataset: medzoo audit data=brain_tumor data.root=DIR"),
     "export": Command("export", "medzoo.commands.export:export",
                       "deployable model: medzoo export ckpt=PATH format=onnx|torchscript|monai-bundle"),
+    "bench": Command("bench", "medzoo.commands.bench:bench",
+                     "how fast a recipe trains here: medzoo bench recipe=NAME [bench.steps=20]"),
     "zoo": Command("zoo", "medzoo.commands.zoo:zoo", "published checkpoints: medzoo zoo list | medzoo zoo info name=NAME"),
 }
 

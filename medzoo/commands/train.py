@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -15,8 +16,15 @@ from sklearn.utils.class_weight import compute_class_weight
 from medzoo.commands.common import run_directory
 from medzoo.datasets.base import DataSplits
 from medzoo.engine.card import build_card
-from medzoo.engine.distributed import DistInfo, broadcast, init_distributed, main_first, shutdown
-from medzoo.engine.loaders import build_loaders, eval_loader
+from medzoo.engine.distributed import (
+    SINGLE_PROCESS,
+    DistInfo,
+    broadcast,
+    init_distributed,
+    main_first,
+    shutdown,
+)
+from medzoo.engine.loaders import Loaders, build_loaders, eval_loader
 from medzoo.engine.loggers import LOGGERS
 from medzoo.engine.optim import build_optimizer, build_scheduler, freeze
 from medzoo.engine.precision import Precision
@@ -80,6 +88,44 @@ def scaled_lr(cfg: DictConfig, dist: DistInfo) -> float:
     return float(cfg.optim.lr) * factor
 
 
+def load_splits(cfg: DictConfig, spec: TransformSpec, dist: DistInfo = SINGLE_PROCESS) -> DataSplits:
+    """The recipe's data, decoded and preprocessed once (under DDP rank 0 builds the cache, the others read it)."""
+    with main_first(dist):
+        splits = instantiate(cfg.data, _convert_="all").load(spec.preprocess, spec.pre_spec)
+    log.info("data: %d train / %d val / %d test, %d classes, %d channel(s), %s", len(splits.train.labels),
+             len(splits.val.labels), len(splits.test.labels), len(splits.classes), splits.in_chans, splits.input_size)
+    return splits
+
+
+@dataclass
+class TrainingParts:
+    """What one training step needs, built from the recipe and the data."""
+
+    model: torch.nn.Module
+    loaders: Loaders
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: torch.nn.Module
+    channels_last: bool
+
+
+def training_parts(cfg: DictConfig, splits: DataSplits, spec: TransformSpec, device: torch.device,
+                   dist: DistInfo = SINGLE_PROCESS) -> TrainingParts:
+    """Model, loaders, optimiser, schedule and loss of the recipe in `cfg` (shared by `train` and `bench`)."""
+    channels_last = bool(cfg.trainer.channels_last) and splits.spatial_dims == 2
+    model = build_model(cfg, splits, device, channels_last)
+    if cfg.trainer.sync_batchnorm and dist.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # CUDA only (a torch limitation)
+    loaders = build_loaders(splits, spec, cfg.data, cfg.seed, device, dist)
+    optimizer = build_optimizer(cfg.optim, model, lr=scaled_lr(cfg, dist))
+    scheduler = build_scheduler(cfg.sched, optimizer, len(loaders.train) // cfg.trainer.accumulate_grad_batches
+                                or 1, cfg.trainer.max_epochs)
+    weights = class_weights(cfg.trainer.class_weights, splits.train.labels, len(splits.classes))
+    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                          label_smoothing=float(cfg.trainer.label_smoothing))
+    return TrainingParts(model, loaders, optimizer, scheduler, criterion, channels_last)
+
+
 def write_reports(run_dir: Path, metrics: dict, history: list, classes: list[str], plots: bool) -> None:
     """metrics.json and, with plots, training curves, confusion matrices and reliability diagrams."""
     write_json(run_dir / "metrics.json", metrics)
@@ -104,25 +150,12 @@ def train(cfg: DictConfig) -> dict:
     precision = Precision.resolve(cfg.trainer.precision, device)
 
     spec = TransformSpec.from_config(cfg.transforms)
-    with main_first(dist):  # rank 0 builds the decode cache, the others then read it
-        splits = instantiate(cfg.data, _convert_="all").load(spec.preprocess, spec.pre_spec)
-    log.info("data: %d train / %d val / %d test, %d classes, %d channel(s), %s", len(splits.train.labels),
-             len(splits.val.labels), len(splits.test.labels), len(splits.classes), splits.in_chans, splits.input_size)
+    splits = load_splits(cfg, spec, dist)
     if dist.is_main:
         write_json(run_dir / "data_report.json", {"classes": splits.classes, "in_chans": splits.in_chans,
                                                    "input_size": splits.input_size, **splits.report})
-
-    channels_last = bool(cfg.trainer.channels_last) and splits.spatial_dims == 2
-    model = build_model(cfg, splits, device, channels_last)
-    if cfg.trainer.sync_batchnorm and dist.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # CUDA only (a torch limitation)
-    loaders = build_loaders(splits, spec, cfg.data, cfg.seed, device, dist)
-    optimizer = build_optimizer(cfg.optim, model, lr=scaled_lr(cfg, dist))
-    scheduler = build_scheduler(cfg.sched, optimizer, len(loaders.train) // cfg.trainer.accumulate_grad_batches
-                                or 1, cfg.trainer.max_epochs)
-    weights = class_weights(cfg.trainer.class_weights, splits.train.labels, len(splits.classes))
-    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
-                                          label_smoothing=float(cfg.trainer.label_smoothing))
+    parts = training_parts(cfg, splits, spec, device, dist)
+    model, loaders, channels_last = parts.model, parts.loaders, parts.channels_last
 
     checkpoints = run_dir / "checkpoints"
     card = partial(build_card, cfg, splits, model, spec, precision.name)
@@ -132,7 +165,7 @@ def train(cfg: DictConfig) -> dict:
                                                                         epoch=info["epoch"]))
 
     loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers] if dist.is_main else []
-    trainer = Trainer(model, optimizer, scheduler, criterion, device=device, precision=precision,
+    trainer = Trainer(model, parts.optimizer, parts.scheduler, parts.criterion, device=device, precision=precision,
                       settings=cfg.trainer, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
                       on_best=save_best, loggers=loggers, dist=dist)
     start = resume_path(cfg.trainer.resume, run_dir)

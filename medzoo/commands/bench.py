@@ -1,0 +1,66 @@
+"""`medzoo bench recipe=NAME`: how fast a recipe trains on this machine, before committing hours to it.
+
+The recipe's own data, transforms, model, precision and loader settings; the figures cover the whole step
+(loading, augmentation, forward, backward, optimiser), and the estimate scales them to the recipe's epochs.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+
+import torch
+from omegaconf import DictConfig
+
+from medzoo.commands.common import run_directory
+from medzoo.commands.train import load_splits, training_parts
+from medzoo.engine.card import versions
+from medzoo.engine.precision import Precision
+from medzoo.engine.reports import write_json
+from medzoo.engine.runtime import resolve_device, seed_everything
+from medzoo.engine.throughput import measure_inference, measure_training
+from medzoo.engine.trainer import Trainer
+from medzoo.transforms.spec import TransformSpec
+
+log = logging.getLogger(__name__)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def bench(cfg: DictConfig) -> dict:
+    """Measure the recipe in `cfg` and write bench.json into the run dir."""
+    run_dir = run_directory()
+    device = resolve_device(cfg.trainer.device)
+    seed_everything(cfg.seed, False)
+    precision = Precision.resolve(cfg.trainer.precision, device)
+    spec = TransformSpec.from_config(cfg.transforms)
+    splits = load_splits(cfg, spec)
+    parts = training_parts(cfg, splits, spec, device)
+    trainer = Trainer(parts.model, parts.optimizer, parts.scheduler, parts.criterion, device=device,
+                      precision=precision, settings=cfg.trainer, channels_last=parts.channels_last,
+                      classes=splits.classes, run_dir=run_dir, on_best=lambda *_: None)
+    train = measure_training(trainer, parts.loaders.train, int(cfg.bench.steps), int(cfg.bench.warmup_steps))
+    infer = measure_inference(parts.model, parts.loaders.val, precision, device, parts.channels_last,
+                              int(cfg.bench.eval_steps))
+    sizes = {name: len(splits.split(name).labels) for name in ("train", "val", "test")}
+    epoch_s = sizes["train"] / train.images_per_s + sizes["val"] / infer.images_per_s
+    result = {
+        "recipe": cfg.recipe_name, "device": device_name(device), "precision": precision.name,
+        "channels_last": parts.channels_last, "compile": bool(cfg.trainer.compile),
+        "batch_size": int(cfg.data.batch_size), "num_workers": parts.loaders.train.num_workers,
+        "in_chans": splits.in_chans, "input_size": list(splits.input_size), "samples": sizes,
+        "train": train.as_dict(), "inference": infer.as_dict(),
+        "estimate": {"epoch_s": epoch_s, "epochs": int(cfg.trainer.max_epochs),
+                     "recipe_s": epoch_s * int(cfg.trainer.max_epochs) + sizes["test"] / infer.images_per_s},
+        "versions": versions(),
+    }
+    write_json(run_dir / "bench.json", result)
+    log.info("%s on %s: train %.1f img/s (data wait %.0f %%), inference %.1f img/s; one epoch ~ %.0f s, "
+             "the recipe (%d epochs) ~ %.1f min, decoding not included -> %s", cfg.recipe_name, result["device"],
+             train.images_per_s, 100 * train.data_wait_fraction, infer.images_per_s, epoch_s,
+             cfg.trainer.max_epochs, result["estimate"]["recipe_s"] / 60, run_dir / "bench.json")
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -87,6 +88,12 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     evaluated = json.loads((evaluation / "metrics.json").read_text())
     assert evaluated["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert evaluated["test"]["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    with (evaluation / "predictions_test.csv").open() as handle:
+        per_sample = list(csv.DictReader(handle))
+    assert len(per_sample) == evaluated["test"]["num_samples"] == 16
+    assert {row["key"].split("/")[0] for row in per_sample} == {"Testing"}
+    assert all(row["key"].split("/")[1] == row["label"] for row in per_sample)  # split/class/file
+    assert np.mean([int(row["correct"]) for row in per_sample]) == pytest.approx(evaluated["test"]["accuracy"])
     medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=val", f"hydra.run.dir={tmp_path / 'ev'}")
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["val"]["accuracy"] == metrics["val"]["accuracy"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,4 +71,17 @@ def plot_reliability(bins: Sequence[dict], ece: float, path: Path, title: str) -
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
+
+
+def write_predictions(path: Path, keys: Sequence[str], probs: np.ndarray, labels: np.ndarray,
+                      classes: Sequence[str]) -> Path:
+    """One row per sample: its key (split/class/file for image folders), true and predicted class, whether they
+    agree, and each class's probability, so that every wrong answer can be looked up and looked at."""
+    predicted = probs.argmax(axis=1)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "label", "predicted", "correct", *[f"p_{name}" for name in classes]])
+        for key, label, guess, row in zip(keys, labels, predicted, probs, strict=True):
+            writer.writerow([key, classes[label], classes[guess], int(label == guess), *[f"{p:.6f}" for p in row]])
     return path

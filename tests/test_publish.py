@@ -6,6 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+from omegaconf import OmegaConf
+
+from medzoo.commands import zoo as zoo_command
+from medzoo.errors import ConfigError
+from medzoo.zoo import hub
 from medzoo.zoo.checkpoint import read_card
 from tests.test_cli import medzoo
 
@@ -34,4 +40,20 @@ def test_publish_then_eval_reproduces_the_card_exactly(tmp_path):
     assert evaluated["accuracy"] == card["metrics"]["test"]["accuracy"] == entry["summary"]["test"]["accuracy"]
     assert evaluated["auc"] == card["metrics"]["test"]["auc"]
     text = (tmp_path / "docs" / "demo_test.md").read_text()
-    assert "official Testing split" in text and "medzoo train recipe=demo" in text
+    assert "official test split" in text and "medzoo train recipe=demo" in text
+    # Too large for the package: refused unless published with ship=false, which keeps the card in the manifest.
+    cfg = OmegaConf.create({"name": "too_big", "ckpt": str(published), "ship": True, "urls": [], "task": "",
+                            "weights_dir": str(tmp_path / "big"), "trainer": {"device": "cpu"}})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hub, "MAX_PACKAGED_BYTES", 1024)
+        with pytest.raises(ConfigError, match="ship=false"):
+            zoo_command.publish(cfg)
+    assert not (tmp_path / "big" / "too_big.safetensors").exists()
+    medzoo("zoo", "publish", f"ckpt={published}", "name=demo_big", "task='demo task'", "ship=false",
+           "urls=[https://example.org/demo_big.safetensors]", f"weights_dir={tmp_path / 'cache'}",
+           f"manifest={manifest}", f"docs_dir={tmp_path / 'docs'}")
+    entries = hub.manifest(manifest)
+    big = entries["demo_big"]
+    assert not big.shipped and big.urls == ("https://example.org/demo_big.safetensors",)
+    assert big.card["metrics"]["test"]["accuracy"] == big.summary["test"]["accuracy"] == evaluated["accuracy"]
+    assert big.sha256 == hashlib.sha256((tmp_path / "cache" / "demo_big.safetensors").read_bytes()).hexdigest()

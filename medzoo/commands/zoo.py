@@ -29,7 +29,7 @@ def list_checkpoints(cfg: DictConfig) -> list[str]:
     """One line per published checkpoint: name, task, headline test metric, and whether it is local."""
     lines = []
     for name, entry in hub.manifest().items():
-        where = "packaged" if entry.file else "download"
+        where = "packaged" if entry.shipped else ("download" if entry.urls else "cache only")
         lines.append(f"{name:<36} {entry.task:<44} {headline(entry.summary):<40} {where}")
     print("\n".join(lines) if lines else "no published checkpoints")
     return lines
@@ -42,7 +42,9 @@ def info(cfg: DictConfig) -> dict:
     entries = hub.manifest()
     if cfg.name not in entries:
         raise unknown_name("checkpoint", cfg.name, entries)
-    card = {"name": cfg.name, "sha256": entries[cfg.name].sha256, **read_card(hub.resolve(cfg.name))}
+    entry = entries[cfg.name]
+    stored = entry.card if entry.card is not None and not entry.shipped else read_card(hub.resolve(cfg.name))
+    card = {"name": cfg.name, "sha256": entry.sha256, **stored}
     print(json.dumps(card, indent=2, default=str))
     return card
 
@@ -55,19 +57,30 @@ def publish(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(cfg.ckpt, "cpu")
     package = Path(str(resources.files("medzoo.zoo")))
-    target = Path(cfg.weights_dir or package / "weights") / f"{cfg.name}.safetensors"
+    default_dir = package / "weights" if cfg.ship else hub.cache_dir()
+    target = Path(cfg.weights_dir or default_dir) / f"{cfg.name}.safetensors"
     save_checkpoint(target, model, card, dtype=torch.float16)
+    size = target.stat().st_size
+    if cfg.ship and size > hub.MAX_PACKAGED_BYTES:
+        target.unlink()
+        raise ConfigError(f"{cfg.name}: the fp16 checkpoint is {size / 2**20:.1f} MB, over the "
+                          f"{hub.MAX_PACKAGED_BYTES // 2**20} MB package limit; publish it with ship=false "
+                          "urls=[...] (served from the cache or by URL).")
     model16, card16 = model_from_checkpoint(target, device)
     splits = ["val", "test"] + (["test_deleaked"] if card["config"]["data"].get("clean_split") else [])
     measured = checkpoint_metrics(model16, card16, splits, cfg.data, cfg.paths.cache_dir, device)
     training = {k: v for k, v in card.get("metrics", {}).items() if k not in ("val", "test", "test_deleaked")}
     published = {"task": cfg.task, "command": cfg.command, "hardware": cfg.hardware, "train_time": cfg.train_time,
-                 "weights_dtype": "float16", "limitations": list(cfg.limitations or [])}
+                 "weights_dtype": "float16", "limitations": list(cfg.limitations or []),
+                 "notes": list(cfg.get("notes") or [])}
     card16.update(metrics={**training, **measured}, published=published)
     save_checkpoint(target, model16, card16, dtype=torch.float16)
-    entry = {"name": cfg.name, "sha256": sha256_file(target), "task": cfg.task, "file": target.name, "urls": [],
+    entry = {"name": cfg.name, "sha256": sha256_file(target), "task": cfg.task,
+             "file": target.name if cfg.ship else None, "urls": list(cfg.urls or []),
              "summary": {split: {k: measured[split][k] for k in ("accuracy", "auc") if measured[split].get(k) is not None}
                          for split in measured if split != "val"}}
+    if not cfg.ship:
+        entry["card"] = card16
     manifest_path = Path(cfg.manifest or package / hub.MANIFEST)
     entries = [e for e in json.loads(manifest_path.read_text()) if e["name"] != cfg.name] + [entry]
     manifest_path.write_text(json.dumps(sorted(entries, key=lambda e: e["name"]), indent=2) + "\n")

@@ -18,8 +18,8 @@ def model_card(name: str, card: dict[str, Any], published: dict[str, Any]) -> st
     metrics = card.get("metrics", {})
     data = card.get("data", {})
     rows = []
-    for split, label in (("test", "official Testing split"), ("test_deleaked", "de-leaked Testing subset"),
-                         ("val", "validation (carved from Training)")):
+    for split, label in (("test", "official test split"), ("test_deleaked", "de-leaked test subset (no near-copy "
+                         "in training)"), ("val", "validation (used for checkpoint selection)")):
         if split in metrics:
             m = metrics[split]
             rows.append(f"| {label} | {m.get('num_samples')} | {_figure(m, 'accuracy')} | "
@@ -64,4 +64,5 @@ def model_card(name: str, card: dict[str, Any], published: dict[str, Any]) -> st
         "- Not validated for clinical use; scores on one public dataset do not transfer to other scanners, "
         "protocols or populations without re-evaluation.",
         "",
+        *(["## Notes", "", *[f"- {line}" for line in published["notes"]], ""] if published.get("notes") else []),
     ])

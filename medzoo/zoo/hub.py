@@ -23,6 +23,9 @@ from medzoo.paths import medzoo_home
 
 log = logging.getLogger(__name__)
 MANIFEST = "published.json"
+# Checkpoints up to this size ship inside the package (the zoo then works offline on a fresh machine); larger
+# ones are served from the cache or by URL.
+MAX_PACKAGED_BYTES = 25 * 2**20
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,11 @@ class Published:
     file: str | None = None  # inside medzoo/zoo/weights/
     urls: tuple[str, ...] = ()
     summary: dict[str, Any] = field(default_factory=dict)  # headline metrics, shown by `medzoo zoo list`
+    card: dict[str, Any] | None = None  # the full card, kept here for checkpoints not shipped in the package
+
+    @property
+    def shipped(self) -> bool:
+        return self.file is not None
 
     @property
     def filename(self) -> str:

@@ -5,7 +5,8 @@
     python bench/train_throughput.py --device cpu --quick --json OUT.json   # a small CPU run of the same code
 
 Data are synthetic uint8 samples held in memory and fed through medzoo's loader (seeded sampler, per-sample
-cast), so the figures measure the model step and the loader, not JPEG decoding.
+cast), so the figures measure the model step and the loader, not JPEG decoding. The `device` case holds the
+split on the device and augments each batch there (data.device_cache, the GPU recipe's path).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from plain_loop import plain_epoch, sync
 from medzoo.datasets.base import ArrayDataset, make_loader
 from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.card import versions
+from medzoo.engine.device_data import DeviceResidentLoader
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device
 from medzoo.engine.throughput import TimedLoader
 from medzoo.engine.trainer import Trainer
+from medzoo.transforms import batch
+from medzoo.transforms.batch import Compose
 from medzoo.zoo import create_model
 
 
@@ -42,12 +46,22 @@ class Case:
     size: int
     channels: int
     batch: int
+    loader: str = "workers"  # workers: CPU DataLoader; device: split held on the device, augmented per batch there
 
 
 GPU_CASES = [Case("resnet18", 2, 224, 3, 256), Case("resnet50", 2, 224, 3, 256), Case("resnet18", 3, 64, 1, 32),
-             Case("resnet18", 3, 96, 1, 16), Case("resnet18", 2, 256, 1000, 32)]
+             Case("resnet18", 3, 96, 1, 16), Case("resnet18", 2, 256, 1000, 32),
+             Case("resnet18", 2, 224, 1, 256, loader="device")]
 CPU_CASES = [Case("resnet18", 2, 224, 3, 16), Case("resnet50", 2, 224, 3, 8), Case("resnet18", 3, 64, 1, 4),
-             Case("resnet18", 3, 96, 1, 2), Case("resnet18", 2, 256, 1000, 4)]
+             Case("resnet18", 3, 96, 1, 2), Case("resnet18", 2, 256, 1000, 4),
+             Case("resnet18", 2, 224, 1, 16, loader="device")]
+
+
+def device_augmentation() -> Compose:
+    """The brain-tumour GPU recipe's kind of per-batch augmentation (flip, affine, intensity, z-score)."""
+    return Compose([batch.HorizontalFlip(p=0.5), batch.Affine(rotate=(-15, 15), scale=(0.9, 1.1), p=0.7),
+                    batch.BrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.6),
+                    batch.Normalize(normalization="image")])
 
 
 class Cycled(torch.utils.data.Dataset):
@@ -67,13 +81,15 @@ class Cycled(torch.utils.data.Dataset):
 POOL_BYTES = 2 * 2**30
 
 
-def make_data(case: Case, steps: int, workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+def make_data(case: Case, steps: int, workers: int, device: torch.device):
     rng = np.random.default_rng(0)
     count = case.batch * steps
     spatial = (case.size,) * case.spatial_dims
     pool = max(1, min(count, POOL_BYTES // (case.channels * case.size**case.spatial_dims)))
     split = CachedSplit(rng.integers(0, 255, (pool, case.channels, *spatial), dtype=np.uint8),
                         rng.integers(0, 4, pool), [str(i) for i in range(pool)])
+    if case.loader == "device":
+        return DeviceResidentLoader(split, device_augmentation(), case.batch, seed=0, device=device)
     return make_loader(Cycled(ArrayDataset(split, None), count), case.batch, shuffle=True, seed=0,
                        num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
 
@@ -141,11 +157,12 @@ def main() -> None:
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
             plain = plain_run(case, loader, device, precision, channels_last, compile_model)
             row = {"model": case.model, "spatial_dims": case.spatial_dims, "size": case.size, "channels": case.channels,
-                   "batch_size": case.batch, "precision": precision.name, "channels_last": channels_last,
+                   "batch_size": case.batch, "loader": case.loader, "precision": precision.name, "channels_last": channels_last,
                    "compile": compile_model, "images_per_s": engine, "plain_images_per_s": plain,
                    "data_wait_fraction": wait, "engine_vs_plain": engine / plain, "peak_mem_gb": peak}
             results.append(row)
-            print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} cl={channels_last!s:<5} "
+            print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} {case.loader:<7} "
+                  f"cl={channels_last!s:<5} "
                   f"compile={compile_model!s:<5} {engine:9.1f} img/s  plain {plain:9.1f}  ratio {engine / plain:.3f}  "
                   f"wait {wait:.3f}" + (f"  peak {peak:.1f} GB" if peak is not None else ""), flush=True)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'})"

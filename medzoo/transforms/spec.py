@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name
+from medzoo.transforms.batch import Compose as BatchCompose
 from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
 
 # A checkpoint's card is untrusted input: only these packages may be named by its `_target_`s.
@@ -88,15 +89,26 @@ BACKENDS: dict[str, Callable[[Sequence[dict], int | None], Callable]] = {
 }
 
 
+BATCH_TARGET_PREFIX = "medzoo.transforms.batch."
+
+
 class TransformSpec:
-    """The three transform lists of a recipe, as plain data that can be stored in a checkpoint card."""
+    """The transform lists of a recipe, as plain data that can be stored in a checkpoint card: `pre` (once per
+    file), per-sample `train` and `eval`, and `batch_train`, the per-batch (device) version of `train` that
+    a split held on the device (data.device_cache) uses instead."""
 
     def __init__(self, pre: Sequence[Any] = (), train: Sequence[Any] = (), eval: Sequence[Any] = (),
-                 where: str = "transforms", backend: str = "albumentations"):
+                 where: str = "transforms", backend: str = "albumentations", batch_train: Sequence[Any] = ()):
         if backend not in BACKENDS:
             raise unknown_name("transforms.backend", backend, BACKENDS)
         self.backend = backend
-        self.lists = {name: _plain(steps) for name, steps in (("pre", pre), ("train", train), ("eval", eval))}
+        self.lists = {name: _plain(steps) for name, steps in (("pre", pre), ("train", train), ("eval", eval),
+                                                               ("batch_train", batch_train))}
+        outside = [str(step.get("_target_")) for step in self.lists["batch_train"]
+                   if not str(step.get("_target_", "")).startswith(BATCH_TARGET_PREFIX)]
+        if outside:
+            raise ConfigError(f"{where}.batch_train: {', '.join(outside)} are not per-batch transforms; use "
+                              f"{BATCH_TARGET_PREFIX}* steps there.")
         for name, steps in self.lists.items():
             check_targets(steps, f"{where}.{name}")
         self._pre = BACKENDS[backend](self.lists["pre"], None) if self.lists["pre"] else None
@@ -105,7 +117,7 @@ class TransformSpec:
     def from_config(cls, cfg: Any, where: str = "transforms") -> TransformSpec:
         data = _plain(cfg) or {}
         return cls(data.get("pre", ()), data.get("train", ()), data.get("eval", ()), where,
-                   data.get("backend", "albumentations"))
+                   data.get("backend", "albumentations"), data.get("batch_train") or ())
 
     @classmethod
     def from_card(cls, card: dict) -> TransformSpec:
@@ -132,6 +144,10 @@ class TransformSpec:
     def pipeline(self, stage: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """The per-sample `train` or `eval` pipeline on channel-first arrays (float32 out)."""
         return BACKENDS[self.backend](self.lists[stage], seed)
+
+    def batch_pipeline(self) -> BatchCompose:
+        """The per-batch `batch_train` steps, for (B, C, H, W) tensors on any device."""
+        return BatchCompose([instantiate(step) for step in self.lists["batch_train"]])
 
     def card(self) -> dict[str, Any]:
         """What inference needs: the backend and the `pre` and `eval` steps."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,3 +215,79 @@ def test_clean_split_auto_audits_once_and_finds_a_planted_leak(tmp_path, monkeyp
 
     monkeypatch.setattr(audit_module, "audit_manifest", no_audit)
     assert load(src).extra_tests["test_deleaked"].keys == first.extra_tests["test_deleaked"].keys
+
+
+# ----------------------------------------------------------------------------- untrusted folders
+
+def _plant(root, tmp_path, kind: str) -> tuple[str, str]:
+    """Put one unsafe entry of `kind` under `root`; returns its key and the reason the scan must give."""
+    outside = make_image_folder(tmp_path / "outside", 2, 1, classes=("c",))
+    if kind == "file link":
+        (root / "Training" / "a" / "escape (1).jpg").symlink_to(outside / "Training" / "c" / "img (0).jpg")
+        return "Training/a/escape (1).jpg", "outside the data root"
+    if kind == "folder link":
+        (root / "Training" / "c").symlink_to(outside / "Training" / "c", target_is_directory=True)
+        return "Training/c", "outside the data root"
+    if kind == "broken link":
+        (root / "Training" / "a" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+        return "Training/a/gone.jpg", "broken symlink"
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("named pipes need a POSIX system")
+    os.mkfifo(root / "Training" / "a" / "pipe.jpg")  # reading it would block forever
+    return "Training/a/pipe.jpg", "not a regular file"
+
+
+@pytest.mark.parametrize("kind", ["file link", "folder link", "broken link", "pipe"])
+def test_unsafe_entry_raises_naming_it_or_is_skipped_and_reported(tmp_path, kind):
+    root = make_image_folder(tmp_path / "data", 4, 2, classes=("a", "b"))
+    key, reason = _plant(root, tmp_path, kind)
+    with pytest.raises(DataError, match=f"unsafe entry under the data root.*{reason}.*data.on_error=skip") as caught:
+        load(source(root))
+    assert key in str(caught.value)
+    splits = load(source(root, on_error="skip"))
+    training = splits.report["training"]
+    assert training["skipped"] == training["skipped_at_scan"] == 1 and training["skipped_files"] == [key]
+    assert reason in training["skip_reasons"][key]
+    assert len(splits.train.labels) + len(splits.val.labels) == 8 == splits.report["train_files"] - 1
+    assert splits.classes == ["a", "b"]
+
+
+def test_links_inside_the_root_are_followed_and_non_images_are_listed(tmp_path):
+    root = make_image_folder(tmp_path / "data", 4, 2, classes=("a", "b"))
+    (root / "Training" / "a" / "alias.jpg").symlink_to(Path("..") / "b" / "img (0).jpg")
+    (root / "Training" / "a" / "README.txt").write_text("notes")
+    splits = load(source(root))
+    assert len(splits.train.labels) + len(splits.val.labels) == 9
+    assert splits.report["training"]["skipped"] == 0
+    assert splits.report["training"]["ignored_files"] == ["Training/a/README.txt"]
+
+
+def test_zero_byte_image_raises_naming_it_or_is_skipped_and_reported(tmp_path):
+    root = make_image_folder(tmp_path, 4, 2, classes=("a", "b"))
+    (root / "Testing" / "b" / "empty (1).png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty \(1\)\.png: empty file \(0 bytes\).*data.on_error=skip"):
+        load(source(root))
+    splits = load(source(root, on_error="skip"))
+    assert splits.report["testing"]["skipped_files"] == ["Testing/b/empty (1).png"]
+    assert len(splits.test.labels) == 4 == splits.report["test_files"] - splits.report["testing"]["skipped"]
+
+
+def test_tiff_whose_strips_miss_part_of_the_image_is_refused_not_decoded_black(tmp_path):
+    import tifffile
+
+    pixels = np.random.default_rng(3).integers(1, 4000, (64, 48)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "full.tif", pixels, rowsperstrip=64)
+    decoded = decode_image(tmp_path / "full.tif")
+    assert decoded.pixels.shape == (64, 48, 1) and decoded.pixels.max() == 255
+    with tifffile.TiffFile(tmp_path / "full.tif") as tif:
+        height = tif.pages[0].tags["ImageLength"]
+        where, fmt = height.valueoffset, "<H" if height.dtype == 3 else "<I"
+    raw = bytearray((tmp_path / "full.tif").read_bytes())
+    raw[where:where + struct.calcsize(fmt)] = struct.pack(fmt, 640)  # one 64-row strip for 640 rows
+    (tmp_path / "tall.tif").write_bytes(bytes(raw))
+    # Pillow alone decodes this to 640 rows, 576 of them black, without a word.
+    with pytest.raises(DataError, match=r"tall\.tif: truncated or corrupt TIFF: 1 strip\(s\) for a 48x640 image"):
+        decode_image(tmp_path / "tall.tif")
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "full.tif").read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"cut\.tif: truncated or corrupt TIFF: its image data needs bytes up to"):
+        decode_image(tmp_path / "cut.tif")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import sys
 import warnings
+from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
@@ -365,6 +367,74 @@ def test_file_without_pixel_data_or_of_another_size_or_truncated_is_named(tmp_pa
         read_volume(tmp_path / "cut")
 
 
+def test_each_dicom_file_is_read_once(tmp_path, monkeypatch):
+    volume = volume_i16((5, 6, 6), seed=5)
+    write_series(tmp_path / "series", volume)
+    (tmp_path / "series" / "notes.txt").write_text("not DICOM")
+    reads, real = Counter(), pydicom.dcmread
+
+    def counting(path, *args, **kwargs):
+        reads[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counting)
+    np.testing.assert_array_equal(read_volume(tmp_path / "series").array[0], volume)
+    assert len(reads) == 6 and set(reads.values()) == {1}, reads  # headers and pixels come from one read
+
+
+def test_short_series_with_a_missing_slice_is_a_gap_not_a_shorter_volume(tmp_path):
+    written = write_series(tmp_path / "short", volume_i16((4, 6, 6)), step=1.0)
+    written["paths"][2].unlink()  # positions 0, 1, 3 mm: the median step (1.5 mm) spans the gap
+    with pytest.raises(DataError, match=r"1 slice\(s\) missing at position\(s\) 2\.000 mm"):
+        read_volume(tmp_path / "short")
+
+
+def drop_tags(path: Path, *names: str) -> None:
+    ds = pydicom.dcmread(path)
+    for name in names:
+        delattr(ds, name)
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize("names, message", [
+    (("PixelData",), "the file has an image header but no pixel data"),
+    (("Rows",), "no Rows tag, so the image size is unknown, yet it has pixel data"),
+    (("Columns",), "no Columns tag, .* yet it has pixel data"),
+    (("Rows", "Columns", "PixelData"), r"no Rows and Columns tag, .* yet it has image tags \(PhotometricInterp"),
+    (("SeriesInstanceUID",), "1 of 4 image files lack SeriesInstanceUID"),
+    (("ImagePositionPatient", "InstanceNumber"), "lack ImagePositionPatient/ImageOrientationPatient"),
+])
+def test_dicom_file_missing_a_tag_is_a_data_error_naming_the_file_and_the_tag(tmp_path, names, message):
+    written = write_series(tmp_path / "series", volume_i16((4, 6, 6)))
+    victim = written["paths"][3]  # the last slice: skipping it would leave a shorter volume and no gap
+    drop_tags(victim, *names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the incomplete file; the error is what counts
+        with pytest.raises(DataError, match=message) as caught:
+            read_volume(tmp_path / "series")
+    assert victim.name in str(caught.value)
+
+
+def test_lone_dicom_file_without_series_uid_reads_and_bad_files_are_named(tmp_path):
+    (tmp_path / "one").mkdir()
+    pixels = volume_i16((1, 6, 6))[0]
+    write_slice(tmp_path / "one" / "a.dcm", pixels, series_uid="1.2.3", position=(0, 0, 0),
+                orientation=(1, 0, 0, 0, 1, 0), instance=1)
+    drop_tags(tmp_path / "one" / "a.dcm", "SeriesInstanceUID")
+    np.testing.assert_array_equal(read_volume(tmp_path / "one" / "a.dcm").array[0, 0], pixels)
+    written = write_series(tmp_path / "series", volume_i16((3, 6, 6)))
+    (tmp_path / "series" / "IM0009").write_bytes(b"")
+    with pytest.raises(DataError, match=r"IM0009: empty file \(0 bytes\)"):
+        read_volume(tmp_path / "series")
+    (tmp_path / "series" / "IM0009").unlink()
+    written["paths"][0].write_bytes(b"\x00" * 300)
+    with pytest.raises(DataError, match=rf"{written['paths'][0].name}: named like a DICOM file but not one.*force=True"):
+        read_volume(tmp_path / "series")
+    write_series(tmp_path / "flat", volume_i16((3, 6, 6)), orientation=(1, 0, 0, 2, 0, 0))
+    with pytest.raises(DataError, match=r"ImageOrientationPatient of im\d+\.dcm .* not two perpendicular unit"):
+        read_volume(tmp_path / "flat")
+
+
 def test_missing_position_tags_fall_back_to_instance_number_with_a_warning(tmp_path):
     volume = volume_i16((5, 6, 6), seed=4)
     folder = tmp_path / "noposition"
@@ -498,3 +568,42 @@ def test_npz_key_nonfinite_and_damaged_numpy_files(tmp_path):
     np.save(tmp_path / "five.npy", np.zeros((1, 2, 3, 4, 5), np.uint8))
     with pytest.raises(DataError, match="not an image"):
         read_volume(tmp_path / "five.npy")
+
+
+# ----------------------------------------------------------------------------- hostile headers
+
+def test_header_claiming_a_huge_array_is_refused_before_anything_is_allocated(tmp_path, monkeypatch):
+    header = nib.Nifti1Header()
+    header.set_data_shape((30000, 30000, 30000))  # 54 TB of int16 behind a 400-byte file
+    header.set_data_dtype(np.int16)
+    stream = io.BytesIO()
+    header.write_to(stream)
+    raw = stream.getvalue().ljust(int(header["vox_offset"]), b"\0") + bytes(64)
+    (tmp_path / "bomb.nii").write_bytes(raw)
+    (tmp_path / "bomb.nii.gz").write_bytes(gzip.compress(raw))
+    for name in ("bomb.nii", "bomb.nii.gz"):
+        with pytest.raises(DataError, match=rf"{name}: the header claims shape \(30000, 30000, 30000\).*bomb"):
+            read_volume(tmp_path / name)
+    header.set_data_shape((2000, 2000, 200))  # 1.6 GB: under the limit, but no small file can hold it
+    stream = io.BytesIO()
+    header.write_to(stream)
+    raw = stream.getvalue().ljust(int(header["vox_offset"]), b"\0") + bytes(64)
+    (tmp_path / "short.nii").write_bytes(raw)
+    (tmp_path / "short.nii.gz").write_bytes(gzip.compress(raw))
+    for name in ("short.nii", "short.nii.gz"):  # refused at once, before nibabel allocates 1.6 GB
+        with pytest.raises(DataError, match=rf"{name}: the header claims 1,600,000,000 bytes of voxels"):
+            read_volume(tmp_path / name)
+    monkeypatch.setattr(readers_base, "MAX_ARRAY_BYTES", 1000)  # small files stand in for bombs
+    write_slice(tmp_path / "wide.dcm", volume_i16((1, 6, 6))[0], series_uid="1.2.3")
+    ds = pydicom.dcmread(tmp_path / "wide.dcm")
+    ds.Rows = ds.Columns = 500  # checked before pydicom would compare the size with the pixel data
+    ds.save_as(tmp_path / "wide.dcm")
+    with pytest.raises(DataError, match=r"wide\.dcm: the header claims 1 slice\(s\) of Rows=500"):
+        read_volume(tmp_path / "wide.dcm")
+    np.savez_compressed(tmp_path / "zeros.npz", image=np.zeros((2, 40, 40), np.uint8))
+    with pytest.raises(DataError, match=r"zeros\.npz: the header claims an array 'image'"):
+        read_volume(tmp_path / "zeros.npz")
+    tifffile = need_tifffile()
+    tifffile.imwrite(tmp_path / "zeros.tif", np.zeros((2, 40, 40), np.uint8), compression="zlib")
+    with pytest.raises(DataError, match=r"zeros\.tif: the header claims series shape \(2, 40, 40\)"):
+        read_volume(tmp_path / "zeros.tif")

@@ -12,13 +12,16 @@ import numpy as np
 
 from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import load_or_build
-from medzoo.datasets.folders import FileRecord, scan_split
+from medzoo.datasets.folders import FileRecord, SplitScan, scan_folders
 from medzoo.datasets.roots import resolve_root
 from medzoo.datasets.splits import keep_keys, stratified_split
 from medzoo.errors import ConfigError, DataError
 from medzoo.paths import cache_home
 
 log = logging.getLogger(__name__)
+# How many skipped entries a log line names, and how many ignored (non-image) entries the report lists.
+LISTED = 5
+LISTED_IGNORED = 50
 
 
 class ImageFolderSource:
@@ -47,12 +50,22 @@ class ImageFolderSource:
         """The data root (see `resolve_root`)."""
         return resolve_root(self.root, self.folder, self.train_dir, self.fetch)
 
+    def scan(self) -> tuple[SplitScan, SplitScan]:
+        """Scan Training and Testing (classes from Training); unsafe entries raise or are skipped (data.on_error)."""
+        root = self.resolve()
+        train = scan_folders(root, self.train_dir, self.class_map, on_error=self.on_error)
+        test = scan_folders(root, self.test_dir, self.class_map, train.classes, on_error=self.on_error)
+        skipped = train.skipped + test.skipped
+        if skipped:
+            log.warning("data.on_error=skip: %d unsafe entr%s skipped while scanning %s: %s", len(skipped),
+                        "y" if len(skipped) == 1 else "ies", root,
+                        "; ".join(f"{key} ({why})" for key, why in skipped[:LISTED]))
+        return train, test
+
     def records(self) -> tuple[list[FileRecord], list[FileRecord], list[str]]:
         """Training and Testing file records and the class names (from the Training folders)."""
-        root = self.resolve()
-        train, classes = scan_split(root, self.train_dir, self.class_map)
-        test, _ = scan_split(root, self.test_dir, self.class_map, classes)
-        return train, test, classes
+        train, test = self.scan()
+        return train.records, test.records, train.classes
 
     def manifest(self, train: list[FileRecord], test: list[FileRecord], classes: list[str]) -> dict | None:
         """The audit's clean-split manifest: `data.clean_split=PATH`, or `auto` (audited once, then cached)."""
@@ -84,7 +97,8 @@ class ImageFolderSource:
 
     def load(self, preprocess: Callable[[np.ndarray], np.ndarray], preprocess_spec: str) -> DataSplits:
         """Decode (or read from the cache) Training and Testing, and carve the validation split."""
-        train_records, test_records, classes = self.records()
+        train_scan, test_scan = self.scan()
+        train_records, test_records, classes = train_scan.records, test_scan.records, train_scan.classes
         manifest = self.manifest(train_records, test_records, classes)
         dropped = 0
         if manifest and self.dedup:  # only training copies go: the shipped test split stays whole
@@ -99,15 +113,27 @@ class ImageFolderSource:
         groups = {key: group["id"] for group in manifest["groups"] for key in group["members"]} if manifest else None
         train, val = stratified_split(training, self.val_fraction, self.split_seed, groups)
         extra = {"test_deleaked": keep_keys(testing, set(manifest["test_deleaked"]))} if manifest else {}
-        report = {"train_files": len(train_records), "test_files": len(test_records),
+        # *_files count every image entry taken into account, so that files - skipped = samples used.
+        report = {"train_files": len(train_records) + len(train_scan.skipped),
+                  "test_files": len(test_records) + len(test_scan.skipped),
                   "dedup_dropped": dropped, "group_aware_val": bool(groups),
                   "test_deleaked": len(extra["test_deleaked"].labels) if extra else None,
-                  "training": training.report.as_dict(), "testing": testing.report.as_dict()}
-        skipped = training.report.skipped + testing.report.skipped
+                  "training": _split_report(train_scan, training.report.as_dict()),
+                  "testing": _split_report(test_scan, testing.report.as_dict())}
+        skipped = train_scan.skipped + test_scan.skipped + training.report.skipped + testing.report.skipped
         if skipped:
             log.warning("data.on_error=skip: %d file(s) skipped in total (listed in data_report.json)", len(skipped))
         return DataSplits(train, val, test=testing, classes=classes, spatial_dims=2,
                           fingerprint=_fingerprint(train_records + test_records), report=report, extra_tests=extra)
+
+
+def _split_report(scan: SplitScan, decoded: dict) -> dict:
+    """The decode report of a split with the entries the scan skipped (unsafe links) and ignored (non-images)
+    added: `skipped` counts every file that was not used, whichever step left it out."""
+    skipped = scan.skipped + [(key, decoded["skip_reasons"][key]) for key in decoded["skipped_files"]]
+    return {**decoded, "skipped": len(skipped), "skipped_files": [key for key, _ in skipped],
+            "skip_reasons": dict(skipped), "skipped_at_scan": len(scan.skipped), "ignored": len(scan.ignored),
+            "ignored_files": scan.ignored[:LISTED_IGNORED]}
 
 
 def _fingerprint(records: list[FileRecord]) -> str:

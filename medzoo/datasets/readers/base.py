@@ -20,6 +20,9 @@ from medzoo.naming import unknown_name
 # Finite checks scan float data in slabs of about this many bytes, so a large memory-mapped stack is never
 # copied whole into a boolean mask.
 FINITE_CHUNK_BYTES = 16 * 2**20
+# A file whose header claims an array larger than this is refused before anything is allocated: a corrupt
+# header or a decompression bomb, not a scan (a 1000 x 512 x 512 float32 stack is 1 GiB).
+MAX_ARRAY_BYTES = 16 * 2**30
 
 
 @dataclass
@@ -40,6 +43,9 @@ def make_volume(array: np.ndarray, source: str | Path, spacing: Sequence[float |
     """Build a `Volume` with the common meta keys; an unknown spacing (None, or a None entry) becomes 1.0."""
     if array.ndim not in (3, 4):
         raise DataError(f"{source}: reader produced shape {array.shape}; expected (C, H, W) or (C, D, H, W).")
+    if array.size == 0:
+        raise DataError(f"{source}: the image is empty (shape {array.shape}, a zero-length axis); the file is "
+                        "corrupt or was written without data. Re-export it.")
     spatial = array.ndim - 1
     spacing = (None,) * spatial if spacing is None else tuple(spacing)
     known = all(s is not None for s in spacing)
@@ -50,6 +56,14 @@ def make_volume(array: np.ndarray, source: str | Path, spacing: Sequence[float |
             "dtype": str(array.dtype), "shape": tuple(array.shape)}
     meta.update(extra)
     return Volume(array, meta)
+
+
+def check_array_bytes(nbytes: int, source: str | Path, described: str) -> None:
+    """Raise DataError naming `source` when a header claims more than MAX_ARRAY_BYTES of data."""
+    if nbytes > MAX_ARRAY_BYTES:
+        raise DataError(f"{source}: the header claims {described}, {nbytes / 2**30:,.1f} GiB of data, more than the "
+                        f"{MAX_ARRAY_BYTES / 2**30:.0f} GiB limit; refusing to allocate it (a corrupt header or a "
+                        "decompression bomb). If the file is real, raise readers.base.MAX_ARRAY_BYTES.")
 
 
 def check_finite(array: np.ndarray, source: str | Path, allow_nonfinite: bool = False) -> None:
@@ -129,5 +143,7 @@ def read_volume(path: str | Path, reader: str = "auto", **kwargs: Any) -> Volume
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"not found: {path}. Check the path (data.root or MEDZOO_DATA).")
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes), cut off by a failed copy or download. Restore or delete it.")
     spec = reader_for(path) if reader == "auto" else READERS[reader]
     return spec.load()(path, **kwargs)

@@ -7,6 +7,11 @@ H is the image rows, W the columns; `meta["spacing"]` is (slice step, row spacin
 RAS+ axis code each output axis grows towards: the same conventions as the NIfTI reader, but the voxels are
 left in acquisition order (not reoriented). RescaleSlope/RescaleIntercept are applied: the result is float32
 when any slice has a slope other than 1 or an intercept other than 0, and the stored integer type otherwise.
+
+Each file is read once: its header and pixel data come from the same read. Files that are not DICOM (a
+README, a checksum list) are skipped and listed in `meta["skipped"]`; an empty file, a `.dcm` file that is
+not DICOM, a damaged file, or an image file that lacks Rows/Columns, PixelData or (in a folder of several
+files) SeriesInstanceUID is a DataError naming the file, so that a series never comes back silently shorter.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from nibabel.orientations import aff2axcodes
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
-from medzoo.datasets.readers.base import Volume, check_finite, make_volume
+from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -32,14 +39,19 @@ GAP_TOLERANCE = 0.5
 # Direction cosines and spacings within this tolerance count as equal (scanners round them differently).
 GEOMETRY_TOLERANCE = 1e-3
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# A file with one of these suffixes that is not DICOM is an error, not a skipped stray file.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# Tags of the image pixel and image plane modules: a file holding any of them is an image, even when cut short.
+IMAGE_TAGS = ("PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "PixelSpacing", "ImagePositionPatient",
+              "ImageOrientationPatient")
 
 
 @dataclass
 class _Slice:
-    """The header facts of one file needed to group, check and order it."""
+    """One file, read once: the header facts needed to group, check and order it, and its dataset (pixels)."""
 
     path: Path
-    series_uid: str
+    series_uid: str | None
     shape: tuple[int, int, int]  # rows, columns, samples per pixel
     frames: int
     orientation: np.ndarray | None
@@ -52,53 +64,144 @@ class _Slice:
     description: str
     modality: str
     transfer_syntax: str
+    dataset: Dataset | None  # released once its pixels are decoded
 
 
 def _floats(value, count: int) -> np.ndarray | None:
     try:
         array = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return array if array.shape == (count,) and np.isfinite(array).all() else None
 
 
-def _header(path: Path, force: bool) -> _Slice | str:
-    """The header of `path`, or the reason it is skipped (not DICOM, not an image)."""
+def _read_file(path: Path, force: bool) -> Dataset | str:
+    """The whole file, header and pixel data, in one read; or the reason a non-DICOM file is skipped."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes) in a DICOM folder, a slice cut off by a failed copy or "
+                        "download. Restore the file or remove it from the folder.")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=force)
-    except InvalidDicomError:
+        return pydicom.dcmread(path, force=force)
+    except InvalidDicomError as exc:
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            raise DataError(f"{path}: named like a DICOM file but not one ({exc}). Replace or remove it; pass "
+                            "force=True to read DICOM files that lack the preamble and 'DICM' marker.") from exc
         return "not DICOM"
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: DICOM header is truncated or corrupt ({type(exc).__name__}: {exc}). "
+    except Exception as exc:  # pydicom raises many types on corrupt bytes; each is the file's fault
+        raise DataError(f"{path}: DICOM file is truncated or corrupt ({type(exc).__name__}: {exc}). "
                         "Remove the file from the series folder or replace it.") from exc
-    if "Rows" not in ds or "Columns" not in ds:
-        return "not an image (DICOM without Rows/Columns: DICOMDIR, report, ...)"
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+
+
+def _tag(ds: Dataset, name: str, path: Path):
+    """The value of tag `name`, None when absent; a DataError naming the file and tag when it is unreadable."""
+    try:
+        value = ds.get(name)
+    except Exception as exc:  # values are decoded lazily, so corrupt bytes surface here
+        raise DataError(f"{path}: DICOM tag {name} is unreadable ({type(exc).__name__}: {exc}); the file is "
+                        "corrupt. Remove it from the series folder or replace it.") from exc
+    return None if value is None or value == "" else value
+
+
+def _number(ds: Dataset, name: str, path: Path, kind: type, default: float | None):
+    """Tag `name` as an int or float (`kind`), `default` when absent; a DataError when it is not a number."""
+    value = _tag(ds, name, path)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"{path}: DICOM tag {name} holds {value!r}, not a number; the file is corrupt. "
+                        "Remove it from the series folder or replace it.") from exc
+    if not np.isfinite(number):
+        raise DataError(f"{path}: DICOM tag {name} holds {value!r}, not a finite number.")
+    return number
+
+
+def _non_image_class(ds: Dataset) -> str | None:
+    """The name of the file's SOP class when it is a known class that holds no image (a DICOMDIR, a report, a
+    presentation state); None for image classes, unknown or unreadable ones."""
+    meta = getattr(ds, "file_meta", None)
+    for holder, tag in ((ds, "SOPClassUID"), (meta, "MediaStorageSOPClassUID")):
+        try:
+            uid = UID(str(holder.get(tag))) if holder is not None and tag in holder else None
+        except Exception:  # a corrupt UID is no evidence either way
+            continue
+        if uid is not None and uid.name != str(uid) and "Image" not in uid.name:
+            return uid.name
+    return None
+
+
+def _image_size(ds: Dataset, path: Path, force: bool) -> tuple[int, int, int] | str:
+    """(rows, columns, samples), or why a file without them is skipped (a DICOMDIR, a report, ...).
+
+    A file without Rows/Columns is skipped only when it is a known non-image object (or, with `force`, a stray
+    file without a DICOM suffix); otherwise it is a slice cut short, and skipping it would shorten the volume.
+    """
+    rows, cols = _number(ds, "Rows", path, int, None), _number(ds, "Columns", path, int, None)
+    if rows is not None and cols is not None:
+        return _check_size((rows, cols, _number(ds, "SamplesPerPixel", path, int, 1)), path)
+    has_pixels = any(name in ds for name in PIXEL_ELEMENTS)
+    image_tags = [tag for tag in IMAGE_TAGS if tag in ds]
+    if not has_pixels and not image_tags:
+        non_image = _non_image_class(ds)
+        if non_image:
+            return f"not an image ({non_image})"
+        if force and path.suffix.lower() not in DICOM_SUFFIXES:
+            return "not DICOM (no SOP class, read with force=True)"
+    missing = " and ".join(name for name, value in (("Rows", rows), ("Columns", cols)) if value is None)
+    evidence = ("it has pixel data" if has_pixels else f"it has image tags ({', '.join(image_tags)})" if image_tags
+                else "it is no known non-image object (DICOMDIR, report, ...)")
+    raise DataError(f"{path}: no {missing} tag, so the image size is unknown, yet {evidence}: the file was cut "
+                    "short or is corrupt. Restore it, or remove it from the series folder.")
+
+
+def _check_size(size: tuple[int, int, int], path: Path) -> tuple[int, int, int]:
+    """`size` (rows, columns, samples) when it is possible; a DataError naming the file otherwise."""
+    rows, cols, samples = size
+    if rows <= 0 or cols <= 0 or samples not in (1, 3, 4):
+        raise DataError(f"{path}: impossible image size Rows={rows}, Columns={cols}, SamplesPerPixel={samples}; "
+                        "the header is corrupt. Re-export the file or remove it from the series folder.")
+    return size
+
+
+def _slice(ds: Dataset, path: Path, force: bool) -> _Slice | str:
+    """The facts of one read file, or the reason it is skipped (not an image)."""
+    shape = _image_size(ds, path, force)
+    if isinstance(shape, str):
+        return shape
+    spacing = _tag(ds, "PixelSpacing", path) or _tag(ds, "ImagerPixelSpacing", path)
     spacing = _floats(spacing, 2) if spacing is not None else None
-    instance = ds.get("InstanceNumber")
     transfer = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    series_uid = _tag(ds, "SeriesInstanceUID", path)
     return _Slice(
-        path=path, series_uid=str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")),
-        shape=(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1)),
-        frames=int(ds.get("NumberOfFrames", 1) or 1),
-        orientation=_floats(ds.get("ImageOrientationPatient") or [], 6),
-        position=_floats(ds.get("ImagePositionPatient") or [], 3),
-        instance=None if instance in (None, "") else int(instance),
-        slope=float(ds.get("RescaleSlope", 1.0) or 1.0), intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
+        path=path, series_uid=None if series_uid is None else str(series_uid), shape=shape,
+        frames=_number(ds, "NumberOfFrames", path, int, 1) or 1,
+        orientation=_floats(_tag(ds, "ImageOrientationPatient", path) or [], 6),
+        position=_floats(_tag(ds, "ImagePositionPatient", path) or [], 3),
+        instance=_number(ds, "InstanceNumber", path, int, None),
+        slope=_number(ds, "RescaleSlope", path, float, 1.0) or 1.0,
+        intercept=_number(ds, "RescaleIntercept", path, float, 0.0),
         pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
-        series_number=str(ds.get("SeriesNumber", "")), description=str(ds.get("SeriesDescription", "")),
-        modality=str(ds.get("Modality", "")),
-        transfer_syntax=transfer.name if transfer is not None else "unknown")
+        series_number=str(_tag(ds, "SeriesNumber", path) or ""),
+        description=str(_tag(ds, "SeriesDescription", path) or ""),
+        modality=str(_tag(ds, "Modality", path) or ""),
+        transfer_syntax=getattr(transfer, "name", None) or "unknown", dataset=ds)
 
 
 def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
+    """Read every file of the folder (or the one file) once; non-DICOM files are listed by skip reason."""
     files = [path] if path.is_file() else sorted(path.iterdir())
     slices, skipped = [], {}
     for file in files:
         if file.is_dir():
             skipped.setdefault("subfolder (not searched)", []).append(file.name)
             continue
-        found = _header(file, force)
+        if not file.is_file():  # a FIFO or socket would block the read; a dangling link has nothing to read
+            skipped.setdefault("not a regular file (pipe, socket or broken link)", []).append(file.name)
+            continue
+        found = _read_file(file, force)
+        if not isinstance(found, str):
+            found = _slice(found, file, force)
         if isinstance(found, str):
             skipped.setdefault(found, []).append(file.name)
         else:
@@ -107,9 +210,15 @@ def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
 
 
 def _choose_series(slices: list[_Slice], series_uid: str | None, source: Path) -> list[_Slice]:
+    """The files of the one series in the folder, or of `series_uid`; a DataError when that is ambiguous."""
+    unlabelled = [item.path.name for item in slices if item.series_uid is None]
+    if unlabelled and len(slices) > 1 and series_uid is None:
+        raise DataError(f"{source}: {len(unlabelled)} of {len(slices)} image files lack SeriesInstanceUID (e.g. "
+                        f"{unlabelled[0]}), so they cannot be told apart from other series. Add the tag, or move "
+                        "each such file into a folder of its own.")
     groups: dict[str, list[_Slice]] = {}
     for item in slices:
-        groups.setdefault(item.series_uid, []).append(item)
+        groups.setdefault(item.series_uid or "<no SeriesInstanceUID>", []).append(item)
     listing = "; ".join(f"{uid} ({len(items)} files, series {items[0].series_number or '?'} "
                         f"'{items[0].description}', e.g. {items[0].path.name})" for uid, items in groups.items())
     if series_uid is not None:
@@ -139,6 +248,18 @@ def _check_consistent(slices: list[_Slice], source: Path) -> None:
         raise DataError(f"{source}: PixelSpacing differs between files of one series: {sorted(spacings)}.")
 
 
+def _irregular_steps(steps: np.ndarray) -> tuple[np.ndarray, float]:
+    """Indices of the steps that do not fit the series, and the step they were compared with."""
+    median = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - median) > GAP_TOLERANCE * median)
+    if bad.size:
+        return bad, median
+    # In a short series the median itself may span a gap (positions 0, 1, 3 mm: steps 1 and 2, median 1.5),
+    # but the smallest step cannot: a step much longer than it means slices are missing.
+    smallest = float(steps.min())
+    return np.flatnonzero(steps > (1 + GAP_TOLERANCE) * smallest), smallest
+
+
 def _order_by_position(slices: list[_Slice], source: Path) -> tuple[list[_Slice], np.ndarray, np.ndarray]:
     """Slices sorted along the slice normal, their positions (mm along it) and the normal; errors on gaps."""
     first = slices[0].orientation
@@ -149,6 +270,10 @@ def _order_by_position(slices: list[_Slice], source: Path) -> tuple[list[_Slice]
                             f"{np.round(item.orientation, 4).tolist()}): the slices are not parallel (a radial "
                             "or localizer series), so they do not form one volume.")
     normal = np.cross(first[:3], first[3:])
+    if abs(np.linalg.norm(normal) - 1.0) > 0.1:
+        raise DataError(f"{source}: ImageOrientationPatient of {slices[0].path.name} ({np.round(first, 4).tolist()}) "
+                        "is not two perpendicular unit vectors, so the slice direction is unknown; the tag is "
+                        "corrupt. Fix it or re-export the series.")
     positions = np.array([normal @ item.position for item in slices])
     order = np.argsort(positions, kind="stable")
     slices, positions = [slices[i] for i in order], positions[order]
@@ -162,8 +287,7 @@ def _order_by_position(slices: list[_Slice], source: Path) -> tuple[list[_Slice]
                         f"position ({positions[i]:.3f} mm along the normal); {same.size + 1} files share "
                         "positions, so the folder holds several volumes (echoes, time points or duplicates). "
                         "Split them into one folder per volume.")
-    median = float(np.median(steps))
-    bad = np.flatnonzero(np.abs(steps - median) > GAP_TOLERANCE * median)
+    bad, median = _irregular_steps(steps)
     if bad.size:
         i = int(bad[0])
         if steps[i] > median:
@@ -179,11 +303,9 @@ def _order_by_position(slices: list[_Slice], source: Path) -> tuple[list[_Slice]
     return slices, positions, normal
 
 
-def _pixels(item: _Slice, force: bool) -> np.ndarray:
-    try:
-        ds = pydicom.dcmread(item.path, force=force)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{item.path}: cannot read the DICOM file ({type(exc).__name__}: {exc}).") from exc
+def _pixels(item: _Slice) -> np.ndarray:
+    """Decode the pixels of a file already read by `_scan` (no second read of the file)."""
+    ds = item.dataset
     if not any(name in ds for name in PIXEL_ELEMENTS):
         raise DataError(f"{item.path}: the file has an image header but no pixel data (no PixelData element). "
                         "Remove it from the series folder or replace it.")
@@ -193,8 +315,9 @@ def _pixels(item: _Slice, force: bool) -> np.ndarray:
         raise DataError(f"{item.path}: cannot decode transfer syntax '{item.transfer_syntax}' ({exc}). Install "
                         "a decoder pydicom can use (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, "
                         "or one named above) or convert the series to an uncompressed one.") from exc
-    except (ValueError, EOFError, OSError, TypeError) as exc:
-        raise DataError(f"{item.path}: pixel data is truncated or corrupt ({exc}).") from exc
+    except Exception as exc:  # corrupt bytes or group 0028 tags surface as many types inside pydicom
+        raise DataError(f"{item.path}: pixel data is truncated or corrupt, or disagrees with the pixel "
+                        f"description tags ({type(exc).__name__}: {exc}). Replace the file.") from exc
     rows, cols, samples = item.shape
     expected = (rows, cols) if samples == 1 else (rows, cols, samples)
     if pixels.shape != expected:
@@ -204,10 +327,14 @@ def _pixels(item: _Slice, force: bool) -> np.ndarray:
 
 def _order_by_instance(slices: list[_Slice], missing: int, source: Path) -> tuple[list[_Slice], str]:
     """The fallback when position tags are missing: InstanceNumber order, with a warning."""
+    if len(slices) == 1:  # nothing to order
+        return slices, "one slice without ImagePositionPatient/ImageOrientationPatient: geometry unknown"
     unnumbered = [item.path.name for item in slices if item.instance is None]
     if unnumbered:
+        unplaced = next(item.path.name for item in slices if item.orientation is None or item.position is None)
         raise DataError(f"{source}: cannot order the slices: {missing} file(s) lack ImagePositionPatient/"
-                        f"ImageOrientationPatient and {len(unnumbered)} lack InstanceNumber (e.g. {unnumbered[0]}).")
+                        f"ImageOrientationPatient (e.g. {unplaced}) and {len(unnumbered)} lack InstanceNumber "
+                        f"(e.g. {unnumbered[0]}). Re-export the series with its position tags.")
     numbers = Counter(item.instance for item in slices)
     if max(numbers.values()) > 1:
         raise DataError(f"{source}: InstanceNumber repeats ({numbers.most_common(1)[0]}) and positions are "
@@ -218,13 +345,17 @@ def _order_by_instance(slices: list[_Slice], missing: int, source: Path) -> tupl
     return sorted(slices, key=lambda item: item.instance), note
 
 
-def _stack_pixels(slices: list[_Slice], force: bool) -> np.ndarray:
+def _stack_pixels(slices: list[_Slice], source: Path) -> np.ndarray:
     """Decode every slice, in order, into one preallocated `(samples, D, rows, cols)` array, rescaled."""
     rows, cols, samples = slices[0].shape
     rescaled = any(item.slope != 1.0 or item.intercept != 0.0 for item in slices)
+    # 4 bytes a sample: float32 when rescaled, and at most 32-bit integers otherwise (64-bit data is rare).
+    check_array_bytes(rows * cols * samples * len(slices) * 4, source,
+                      f"{len(slices)} slice(s) of Rows={rows} x Columns={cols} x {samples} sample(s)")
     out = None
     for index, item in enumerate(slices):
-        pixels = _pixels(item, force)
+        pixels = _pixels(item)
+        item.dataset = None  # the encoded bytes are no longer needed: keep peak memory near the output size
         if out is None:
             # The stored type is known only once a slice is decoded (compressed data may differ from the header).
             out = np.empty((samples, len(slices), rows, cols), dtype=np.float32 if rescaled else pixels.dtype)
@@ -282,7 +413,7 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, allow_
     head = slices[0]
     if head.pixel_spacing is None:
         notes.append("no PixelSpacing: in-plane spacing unknown")
-    out = _stack_pixels(slices, force)
+    out = _stack_pixels(slices, source)
     check_finite(out, source, allow_nonfinite)
     affine = None if normal is None else _ras_affine(head, normal, step)
     uniform = len({(item.slope, item.intercept) for item in slices}) == 1

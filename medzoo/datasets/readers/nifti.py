@@ -14,22 +14,22 @@ stored dtype is kept (an 8-bit volume stays uint8, at a quarter of the memory of
 
 from __future__ import annotations
 
-import zlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
 from nibabel.orientations import aff2axcodes, apply_orientation, inv_ornt_aff, io_orientation
 
-from medzoo.datasets.readers.base import Volume, check_finite, make_volume
+from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
 
 # Two files are on one grid when their canonical affines agree to this many millimetres.
 GRID_TOLERANCE_MM = 1e-3
-_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
+# Deflate expands data at most about 1032-fold, which bounds what a .nii.gz file can hold.
+MAX_DEFLATE_RATIO = 1032
 
 
 @dataclass
@@ -47,12 +47,29 @@ class _Plan:
     inter: float | None
 
 
+def _check_data_fits(image: nib.spatialimages.SpatialImage, path: Path, nbytes: int) -> None:
+    """A single-file NIfTI too small to hold the voxels its header claims is a DataError, raised before nibabel
+    would allocate (and zero) the whole claimed size only to find the data missing."""
+    name, size = path.name.lower(), path.stat().st_size
+    offset = int(getattr(image.dataobj, "offset", 0) or 0)
+    if name.endswith(".nii.gz"):
+        holds = size * MAX_DEFLATE_RATIO  # what a gzip stream of this size can possibly expand to
+    elif name.endswith(".nii"):
+        holds = size
+    else:
+        return
+    if offset + nbytes > holds:
+        raise DataError(f"{path}: the header claims {nbytes:,} bytes of voxels after byte {offset:,}, more than "
+                        f"a file of {size:,} bytes can hold: it is truncated or its header is corrupt. "
+                        "Re-export or re-download it.")
+
+
 def _plan(path: Path) -> _Plan:
     try:
         image = nib.load(str(path))
     except FileNotFoundError as exc:
         raise DataError(f"NIfTI file not found: {path}.") from exc
-    except _READ_ERRORS as exc:
+    except Exception as exc:  # nibabel raises many types on corrupt bytes; each is the file's fault
         raise DataError(f"{path}: not a readable NIfTI file, the header is truncated or corrupt "
                         f"({type(exc).__name__}: {exc}).") from exc
     if not hasattr(image, "affine") or image.affine is None:
@@ -70,6 +87,13 @@ def _plan(path: Path) -> _Plan:
         dtype = np.dtype(stored[0]).newbyteorder("=")
     else:
         dtype = stored.newbyteorder("=") if identity else np.dtype(np.float32)
+    voxel_bytes = fields * max(dtype.itemsize, stored.itemsize // fields)
+    # Python integers: a corrupt header's dimensions may overflow int64.
+    check_array_bytes(math.prod(int(n) for n in shape) * voxel_bytes, path, f"shape {tuple(image.shape)} of {stored}")
+    _check_data_fits(image, path, math.prod(int(n) for n in shape) * stored.itemsize)
+    if not np.isfinite(image.affine).all():
+        raise DataError(f"{path}: the affine holds NaN or Inf, so voxel positions are unknown; the header is "
+                        f"corrupt:\n{image.affine}")
     ornt = io_orientation(image.affine)
     if np.isnan(ornt).any():
         raise DataError(f"{path}: the affine is degenerate (a zero axis), so the orientation is unknown:\n"
@@ -92,7 +116,7 @@ def _read(plan: _Plan) -> np.ndarray:
             data = np.asanyarray(plan.image.dataobj)
         else:
             data = np.asarray(plan.image.dataobj, dtype=np.float32)
-    except _READ_ERRORS as exc:
+    except Exception as exc:  # truncated gzip streams and short files surface as many types
         raise DataError(f"{plan.path}: cannot read the voxel data, the file is truncated or corrupt "
                         f"({type(exc).__name__}: {exc}). Re-export or re-download it.") from exc
     if data.dtype.names:

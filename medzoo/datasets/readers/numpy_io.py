@@ -9,18 +9,15 @@ memory. Files carry no geometry: pass `spacing=` or get 1.0 per axis (`meta["spa
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.readers.base import Volume, check_finite, make_volume
+from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
 from medzoo.naming import unknown_name
 from medzoo.transforms.layout import to_channel_first
-
-_LOAD_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile)
 
 
 def _channel_first(array: np.ndarray, path: Path, channel_axis: int | None, contiguous: bool,
@@ -56,7 +53,7 @@ def read_npy(path: str | Path, *, channel_axis: int | None = 0, mmap: bool = Tru
     path = Path(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except _LOAD_ERRORS as exc:
+    except Exception as exc:  # a damaged header or zip surfaces as many types inside numpy and zipfile
         raise DataError(f"{path}: not a readable .npy file, truncated or corrupt ({type(exc).__name__}: "
                         f"{exc}).") from exc
     return _channel_first(array, path, channel_axis, contiguous, spacing, allow_nonfinite, memory_mapped=mmap)
@@ -76,10 +73,13 @@ def read_npz(path: str | Path, *, key: str | None = None, channel_axis: int | No
                 key = keys[0]
             if key not in keys:
                 raise DataError(f"{path}: {unknown_name('array key', key, keys)}")
+            # The member's stated size bounds what decompression may produce (zipfile stops there).
+            member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+            check_array_bytes(archive.zip.getinfo(member).file_size, path, f"an array '{key}'")
             array = archive[key]
     except DataError:
         raise
-    except _LOAD_ERRORS as exc:
+    except Exception as exc:  # a damaged header or zip surfaces as many types inside numpy and zipfile
         raise DataError(f"{path}: not a readable .npz file, truncated or corrupt ({type(exc).__name__}: "
                         f"{exc}).") from exc
     # An npz member is decompressed into memory anyway, so a contiguous result costs little.

@@ -9,12 +9,12 @@ Spacing comes from the resolution tags (and ImageJ `unit`/`spacing`) in millimet
 from __future__ import annotations
 
 import logging
-import zlib
+import math
 from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.readers.base import Volume, check_finite, make_volume
+from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
 from medzoo.transforms.layout import to_channel_first
 
@@ -92,13 +92,14 @@ def read_tiff(path: str | Path, *, as_volume: bool = False, series: int = 0,
                 raise DataError(f"{path}: has {len(tif.series)} image series; series={series} does not exist.")
             found = tif.series[series]
             _check_complete(tif, found, path)
+            check_array_bytes(math.prod(int(n) for n in found.shape) * found.dtype.itemsize, path,
+                              f"series shape {found.shape} of {found.dtype}")
             array, axes = found.asarray(), found.axes
             spacing = _spacing(tif, found.pages[0] or tif.pages[0])
             count = len(tif.series)
     except DataError:
         raise
-    except (tifffile.TiffFileError, OSError, EOFError, ValueError, KeyError, IndexError, RuntimeError,
-            zlib.error) as exc:  # codecs raise RuntimeError subclasses (imagecodecs) or zlib.error
+    except Exception as exc:  # tifffile and its codecs raise many types on damaged files; each is the file's fault
         raise DataError(f"{path}: not a readable TIFF, truncated or corrupt ({type(exc).__name__}: {exc}).") from exc
     finally:
         logger.removeHandler(problems)

@@ -175,10 +175,10 @@ class Trainer:
                 self.progress.stale_epochs += 1
             self.progress.epoch = epoch + 1
             self.progress.history.append(row)
-            if self.dist.is_main:
-                self.save_resume_state()
+            if self.dist.is_main:  # log first: a kill between the two must not lose this epoch's row
                 for logger in self.loggers:
                     logger.log_epoch(row)
+                self.save_resume_state()
             log.info("epoch %d/%d  loss %.4f  train acc %.4f  val %s %.4f%s", epoch + 1, self.settings.max_epochs,
                      row["train/loss"], row["train/accuracy"], monitor, score, "  (best)" if improved else "")
             if patience and self.progress.stale_epochs >= int(patience):

@@ -122,3 +122,13 @@ def test_multirun_sweep_writes_one_run_dir_per_value(tmp_path, synthetic_root):
            "trainer.max_epochs=1", "seed=0,1", f"hydra.sweep.dir={tmp_path}", "evaluate_test=false",
            "logger.plots=false")
     assert sorted(p.name for p in tmp_path.iterdir() if (p / "metrics.json").exists()) == ["0", "1"]
+
+
+def test_finetune_recipe_adapts_the_published_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    out = medzoo("train", "recipe=finetune", "transforms.image_size=32", "trainer.max_epochs=1",
+                 "trainer.progress=false", "logger.plots=false", f"hydra.run.dir={run}")
+    card = read_card(run / "checkpoints" / "best.safetensors")
+    assert card["classes"] == ["malignant", "normal_benign"] and card["num_classes"] == 2
+    log = (run / "cli.log").read_text() + out.stderr + out.stdout
+    assert "brain_tumor_resnet18_cpu" in log and "fc" in log  # the pretrained weights, with a new head

@@ -4,23 +4,29 @@ The bench writes synthetic stacks (fixed seed) once into a temp folder as a prep
 .nii.gz, a DICOM series (one file per slice) and a multipage TIFF, then measures, side by side in one run:
 
 - memcpy: the same bytes copied from memory (one thread, and through the same DataLoader as the cache);
-- each format through a DataLoader (same workers, batch, seeded sampler): read + canonical 2.5D layout
-  (depth -> channels) + the 2.5D augmentations (flip, rotate90, Gaussian noise, normalize; medzoo's
-  multichannel transforms) + collate;
+- each format through medzoo's `make_loader` (its default workers, prefetch and /dev/shm check; seeded
+  sampler): read + canonical 2.5D layout (depth -> channels) + the 2.5D augmentations of
+  `medzoo/conf/transforms/stack_2d5_aug.yaml` (the list a recipe with `transforms=stack_2d5_aug` runs:
+  flip, rotate90, min-max scaling to [0, 1], unclipped Gaussian noise with std ~ U(0, 0.1)) + collate;
 - MONAI's reference pipeline on the .nii files: LoadImage + EnsureChannelFirst + ScaleIntensity + RandFlip +
-  RandRotate90 + RandGaussianNoise in a monai.data.Dataset + DataLoader with the same workers;
+  RandRotate90 + RandGaussianNoise(std=0.1) in a monai.data.Dataset + DataLoader with the same workers,
+  prefetch and persistent workers as medzoo's loader;
 - reading alone, one process: medzoo's reader vs MONAI's LoadImage on the same .nii files and DICOM folders.
 
 Ratios (JSON "ratios"): cache_vs_memcpy is a cache item read (np.load mmap + copy) against a copy of the same
 bytes from memory, both on one thread (the loader-level pair, which adds collate into shared memory, is in
-"extra_ratios"); cache_aug_vs_monai_pipeline compares samples/s of the two DataLoaders; the *_loadimage
-ratios are MONAI LoadImage's seconds per file over medzoo's reader's, the same files, one process.
+"extra_ratios"); cache_aug_vs_monai_pipeline compares samples/s of the two DataLoaders, timed in alternating
+epochs (medzoo, MONAI, medzoo without its noise step, medzoo, ...) so that other work on the machine weighs
+on all alike; the *_loadimage
+ratios are MONAI LoadImage's seconds per file over medzoo's reader's, the same files, one process. Loader
+rows also give the CPU seconds per sample of the training process and its workers together (Linux /proc),
+a figure that other processes on the machine disturb much less than wall time.
 
 GB/s counts the stored int16 bytes of a stack (131 MB) per sample. Files are timed from a warm page cache
 (freshly written, or read once before timing): the figures measure decoding and copying, not the disk.
 
-    python bench/loader.py --quick --json OUT.json   # 4 stacks, one timed epoch: ~2 min on 2 cores
-    python bench/loader.py --json OUT.json           # 8 stacks, 3 timed epochs, MONAI on DICOM too
+    python bench/loader.py --quick --json OUT.json   # 4 stacks, 2 alternating rounds: ~4 min on 2 cores
+    python bench/loader.py --json OUT.json           # 8 stacks, 3 rounds / epochs, MONAI on DICOM too
 """
 
 from __future__ import annotations
@@ -43,19 +49,22 @@ import nibabel as nib
 import numpy as np
 import tifffile
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from medzoo.datasets.base import SeededSampler
+import medzoo.conf
+from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import PreparedDataset, canonical_layout, prepare
 from medzoo.datasets.readers import read_volume
-from medzoo.datasets.shm import loader_settings
 from medzoo.testing import write_dicom_series
-from medzoo.transforms import multichannel as mc
+from medzoo.transforms.spec import TransformSpec
 
 SEED = 0
 GOALS = {"cache_vs_memcpy": 0.5, "cache_aug_vs_monai_pipeline": 10.0, "nii_vs_monai_loadimage": 2.0,
          "dicom_vs_monai_loadimage": 2.0}
 FORMATS = ("npy", "nii", "nii.gz", "dicom", "tiff")
+AUG_CONFIG = Path(medzoo.conf.__file__).parent / "transforms" / "stack_2d5_aug.yaml"
+LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 
 
 def log(message: str) -> None:
@@ -136,17 +145,21 @@ def warm_page_cache(paths: Iterable[Path]) -> None:
 
 # ----------------------------------------------------------------------------- datasets
 
-def augmentations(noise: bool = True) -> mc.Compose:
-    """The 2.5D recipe's per-sample augmentations, as in MONAI's reference below (noise always on)."""
-    steps = [mc.HorizontalFlip(p=0.5), mc.RandomRotate90(p=0.5)]
-    steps += [mc.GaussianNoise(std_range=(0.1, 0.1), p=1.0)] if noise else []
-    return mc.Compose([*steps, mc.Normalize(mean=0.5, std=0.5)])
+def augmentations(noise: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """The 2.5D per-sample pipeline of `transforms=stack_2d5_aug`, built as the engine builds it.
+
+    noise=False leaves out its GaussianNoise step: a diagnostic row that shows what the noise costs.
+    """
+    cfg = OmegaConf.to_container(OmegaConf.load(AUG_CONFIG), resolve=True)
+    if not noise:
+        cfg["train"] = [step for step in cfg["train"] if not step["_target_"].endswith(".GaussianNoise")]
+    return TransformSpec.from_config(cfg).pipeline("train")
 
 
 class SourceDataset(Dataset):
     """Source files read with `read_volume` on every access, laid out as 2.5D stacks, then augmented."""
 
-    def __init__(self, paths: list[Path], transform: mc.Compose | None):
+    def __init__(self, paths: list[Path], transform: Callable[[np.ndarray], np.ndarray] | None):
         self.paths, self.transform = paths, transform
 
     def __len__(self) -> int:
@@ -175,7 +188,10 @@ class MemoryDataset(Dataset):
 
 
 def monai_pipeline(paths: list[Path], settings: dict, batch: int):
-    """MONAI's reference: LoadImage, EnsureChannelFirst, ScaleIntensity, RandFlip, RandRotate90, noise."""
+    """MONAI's reference: LoadImage, EnsureChannelFirst, ScaleIntensity, RandFlip, RandRotate90, noise.
+
+    `settings` are the DataLoader keywords of medzoo's loader (workers, prefetch, persistent workers).
+    """
     from monai.data import DataLoader as MonaiLoader
     from monai.data import Dataset as MonaiDataset
     from monai.transforms import (
@@ -223,22 +239,78 @@ def time_calls(function: Callable[[Path], object], paths: list[Path], repeats: i
     return best
 
 
-def time_loader(loader: Iterable, epochs: int, warmup: int,
-                sampler: SeededSampler | None = None) -> tuple[float, int]:
-    """(seconds, samples) of `epochs` timed epochs after `warmup` untimed ones (worker start, first touch)."""
-    count, seconds = 0, 0.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _worker_pids(loader: Iterable) -> list[int]:
+    # DataLoader keeps its persistent worker processes on its iterator (a private attribute: read only)
+    workers = getattr(getattr(loader, "_iterator", None), "_workers", None) or []
+    return [worker.pid for worker in workers if worker.pid]
+
+
+def _loader_cpu(loader: Iterable) -> float | None:
+    """CPU seconds used so far by this process (all its threads) and the loader's live workers."""
+    seconds = [_process_cpu(pid) for pid in (os.getpid(), *_worker_pids(loader))]
+    return None if None in seconds else sum(seconds)
+
+
+def run_epoch(loader: Iterable, epoch: int) -> tuple[float, int, float | None]:
+    """(wall seconds, samples, CPU seconds of this process and the loader's workers) of one epoch.
+
+    Workers started during the epoch count their whole life so far, which belongs to it.
+    """
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    cpu_before, start = _loader_cpu(loader), time.perf_counter()
+    seen = 0
+    for batch in loader:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        seen += len(images)
+    seconds, cpu_after = time.perf_counter() - start, _loader_cpu(loader)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return seconds, seen, cpu
+
+
+def time_loader(loader: Iterable, epochs: int, warmup: int) -> tuple[float, int, float | None]:
+    """(seconds, samples, CPU seconds) of `epochs` timed epochs after `warmup` untimed ones."""
+    count, seconds, cpu = 0, 0.0, 0.0
     for epoch in range(warmup + epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        start = time.perf_counter()
-        seen = 0
-        for batch in loader:
-            images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            seen += len(images)
+        wall, seen, used = run_epoch(loader, epoch)
         if epoch >= warmup:
-            seconds += time.perf_counter() - start
-            count += seen
-    return seconds, count
+            seconds, count = seconds + wall, count + seen
+            cpu = None if cpu is None or used is None else cpu + used
+    return seconds, count, cpu
+
+
+def alternate(loaders: dict[str, Iterable], rounds: int, warmup: int) -> dict[str, dict]:
+    """One epoch of each loader per round, in turn (A, B, A, B, ...), after `warmup` untimed rounds.
+
+    Work that other processes put on the machine changes over minutes; alternating puts it on both sides
+    alike, where timing all epochs of A and then all of B would charge it to whichever ran at the time.
+    """
+    totals = {name: {"seconds": 0.0, "samples": 0, "cpu": 0.0, "round_rates": []} for name in loaders}
+    for index in range(warmup + rounds):
+        for name, loader in loaders.items():
+            wall, seen, used = run_epoch(loader, index)
+            if index < warmup:
+                continue
+            total = totals[name]
+            total["seconds"] += wall
+            total["samples"] += seen
+            total["cpu"] = None if total["cpu"] is None or used is None else total["cpu"] + used
+            total["round_rates"].append(seen / wall)
+            log(f"  round {index - warmup + 1}/{rounds} {name}: {seen / wall:.2f} samples/s")
+    return totals
 
 
 def best_rate(function: Callable[[], object], calls: int, repeats: int) -> tuple[float, int]:
@@ -252,19 +324,74 @@ def best_rate(function: Callable[[], object], calls: int, repeats: int) -> tuple
     return best, calls
 
 
-def row(name: str, seconds: float, samples: int, sample_bytes: int, what: str) -> dict:
+def into_new_shm(source: torch.Tensor) -> torch.Tensor:
+    """What default_collate does with a sample in a worker: a new /dev/shm storage, the sample stacked in."""
+    storage = source._typed_storage()._new_shared(source.numel(), device=source.device)
+    out = source.new(storage).resize_(1, *source.shape)
+    return torch.stack([source], 0, out=out)
+
+
+def into_new_memory(source: np.ndarray) -> np.ndarray:
+    """The same copy into new private memory (NumPy asks for huge pages for large arrays)."""
+    out = np.empty(source.shape, source.dtype)
+    np.copyto(out, source)
+    return out
+
+
+def handover_rows(sample: np.ndarray) -> list[dict]:
+    """What handing a float32 sample to the training process costs a worker, whatever made the sample."""
+    seconds, calls = best_rate(lambda: into_new_shm(torch.from_numpy(sample)), 2, 3)
+    shared = row("float32 into new /dev/shm", seconds, calls, sample.nbytes,
+                 "float32 sample stacked into a new shared-memory batch, as collate does in a worker")
+    seconds, calls = best_rate(lambda: into_new_memory(sample), 2, 3)
+    private = row("float32 into new memory", seconds, calls, sample.nbytes,
+                  "the same copy into new private memory (huge pages)")
+    return [shared, private]
+
+
+def row(name: str, seconds: float, samples: int, sample_bytes: int, what: str,
+        cpu: float | None = None) -> dict:
     rate = samples / seconds if seconds else float("inf")
-    return {"name": name, "samples_per_s": round(rate, 3), "gb_per_s": round(rate * sample_bytes / 1e9, 3),
-            "seconds": round(seconds, 3), "samples": samples, "what": what}
+    out = {"name": name, "samples_per_s": round(rate, 3), "gb_per_s": round(rate * sample_bytes / 1e9, 3),
+           "seconds": round(seconds, 3), "samples": samples, "what": what}
+    if cpu is not None and samples:
+        out["cpu_s_per_sample"] = round(cpu / samples, 4)
+    return out
+
+
+def machine() -> dict:
+    """CPU, niceness, load and the versions that the figures depend on."""
+    import cv2
+    import monai
+    import pydicom
+
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        cpuinfo = []
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+                 platform.processor())
+    return {"cpu": model, "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "nice": os.nice(0),
+            "load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()],
+            "torch": torch.__version__, "numpy": np.__version__, "monai": monai.__version__,
+            "opencv": cv2.__version__, "nibabel": nib.__version__, "pydicom": pydicom.__version__,
+            "tifffile": tifffile.__version__}
+
+
+CACHE_AUG = "prepared cache + stack_2d5_aug (flip/rot90/min-max/noise) + collate"
+NO_NOISE = "cache + aug without noise"
+MONAI_AUG = "LoadImage+EnsureChannelFirst+ScaleIntensity+RandFlip+RandRotate90+RandGaussianNoise"
 
 
 def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(SEED)
     stacks = args.stacks or (4 if args.quick else 8)
     epochs, repeats = (1, 1) if args.quick else (3, 2)
+    rounds, round_warmup = (2, 1) if args.quick else (3, 1)
     reader_stacks = min(stacks, 2) if args.quick else stacks
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medzoo-bench-loader-"))
-    started = time.perf_counter()
+    started, machine_before = time.perf_counter(), machine()
     paths, fresh = write_sources(workdir, stacks, args.depth, args.size)
     sample_bytes = args.depth * args.size * args.size * 2
     start = time.perf_counter()
@@ -273,10 +400,6 @@ def run(args: argparse.Namespace) -> dict:
     os.sync()  # dirty pages being written back would slow whichever row happens to run then
     if not fresh:
         warm_page_cache(p for fmt in FORMATS for p in paths[fmt])
-    # the workers hand over float32 after augmentation: twice the stored int16
-    settings = loader_settings(sample_bytes * 2, args.batch, args.workers, "cpu")
-    log(f"loader settings: {settings}; {stacks} stacks of {args.depth}x{args.size}x{args.size} int16, "
-        f"batch {args.batch}, {epochs} timed epoch(s)")
     rows = []
 
     # One thread, no loader: what reading the cache costs next to copying the same bytes from memory.
@@ -288,38 +411,57 @@ def run(args: argparse.Namespace) -> dict:
     seconds, calls = best_rate(lambda: cache[next(turn) % stacks], stacks, 5)
     rows.append(row("cache read (1 thread)", seconds, calls, sample_bytes,
                     "PreparedDataset item, no transform: np.load(mmap) + copy"))
+    rows += handover_rows(memory[0].astype(np.float32))
+
+    def loader_for(dataset: Dataset) -> DataLoader:
+        """medzoo's own loader, as the engine makes it (workers, prefetch, /dev/shm check), on the CPU."""
+        return make_loader(dataset, args.batch, shuffle=False, seed=SEED, num_workers=args.workers,
+                           device="cpu")
 
     def loader_row(name: str, dataset: Dataset, what: str, cheap: bool = False) -> dict:
-        sampler = SeededSampler(len(dataset), shuffle=False, seed=SEED)
-        loader = DataLoader(dataset, batch_size=args.batch, sampler=sampler, **settings)
+        loader = loader_for(dataset)
         # Cheap rows (under a second an epoch) get a warm-up and 3+ timed epochs even in --quick, as their
         # figures are otherwise mostly noise; the others pay worker start-up (~0.1 s) in --quick.
         warmup, timed = (1, max(3, epochs)) if cheap else (int(not args.quick), epochs)
-        seconds, count = time_loader(loader, timed, warmup, sampler)
+        seconds, count, cpu = time_loader(loader, timed, warmup)
         del loader
         log(f"  {name}: {count / seconds:.2f} samples/s")
-        return row(name, seconds, count, sample_bytes, what)
+        return row(name, seconds, count, sample_bytes, what, cpu)
 
-    aug = "read + 2.5D layout + flip/rot90/noise/normalize + collate"
     rows.append(loader_row("cache", cache, "prepared cache, no augmentation + collate", True))
     rows.append(loader_row("memcpy loader", MemoryDataset(memory), "in-memory stack copy + collate", True))
-    rows.append(loader_row("cache + aug", PreparedDataset(workdir / "cache", transform=augmentations()),
-                           "prepared cache + flip/rot90/noise/normalize + collate"))
-    rows.append(loader_row("cache + aug without noise",
-                           PreparedDataset(workdir / "cache", transform=augmentations(noise=False)),
-                           "prepared cache + flip/rot90/normalize + collate", True))
-    for fmt in FORMATS:
-        rows.append(loader_row(f"{fmt} + aug", SourceDataset(paths[fmt], augmentations()), aug))
-    monai_formats = ("nii",) if args.quick else ("nii", "dicom")
+
+    # The headline pair: medzoo's 2.5D pipeline from the cache and MONAI's from the .nii files, same loader
+    # settings, in alternating epochs.
+    ours = loader_for(PreparedDataset(workdir / "cache", transform=augmentations()))
+    without_noise = loader_for(PreparedDataset(workdir / "cache", transform=augmentations(noise=False)))
+    settings = {key: getattr(ours, key) for key in LOADER_KEYS}
+    log(f"loader settings (medzoo's make_loader; MONAI gets the same): {settings}; {stacks} stacks of "
+        f"{args.depth}x{args.size}x{args.size} int16, batch {args.batch}, {rounds} alternating round(s)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for fmt in monai_formats:
-            loader = monai_pipeline(paths[fmt], settings, args.batch)
-            seconds, count = time_loader(loader, epochs, int(not args.quick))
+        theirs = monai_pipeline(paths["nii"], settings, args.batch)
+        pair = alternate({"cache + aug": ours, "MONAI pipeline nii": theirs, NO_NOISE: without_noise},
+                         rounds, round_warmup)
+    del ours, theirs, without_noise
+    for name, what in (("cache + aug", CACHE_AUG), ("MONAI pipeline nii", MONAI_AUG),
+                       (NO_NOISE, "prepared cache + flip/rot90/min-max + collate (diagnostic)")):
+        total = pair[name]
+        rows.append(row(name, total["seconds"], total["samples"], sample_bytes, what, total["cpu"]))
+    round_ratios = [a / b for a, b in zip(pair["cache + aug"]["round_rates"],
+                                          pair["MONAI pipeline nii"]["round_rates"], strict=True)]
+
+    aug = "read + 2.5D layout + stack_2d5_aug + collate"
+    for fmt in FORMATS:
+        rows.append(loader_row(f"{fmt} + aug", SourceDataset(paths[fmt], augmentations()), aug))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if not args.quick:
+            loader = monai_pipeline(paths["dicom"], settings, args.batch)
+            seconds, count, cpu = time_loader(loader, epochs, 1)
             del loader
-            log(f"  MONAI pipeline {fmt}: {count / seconds:.2f} samples/s")
-            rows.append(row(f"MONAI pipeline {fmt}", seconds, count, sample_bytes,
-                            "LoadImage+EnsureChannelFirst+ScaleIntensity+RandFlip+RandRotate90+RandGaussianNoise"))
+            log(f"  MONAI pipeline dicom: {count / seconds:.2f} samples/s")
+            rows.append(row("MONAI pipeline dicom", seconds, count, sample_bytes, MONAI_AUG, cpu))
 
         from monai.transforms import LoadImage
 
@@ -341,6 +483,7 @@ def run(args: argparse.Namespace) -> dict:
             log(f"  read {fmt}: " + ", ".join(f"{k} {v:.3f} s" for k, v in reads[fmt].items()))
 
     rate = {r["name"]: r["samples_per_s"] for r in rows}
+    cpu = {r["name"]: r.get("cpu_s_per_sample") for r in rows}
     ratios = {
         "cache_vs_memcpy": rate["cache read (1 thread)"] / rate["memcpy (1 thread)"],
         "cache_aug_vs_monai_pipeline": rate["cache + aug"] / rate["MONAI pipeline nii"],
@@ -350,29 +493,33 @@ def run(args: argparse.Namespace) -> dict:
     extra = {
         "cache_loader_vs_memcpy_loader": rate["cache"] / rate["memcpy loader"],
         "cache_aug_without_noise_vs_monai_pipeline":
-            rate["cache + aug without noise"] / rate["MONAI pipeline nii"],
+            rate[NO_NOISE] / rate["MONAI pipeline nii"],
         "nii_aug_vs_monai_pipeline": rate["nii + aug"] / rate["MONAI pipeline nii"],
         "nii_vs_monai_loadimage_keep_dtype": reads["nii"]["monai_keep_dtype"] / reads["nii"]["ours"],
         "dicom_vs_monai_loadimage_keep_dtype": reads["dicom"]["monai_keep_dtype"] / reads["dicom"]["ours"],
         "cache_aug_vs_nii_aug": rate["cache + aug"] / rate["nii + aug"],
         "cache_aug_vs_dicom_aug": rate["cache + aug"] / rate["dicom + aug"],
     }
+    if cpu["cache + aug"] and cpu["MONAI pipeline nii"]:
+        extra["cache_aug_vs_monai_pipeline_cpu_time"] = cpu["MONAI pipeline nii"] / cpu["cache + aug"]
     if "nii.gz" in reads:
         extra["niigz_vs_monai_loadimage"] = reads["nii.gz"]["monai"] / reads["nii.gz"]["ours"]
     if "MONAI pipeline dicom" in rate:
         extra["cache_aug_vs_monai_pipeline_dicom"] = rate["cache + aug"] / rate["MONAI pipeline dicom"]
     result = {
         "bench": "loader", "date": date.today().isoformat(), "quick": args.quick,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "numpy": np.__version__},
+        "machine": {**machine_before, "load_average_after": machine()["load_average_1_5_15_min"]},
         "config": {"stacks": stacks, "shape": [args.depth, args.size, args.size], "dtype": "int16",
                    "sample_bytes": sample_bytes, "batch": args.batch, "epochs": epochs, "repeats": repeats,
+                   "alternating_rounds": rounds, "alternating_warmup_rounds": round_warmup,
                    "reader_stacks": reader_stacks, "loader": settings, "seed": SEED,
+                   "augmentation": OmegaConf.to_container(OmegaConf.load(AUG_CONFIG))["train"],
                    "sources_written": fresh},
         "prepare_seconds": round(prepare_seconds, 2),
         "rows": rows,
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "extra_ratios": {k: round(v, 3) for k, v in extra.items()},
+        "cache_aug_vs_monai_pipeline_by_round": [round(v, 3) for v in round_ratios],
         "goals": {k: {"goal": goal, "value": round(ratios[k], 3), "met": ratios[k] >= goal}
                   for k, goal in GOALS.items()},
         "seconds": round(time.perf_counter() - started, 1),
@@ -383,21 +530,26 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"{'row':32s} {'samples/s':>10s} {'GB/s':>8s}  what")
+    print(f"{'row':32s} {'samples/s':>10s} {'GB/s':>8s} {'CPU s/sample':>13s}  what")
     for r in result["rows"]:
-        print(f"{r['name']:32s} {r['samples_per_s']:10.2f} {r['gb_per_s']:8.3f}  {r['what']}")
+        cpu = f"{r['cpu_s_per_sample']:13.3f}" if "cpu_s_per_sample" in r else f"{'':13s}"
+        print(f"{r['name']:32s} {r['samples_per_s']:10.2f} {r['gb_per_s']:8.3f} {cpu}  {r['what']}")
     print()
     for name, goal in result["goals"].items():
         verdict = "met" if goal["met"] else "MISSED"
-        print(f"{name:36s} {goal['value']:8.2f}   goal >= {goal['goal']:g}: {verdict}")
+        print(f"{name:44s} {goal['value']:8.2f}   goal >= {goal['goal']:g}: {verdict}")
     for name, value in result["extra_ratios"].items():
-        print(f"{name:36s} {value:8.2f}")
-    print(f"\n{result['seconds']} s in all (prepare: {result['prepare_seconds']} s)")
+        print(f"{name:44s} {value:8.2f}")
+    rounds = ", ".join(f"{v:.2f}" for v in result["cache_aug_vs_monai_pipeline_by_round"])
+    print(f"{'cache_aug_vs_monai_pipeline by round':44s} {rounds}")
+    print(f"\n{result['seconds']} s in all (prepare: {result['prepare_seconds']} s); load average "
+          f"{result['machine']['load_average_1_5_15_min']} before, {result['machine']['load_average_after']} after")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 stacks, 1 timed epoch (~2-3 min on 2 cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 stacks, 2 alternating rounds, 1 epoch elsewhere (~4 min on 2 free cores)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--stacks", type=int, default=None, help="number of stacks (default 4 quick, 8 full)")
     parser.add_argument("--depth", type=int, default=1000, help="slices per stack")

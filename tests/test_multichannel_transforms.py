@@ -34,11 +34,14 @@ CASES = [
     ("normalize", "Normalize", {"mean": 0.4, "std": 0.2}, 1e-5),
     ("normalize-image", "Normalize", {"normalization": "image"}, 1e-4),
     ("normalize-channel", "Normalize", {"normalization": "image_per_channel"}, 1e-4),
+    ("normalize-minmax", "Normalize", {"normalization": "min_max"}, 1e-5),
     ("gamma", "Gamma", {"gamma_limit": (60, 160)}, 1e-5),
     ("brightness-contrast", "BrightnessContrast", {"brightness_limit": 0.3, "contrast_limit": 0.3}, 1e-5),
     ("brightness-by-mean", "BrightnessContrast", {"brightness_by_max": False}, 1e-5),
     ("noise", "GaussianNoise", {"std_range": (0.05, 0.2), "mean_range": (-0.1, 0.1)}, 1e-5),
     ("noise-shared", "GaussianNoise", {"std_range": (0.05, 0.2), "per_channel": False}, 1e-5),
+    ("noise-unclipped", "GaussianNoise", {"std_range": (0.0, 0.3), "mean_range": (-0.1, 0.1), "clip": False},
+     1e-5),
     ("blur", "GaussianBlur", {"sigma_limit": (0.5, 2.5)}, 1e-5),
     ("blur-ksize", "GaussianBlur", {"blur_limit": (3, 9), "sigma_limit": (0.5, 2.0)}, 1e-5),
     ("dropout", "CoarseDropout", {"num_holes_range": (1, 4), "fill": 0.25}, 0.0),
@@ -79,7 +82,8 @@ def test_works_at_any_channel_count(case, name, kwargs, atol, channels):
     assert out.dtype == np.float32 and out.flags.c_contiguous and np.isfinite(out).all()
     # the same parameters reach every channel: channel 0 of a stack == the stack of channel 0 alone
     alone = mc.Compose([make(mc, name, kwargs)]).set_seed(3)(x[:1])
-    if case not in ("noise", "normalize-image", "brightness-by-mean"):  # these depend on other channels
+    # these depend on other channels
+    if case not in ("noise", "noise-unclipped", "normalize-image", "normalize-minmax", "brightness-by-mean"):
         np.testing.assert_allclose(out[:1], alone, atol=1e-6)
     batch_out = bt.Compose([make(bt, name, kwargs)]).set_seed(3)(torch.from_numpy(x[None]))
     assert tuple(batch_out.shape) == (1, *expected_shape(name, kwargs, x.shape))
@@ -251,3 +255,134 @@ def test_noise_has_the_requested_strength_and_albumentations_fails_at_1000_chann
     assert abs(float(stacked.std()) - 0.1) < 2e-3
     with pytest.raises(Exception):  # noqa: B017 - whatever albumentations raises, it does not work
         albu(A.HorizontalFlip(p=1), x)
+
+
+# ----------------------------------------------------------------------------- noise, views, the 2.5D config
+
+def normal_cdf(values: np.ndarray) -> np.ndarray:
+    return torch.special.ndtr(torch.from_numpy(values.astype(np.float64))).numpy()
+
+
+def ks_distance(values: np.ndarray) -> float:
+    """Kolmogorov-Smirnov distance of a sample from N(0, 1)."""
+    ordered = np.sort(values.astype(np.float64))
+    steps = np.arange(1, ordered.size + 1) / ordered.size
+    cdf = normal_cdf(ordered)
+    return float(max(np.max(steps - cdf), np.max(cdf - (steps - 1 / ordered.size))))
+
+
+def test_cpu_noise_is_standard_normal_and_independent():
+    values = mc._normal(7, 1_000_001)  # odd: the last chunk has one more cosine than sine value
+    assert values.dtype == np.float32 and np.isfinite(values).all()
+    assert abs(float(values.mean())) < 4e-3 and abs(float(values.std()) - 1.0) < 4e-3
+    assert ks_distance(values) < 2.0 / np.sqrt(values.size)  # p ~ 0.0007 for a true normal
+    assert 0.0022 < float(np.mean(np.abs(values) > 3.0)) < 0.0032  # 0.0027 for N(0, 1)
+    # no correlation between neighbours, nor between the cosine and sine of one Box-Muller pair
+    pair = mc.NOISE_CHUNK // 2
+    for lag in (1, pair):
+        assert abs(float(np.corrcoef(values[:-lag], values[lag:])[0, 1])) < 5e-3
+    assert not np.array_equal(mc._normal(8, 1000), values[:1000])
+    np.testing.assert_array_equal(mc._normal(7, 1000), mc._normal(7, 1000))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cpu_and_batch_noise_agree_in_distribution(device):
+    """Per-sample (NumPy) and per-batch (torch, on the batch's device) noise: same strength, same std law."""
+    samples, x = 64, np.full((8, 16, 16), 0.5, np.float32)
+    cpu = mc.GaussianNoise(std_range=(0.0, 0.1), max_value=1.0, clip=False, p=1.0).set_seed(0)
+    on_cpu = np.stack([cpu(x) for _ in range(samples)]) - x
+    batch = bt.GaussianNoise(std_range=(0.0, 0.1), max_value=1.0, clip=False, p=1.0).set_seed(0)
+    on_batch = (batch(torch.from_numpy(np.stack([x] * samples)).to(device)).cpu().numpy()) - x
+    for noise in (on_cpu, on_batch):
+        std = noise.reshape(samples, -1).std(axis=1)
+        # each sample draws its std from U(0, 0.1), as MONAI's RandGaussianNoise(std=0.1)
+        assert std.max() <= 0.1 * 1.1 and 0.035 < float(std.mean()) < 0.065 and len(set(std.round(4))) > 50
+        assert abs(float(noise.mean())) < 2e-3 and noise.min() < -0.1  # unclipped: goes below 0.5 - 0.5
+    fixed = bt.GaussianNoise(std_range=(0.1, 0.1), max_value=1.0, p=1.0).set_seed(1)
+    clipped = fixed(torch.full((2, 4, 64, 64), 0.95, device=device))
+    assert float(clipped.max()) <= 1.0  # the default clips to [0, max_value], as on the CPU
+
+
+def test_noise_is_the_same_whatever_the_thread_count():
+    x = smooth_stack(64, 128, 128)  # 1M values: enough to be spread over threads
+    noise = mc.GaussianNoise(std_range=(0.1, 0.1), p=1.0)
+    params = noise.sample_params(np.random.default_rng(3), x.shape)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = noise.apply(x, params)
+        torch.set_num_threads(2)
+        two = noise.apply(x, params)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(one, two)
+
+
+VIEWS = {
+    "hflip": lambda x: x[..., ::-1],
+    "vflip": lambda x: x[:, ::-1],
+    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
+    "rot270-hflip": lambda x: np.rot90(x[..., ::-1], 3, axes=(1, 2)),
+    "crop-rot90": lambda x: np.rot90(x[:, 2:30, 1:31], 1, axes=(1, 2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+@pytest.mark.parametrize("view", VIEWS, ids=list(VIEWS))
+def test_flipped_and_rotated_views_give_what_their_copies_give(view, dtype):
+    """Views of the cache go through OpenCV copies and memory-order reductions: the results must not change."""
+    x = np.round(smooth_stack(6) * (1000 if dtype == np.int16 else 1)).astype(dtype)
+    strided = VIEWS[view](x)
+    assert not strided.flags.c_contiguous
+    copy = np.ascontiguousarray(strided)
+    np.testing.assert_array_equal(mc._contiguous_planes(strided), copy)
+    top = 1000.0 if dtype == np.int16 else 1.0
+    for transform in (mc.Normalize(normalization="min_max"), mc.Normalize(normalization="image"),
+                      mc.Normalize(normalization="image_per_channel"), mc.Normalize(mean=0.3, std=0.2),
+                      mc.Gamma(p=1.0), mc.BrightnessContrast(brightness_by_max=False, p=1.0),
+                      mc.GaussianNoise(std_range=(0.1, 0.1), p=1.0),
+                      mc.GaussianNoise(std_range=(0.1, 0.1), per_channel=False, clip=False, p=1.0)):
+        params = transform.sample_params(np.random.default_rng(2), x.shape)
+        np.testing.assert_allclose(transform.apply(strided, params, max_value=top),
+                                   transform.apply(copy, params, max_value=top), rtol=1e-6, atol=1e-6 * top)
+
+
+def test_min_max_scales_the_whole_stack_like_monai_scale_intensity():
+    from monai.transforms import ScaleIntensity
+
+    x = np.round(smooth_stack(5) * 3000 - 200).astype(np.int16)
+    ours = mc.Normalize(normalization="min_max")(x)
+    np.testing.assert_allclose(ours, np.asarray(ScaleIntensity()(x.astype(np.float32))), atol=1e-6)
+    assert ours.min() == 0.0 and abs(float(ours.max()) - 1.0) < 1e-6
+    on_batch = bt.Normalize(normalization="min_max", p=1.0)(torch.from_numpy(np.stack([x, x[:, ::-1]])))
+    np.testing.assert_allclose(on_batch[0].numpy(), ours, atol=1e-6)
+    constant = np.full((3, 4, 4), 7, np.uint8)
+    assert not mc.Normalize(normalization="min_max")(constant).any()  # as MONAI: a constant image becomes 0
+    assert not bt.Normalize(normalization="min_max", p=1.0)(torch.from_numpy(constant[None])).any()
+
+
+def test_stack_2d5_config_is_monai_reference_augmentation():
+    """transforms=stack_2d5_aug: flip, rot90, min-max to [0, 1], unclipped noise with std ~ U(0, 0.1)."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    from medzoo.transforms.spec import TransformSpec
+
+    cfg = OmegaConf.load(str(files("medzoo.conf") / "transforms" / "stack_2d5_aug.yaml"))
+    spec = TransformSpec.from_config(cfg)
+    stack = np.round(smooth_stack(40, 24, 24) * 2000).astype(np.int16)
+    train, evaluate = spec.pipeline("train"), spec.pipeline("eval")
+    assert [type(t).__name__ for t in train.transforms] == ["HorizontalFlip", "RandomRotate90", "Normalize",
+                                                            "GaussianNoise"]
+    scaled = evaluate(stack)
+    assert scaled.dtype == np.float32 and scaled.min() == 0.0 and abs(float(scaled.max()) - 1.0) < 1e-6
+    stds = []
+    for seed in range(40):
+        train.set_seed(seed)
+        out = train(stack)
+        assert out.shape == stack.shape and out.dtype == np.float32
+        # the noise sits on one of the 8 flips/rotations of the scaled stack
+        candidates = [np.rot90(flip, k, axes=(1, 2)) for flip in (scaled, scaled[..., ::-1]) for k in range(4)]
+        stds.append(min(float((out - c).std()) for c in candidates))
+    assert max(stds) <= 0.1 * 1.05 and 0.03 < float(np.mean(stds)) < 0.07

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from medzoo.datasets import shm
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.shm import resolve_workers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,18 +105,54 @@ class SeededSampler(Sampler):
             yield index, (base + index * 2_654_435_761) % 2**32
 
 
-def resolve_workers(num_workers: int | str) -> int:
-    """`auto`: leave one core to the training process, at most 8 workers."""
-    if num_workers == "auto":
-        return max(0, min(8, (os.cpu_count() or 1) - 1))
-    return int(num_workers)
+def sample_nbytes(sample: Any) -> int:
+    """Bytes of the tensors and arrays in one sample (nested tuples, lists and dicts): what collate stacks."""
+    if isinstance(sample, torch.Tensor):
+        return sample.element_size() * sample.nelement()
+    if isinstance(sample, np.ndarray):
+        return int(sample.nbytes)
+    if isinstance(sample, Mapping):
+        return sum(sample_nbytes(value) for value in sample.values())
+    if isinstance(sample, (tuple, list)):
+        return sum(sample_nbytes(value) for value in sample)
+    return 8  # a number becomes one int64/float64 element of the batch
+
+
+def _measured_sample_bytes(dataset: Dataset, seed: int) -> int:
+    """Bytes of the first sample as the workers will return it (after its transform); 0 for no samples."""
+    if len(dataset) == 0:
+        return 0
+    return sample_nbytes(dataset[(0, seed)])  # the (index, seed) items that SeededSampler yields
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int | str,
-                drop_last: bool = False, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """A DataLoader with a seeded (and, under DDP, rank-sharded) sampler and sensible worker settings."""
+                drop_last: bool = False, pin_memory: bool | None = None,
+                device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
+                sample_bytes: int | None = None, prefetch_factor: int | None = None) -> DataLoader:
+    """A DataLoader with a seeded (and, under DDP, rank-sharded) sampler and settings that fit the machine.
+
+    Workers, pinned memory, prefetching and persistent workers come from `shm.loader_settings`: memory is
+    pinned only when batches go to a CUDA device, and when the batches that the workers would queue in
+    /dev/shm do not fit there, prefetch_factor and then num_workers are lowered (a warning names the
+    numbers and the settings to change). Pinned batches let the trainer's `.to(device, non_blocking=True)`
+    overlap the copy to the GPU with compute.
+
+    Args:
+        device: where the batches go; None takes CUDA when `pin_memory` is True (the older way to say it).
+        pin_memory: False never pins; None or True pin when `device` is CUDA and CUDA is available.
+        sample_bytes: bytes of one transformed sample; None measures the first sample, and only where
+            workers will put batches in a /dev/shm that can be checked.
+        prefetch_factor: batches in flight per worker; None chooses by batch size.
+    """
     workers = resolve_workers(num_workers)
+    if device is None:
+        device = "cuda" if pin_memory else "cpu"
+    if sample_bytes is None:
+        checked = workers > 0 and shm.shm_free_bytes() is not None
+        sample_bytes = _measured_sample_bytes(dataset, seed) if checked else 0
+    settings = shm.loader_settings(sample_bytes, batch_size, workers, device, prefetch_factor)
+    if pin_memory is False:
+        settings["pin_memory"] = False
+    log.debug("loader: batch %d, %d-byte samples, %s", batch_size, sample_bytes, settings)
     sampler = SeededSampler(len(dataset), shuffle, seed, rank, world_size, even=shuffle)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory, drop_last=drop_last,
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **settings)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import torch
 
-from medzoo.datasets.base import resolve_workers
-
 log = logging.getLogger(__name__)
 
 SHM_PATH = Path("/dev/shm")
@@ -27,6 +25,13 @@ SHM_FRACTION = 0.8
 # read times. Larger ones get PREFETCH_LARGE (torch's default): each takes long enough to hide the next.
 SMALL_BATCH_BYTES = 64 * 2**20
 PREFETCH_SMALL, PREFETCH_LARGE = 4, 2
+
+
+def resolve_workers(num_workers: int | str) -> int:
+    """`auto`: leave one core to the training process, at most 8 workers."""
+    if num_workers == "auto":
+        return max(0, min(8, (os.cpu_count() or 1) - 1))
+    return int(num_workers)
 
 
 def shm_free_bytes(path: Path = SHM_PATH) -> int | None:

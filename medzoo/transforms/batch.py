@@ -267,7 +267,7 @@ class RandomResizedCrop(BatchTransform, mc.RandomResizedCrop):
 
 
 class Normalize(BatchTransform, mc.Normalize):
-    """Per-channel (x - mean * max_pixel_value) / (std * max_pixel_value), or a per-image z-score."""
+    """Per-channel (x - mean * max_pixel_value) / (std * max_pixel_value), a per-image z-score or min-max."""
 
     def apply(self, x: torch.Tensor, params: BatchParams, max_value: float | None = None) -> torch.Tensor:
         xf = _float(x)
@@ -276,6 +276,12 @@ class Normalize(BatchTransform, mc.Normalize):
             scale, shift = (torch.as_tensor(v, device=xf.device, dtype=xf.dtype)
                             for v in self.scale_shift(xf.shape[1], mpv))
             out = torch.addcmul(shift, xf, scale)
+        elif self.normalization == "min_max":
+            low, high = torch.aminmax(xf.flatten(1), dim=1)
+            span = (high - low).view(-1, 1, 1, 1)
+            # a constant image becomes 0, as on the CPU (and in MONAI's ScaleIntensity)
+            scale = torch.where(span > 0, 1.0 / span, torch.zeros_like(span))
+            out = (xf - low.view(-1, 1, 1, 1)) * scale
         else:
             dims = (2, 3) if self.normalization == "image_per_channel" else (1, 2, 3)
             std, mean = torch.std_mean(xf, dim=dims, correction=0, keepdim=True)
@@ -316,7 +322,11 @@ class BrightnessContrast(BatchTransform, mc.BrightnessContrast):
 
 
 class GaussianNoise(BatchTransform, mc.GaussianNoise):
-    """clip(x + max_value * (mean + std * N(0, 1)), 0, max_value), the noise drawn on the batch's device."""
+    """clip(x + max_value * (mean + std * N(0, 1)), 0, max_value), the noise drawn on the batch's device.
+
+    With `clip=False` the noise is added unclipped (MONAI's RandGaussianNoise). On a GPU this is the cheap
+    place for noise: the loader's workers then hand over the stack without it.
+    """
 
     def sample_batch(self, generator: torch.Generator, shape: tuple[int, ...]) -> BatchParams:
         """Per-sample mean/std and a seed for the device noise; params["noise"] replays given noise."""
@@ -332,7 +342,9 @@ class GaussianNoise(BatchTransform, mc.GaussianNoise):
             shape = (xf.shape[0], *self.noise_shape(tuple(xf.shape[1:])))
             noise = torch.randn(shape, generator=device_generator, device=xf.device, dtype=xf.dtype)
         noise = noise.to(xf.device, xf.dtype)
-        out = (xf + (noise * _column(params["std"], xf) + _column(params["mean"], xf)) * top).clamp(0.0, top)
+        out = xf + (noise * _column(params["std"], xf) + _column(params["mean"], xf)) * top
+        if self.clip:
+            out = out.clamp(0.0, top)
         return _select(params["apply"], out, xf)
 
 

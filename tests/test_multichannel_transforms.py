@@ -392,3 +392,14 @@ def test_stack_2d5_config_is_monai_reference_augmentation():
     out = per_batch(torch.from_numpy(np.stack([stack] * 40))).numpy()
     noise = [min(float((sample - c).std()) for c in candidates) for sample in out]
     assert out.dtype == np.float32 and max(noise) <= 0.1 * 1.05 and 0.03 < float(np.mean(noise)) < 0.07
+
+
+def test_random_resized_crop_falls_back_to_the_central_crop_on_both_paths():
+    # A 4 x 40 strip with ratio ~1 and the whole area asked for: no try can fit, so the largest central crop
+    # with an allowed ratio is taken (4 x 4, centred), per sample and per batch alike.
+    cpu = mc.RandomResizedCrop(size=4, scale=(1.0, 1.0), ratio=(0.9, 1.1))
+    params = cpu.sample_params(np.random.default_rng(0), (1, 4, 40))
+    assert (params["y0"], params["x0"], params["h"], params["w"]) == (0, 18, 4, 4)
+    per_batch = bt.RandomResizedCrop(size=4, scale=(1.0, 1.0), ratio=(0.9, 1.1))
+    drawn = per_batch.sample_params(torch.Generator().manual_seed(0), (3, 1, 4, 40))
+    assert drawn["y0"].tolist() == [0] * 3 and drawn["x0"].tolist() == [18] * 3

@@ -243,13 +243,7 @@ class RandomResizedCrop(BatchTransform, mc.RandomResizedCrop):
         w, h, starts = w[pick, first], h[pick, first], starts[pick, first]
         y0 = torch.floor((height - h + 1) * starts[:, 0])
         x0 = torch.floor((width - w + 1) * starts[:, 1])
-        # fallback when no try fits: the largest central crop with an allowed ratio
-        if width / height < self.ratio[0]:
-            fw, fh = width, round(width / self.ratio[0])
-        elif width / height > self.ratio[1]:
-            fw, fh = round(height * self.ratio[1]), height
-        else:
-            fw, fh = width, height
+        fw, fh = self.fallback_size(height, width)  # when no try fits
         found = valid.any(dim=1)
         return {"y0": torch.where(found, y0, float((height - fh) // 2)).long(),
                 "x0": torch.where(found, x0, float((width - fw) // 2)).long(),

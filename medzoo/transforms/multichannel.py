@@ -425,14 +425,17 @@ class RandomResizedCrop(Transform):
                 y0 = int((height - h + 1) * rng.random())
                 x0 = int((width - w + 1) * rng.random())
                 return {"y0": y0, "x0": x0, "h": h, "w": w}
-        # Fallback: the largest central crop whose ratio is in range, as torchvision does.
-        if width / height < self.ratio[0]:
-            w, h = width, round(width / self.ratio[0])
-        elif width / height > self.ratio[1]:
-            w, h = round(height * self.ratio[1]), height
-        else:
-            w, h = width, height
+        w, h = self.fallback_size(height, width)
         return {"y0": (height - h) // 2, "x0": (width - w) // 2, "h": h, "w": w}
+
+    def fallback_size(self, height: int, width: int) -> tuple[int, int]:
+        """(w, h) of the crop used when no try fits: the largest central crop whose ratio is in range, as
+        torchvision does."""
+        if width / height < self.ratio[0]:
+            return width, round(width / self.ratio[0])
+        if width / height > self.ratio[1]:
+            return round(height * self.ratio[1]), height
+        return width, height
 
     def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
               inplace: bool = False) -> np.ndarray:

@@ -607,3 +607,45 @@ def test_header_claiming_a_huge_array_is_refused_before_anything_is_allocated(tm
     tifffile.imwrite(tmp_path / "zeros.tif", np.zeros((2, 40, 40), np.uint8), compression="zlib")
     with pytest.raises(DataError, match=r"zeros\.tif: the header claims series shape \(2, 40, 40\)"):
         read_volume(tmp_path / "zeros.tif")
+
+
+@pytest.mark.parametrize("allocated, stored, signed, implicit", [
+    (16, 16, 1, False), (16, 12, 1, False), (16, 12, 0, False), (16, 12, 1, True),
+    (8, 8, 0, False), (8, 7, 1, True), (32, 32, 1, False), (32, 20, 0, True),
+])
+def test_uncompressed_pixels_read_straight_from_the_bytes_match_pydicom(tmp_path, allocated, stored, signed,
+                                                                        implicit):
+    """The fast path (no pydicom pixel handler) masks unused bits or sign-extends into them as pydicom does."""
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{allocated // 8}")
+    rng = np.random.default_rng(allocated + stored)
+    folder = tmp_path / "series"
+    paths = write_series(folder, volume_i16((3, 5, 7)))["paths"]  # in slice order
+    expected = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        raw = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, (5, 7), dtype=dtype, endpoint=True)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = allocated, stored, stored - 1, signed
+        ds.PixelData = raw.tobytes()  # every unused high bit set at random: the masking must show
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+        expected.append(pydicom.dcmread(path).pixel_array)
+    volume = read_volume(folder)
+    assert volume.array.dtype == expected[0].dtype
+    np.testing.assert_array_equal(volume.array[0], np.stack(expected))
+    if stored < allocated:  # the draw touched the unused bits, so pydicom's correction changed values
+        assert not np.array_equal(np.stack(expected), np.stack([np.frombuffer(pydicom.dcmread(p).PixelData, dtype, 35)
+                                                                .reshape(5, 7) for p in paths]))
+
+
+def test_uncompressed_series_never_calls_pydicom_pixel_handlers(tmp_path, monkeypatch):
+    volume = volume_i16((4, 6, 5), seed=2)
+    write_series(tmp_path / "series", volume)
+
+    def refuse(self):
+        raise AssertionError("pixel_array called on an uncompressed little-endian file")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(refuse))
+    np.testing.assert_array_equal(read_volume(tmp_path / "series").array[0], volume)

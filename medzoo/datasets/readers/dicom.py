@@ -8,7 +8,11 @@ RAS+ axis code each output axis grows towards: the same conventions as the NIfTI
 left in acquisition order (not reoriented). RescaleSlope/RescaleIntercept are applied: the result is float32
 when any slice has a slope other than 1 or an intercept other than 0, and the stored integer type otherwise.
 
-Each file is read once: its header and pixel data come from the same read. Files that are not DICOM (a
+Each file is read once: its header and pixel data come from the same read. A series repeats most header
+values in every file, so each distinct raw value of a tag is converted once per read (`_TagValues`), and
+uncompressed little-endian pixels are viewed straight from the file's bytes, with pydicom's unused-bit
+masking and sign extension done once on the stacked volume; other transfer syntaxes go through
+`Dataset.pixel_array`. Files that are not DICOM (a
 README, a checksum list) are skipped and listed in `meta["skipped"]`; an empty file, a `.dcm` file that is
 not DICOM, a damaged file, or an image file that lacks Rows/Columns, PixelData or (in a folder of several
 files) SeriesInstanceUID is a DataError naming the file, so that a series never comes back silently shorter.
@@ -25,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from nibabel.orientations import aff2axcodes
+from pydicom.dataelem import RawDataElement
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
@@ -44,6 +50,66 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 # Tags of the image pixel and image plane modules: a file holding any of them is an image, even when cut short.
 IMAGE_TAGS = ("PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "PixelSpacing", "ImagePositionPatient",
               "ImageOrientationPatient")
+# Transfer syntaxes whose pixel data is the plain little-endian array (no compression, no deflate).
+NATIVE_LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+PIXEL_DATA = 0x7FE00010
+NATIVE_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
+
+
+@dataclass(frozen=True)
+class _NativeFormat:
+    """How to view uncompressed little-endian pixel data as an array without pydicom's pixel handlers."""
+
+    dtype: str
+    bits_stored: int
+
+    def view(self, data: bytes, rows: int, cols: int) -> np.ndarray:
+        """The pixels as pydicom decodes them: unused high bits masked off, or the sign extended into them."""
+        pixels = np.frombuffer(data, self.dtype, count=rows * cols).reshape(rows, cols)
+        spare = pixels.dtype.itemsize * 8 - self.bits_stored
+        if not spare:
+            return pixels  # a read-only view of the file's bytes: copied once, into the volume
+        pixels = pixels.copy()
+        if pixels.dtype.kind == "i":  # arithmetic shifts carry bit `bits_stored - 1` into the unused bits
+            np.left_shift(pixels, spare, out=pixels)
+            np.right_shift(pixels, spare, out=pixels)
+        else:
+            np.bitwise_and(pixels, (1 << self.bits_stored) - 1, out=pixels)
+        return pixels
+
+
+class _TagValues:
+    """Tag values of the files of one read, each distinct raw value converted once.
+
+    Converting a raw element (parsing 'DS' strings, decoding text) costs more than reading the file, and the
+    files of a series repeat most values, so a value is looked up by its raw bytes and encoding first.
+    """
+
+    def __init__(self):
+        self._converted: dict[tuple, object] = {}
+        self._tags: dict[str, int] = {}
+
+    def get(self, ds: Dataset, name: str, encoding: tuple):
+        """The value of tag `name` in `ds` (None when absent); `encoding` is the file's (encoding, charset)."""
+        tag = self._tags.get(name)
+        if tag is None:
+            tag = self._tags[name] = tag_for_keyword(name)
+        element = ds.get_item(tag)
+        if element is None:
+            return None
+        if not isinstance(element, RawDataElement):
+            return element.value
+        key = (tag, element.VR, element.value, encoding)
+        value = self._converted.get(key, self)  # `self` marks a miss: None can be a converted value
+        if value is self:
+            value = self._converted[key] = ds[tag].value
+        return value
+
+    @staticmethod
+    def encoding(ds: Dataset) -> tuple:
+        """What besides the raw bytes decides a converted value: byte order, VR style and character set."""
+        charset = ds.original_character_set
+        return ds.original_encoding, charset if isinstance(charset, str) else tuple(charset)
 
 
 @dataclass
@@ -64,6 +130,7 @@ class _Slice:
     description: str
     modality: str
     transfer_syntax: str
+    native: _NativeFormat | None  # set when the pixels can be viewed straight from the bytes
     dataset: Dataset | None  # released once its pixels are decoded
 
 
@@ -92,29 +159,39 @@ def _read_file(path: Path, force: bool) -> Dataset | str:
                         "Remove the file from the series folder or replace it.") from exc
 
 
-def _tag(ds: Dataset, name: str, path: Path):
-    """The value of tag `name`, None when absent; a DataError naming the file and tag when it is unreadable."""
-    try:
-        value = ds.get(name)
-    except Exception as exc:  # values are decoded lazily, so corrupt bytes surface here
-        raise DataError(f"{path}: DICOM tag {name} is unreadable ({type(exc).__name__}: {exc}); the file is "
-                        "corrupt. Remove it from the series folder or replace it.") from exc
-    return None if value is None or value == "" else value
+@dataclass
+class _Header:
+    """One read file's dataset, with tag reads that name the file when a value is unreadable."""
 
+    ds: Dataset
+    path: Path
+    values: _TagValues
 
-def _number(ds: Dataset, name: str, path: Path, kind: type, default: float | None):
-    """Tag `name` as an int or float (`kind`), `default` when absent; a DataError when it is not a number."""
-    value = _tag(ds, name, path)
-    if value is None:
-        return default
-    try:
-        number = kind(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise DataError(f"{path}: DICOM tag {name} holds {value!r}, not a number; the file is corrupt. "
-                        "Remove it from the series folder or replace it.") from exc
-    if not np.isfinite(number):
-        raise DataError(f"{path}: DICOM tag {name} holds {value!r}, not a finite number.")
-    return number
+    def __post_init__(self):
+        self.encoding = _TagValues.encoding(self.ds)
+
+    def tag(self, name: str):
+        """The value of tag `name`, None when absent or empty; a DataError when it is unreadable."""
+        try:
+            value = self.values.get(self.ds, name, self.encoding)
+        except Exception as exc:  # values are decoded lazily, so corrupt bytes surface here
+            raise DataError(f"{self.path}: DICOM tag {name} is unreadable ({type(exc).__name__}: {exc}); the file "
+                            "is corrupt. Remove it from the series folder or replace it.") from exc
+        return None if value is None or value == "" else value
+
+    def number(self, name: str, kind: type, default: float | None):
+        """Tag `name` as an int or float (`kind`), `default` when absent; a DataError when it is not a number."""
+        value = self.tag(name)
+        if value is None:
+            return default
+        try:
+            number = kind(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise DataError(f"{self.path}: DICOM tag {name} holds {value!r}, not a number; the file is corrupt. "
+                            "Remove it from the series folder or replace it.") from exc
+        if not np.isfinite(number):
+            raise DataError(f"{self.path}: DICOM tag {name} holds {value!r}, not a finite number.")
+        return number
 
 
 def _non_image_class(ds: Dataset) -> str | None:
@@ -131,15 +208,16 @@ def _non_image_class(ds: Dataset) -> str | None:
     return None
 
 
-def _image_size(ds: Dataset, path: Path, force: bool) -> tuple[int, int, int] | str:
+def _image_size(header: _Header, force: bool) -> tuple[int, int, int] | str:
     """(rows, columns, samples), or why a file without them is skipped (a DICOMDIR, a report, ...).
 
     A file without Rows/Columns is skipped only when it is a known non-image object (or, with `force`, a stray
     file without a DICOM suffix); otherwise it is a slice cut short, and skipping it would shorten the volume.
     """
-    rows, cols = _number(ds, "Rows", path, int, None), _number(ds, "Columns", path, int, None)
+    ds, path = header.ds, header.path
+    rows, cols = header.number("Rows", int, None), header.number("Columns", int, None)
     if rows is not None and cols is not None:
-        return _check_size((rows, cols, _number(ds, "SamplesPerPixel", path, int, 1)), path)
+        return _check_size((rows, cols, header.number("SamplesPerPixel", int, 1)), path)
     has_pixels = any(name in ds for name in PIXEL_ELEMENTS)
     image_tags = [tag for tag in IMAGE_TAGS if tag in ds]
     if not has_pixels and not image_tags:
@@ -164,34 +242,55 @@ def _check_size(size: tuple[int, int, int], path: Path) -> tuple[int, int, int]:
     return size
 
 
-def _slice(ds: Dataset, path: Path, force: bool) -> _Slice | str:
+def _native_format(header: _Header, transfer: UID | None, shape: tuple[int, int, int]) -> _NativeFormat | None:
+    """The plain array layout of the pixel data when the file is uncompressed little-endian single-sample data
+    of a size that matches the header; None to leave decoding (and its checks and errors) to pydicom."""
+    if transfer not in NATIVE_LITTLE_ENDIAN or shape[2] != 1 or "PixelData" not in header.ds:
+        return None
+    allocated, stored = header.number("BitsAllocated", int, None), header.number("BitsStored", int, None)
+    dtype = NATIVE_DTYPES.get((allocated, header.number("PixelRepresentation", int, None)))
+    if dtype is None or stored is None or not 0 < stored <= allocated \
+            or header.number("HighBit", int, stored - 1) != stored - 1:
+        return None
+    try:
+        length = len(header.ds.get_item(PIXEL_DATA).value)
+    except Exception:  # a corrupt element: left to pydicom's decoder, whose error `_pixels` reports
+        return None
+    expected = shape[0] * shape[1] * allocated // 8
+    if length != expected and length != expected + expected % 2:  # odd lengths are padded to even
+        return None
+    return _NativeFormat(dtype, stored)
+
+
+def _slice(header: _Header, force: bool) -> _Slice | str:
     """The facts of one read file, or the reason it is skipped (not an image)."""
-    shape = _image_size(ds, path, force)
+    shape = _image_size(header, force)
     if isinstance(shape, str):
         return shape
-    spacing = _tag(ds, "PixelSpacing", path) or _tag(ds, "ImagerPixelSpacing", path)
+    spacing = header.tag("PixelSpacing") or header.tag("ImagerPixelSpacing")
     spacing = _floats(spacing, 2) if spacing is not None else None
-    transfer = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    series_uid = _tag(ds, "SeriesInstanceUID", path)
+    transfer = getattr(getattr(header.ds, "file_meta", None), "TransferSyntaxUID", None)
+    series_uid = header.tag("SeriesInstanceUID")
     return _Slice(
-        path=path, series_uid=None if series_uid is None else str(series_uid), shape=shape,
-        frames=_number(ds, "NumberOfFrames", path, int, 1) or 1,
-        orientation=_floats(_tag(ds, "ImageOrientationPatient", path) or [], 6),
-        position=_floats(_tag(ds, "ImagePositionPatient", path) or [], 3),
-        instance=_number(ds, "InstanceNumber", path, int, None),
-        slope=_number(ds, "RescaleSlope", path, float, 1.0) or 1.0,
-        intercept=_number(ds, "RescaleIntercept", path, float, 0.0),
+        path=header.path, series_uid=None if series_uid is None else str(series_uid), shape=shape,
+        frames=header.number("NumberOfFrames", int, 1) or 1,
+        orientation=_floats(header.tag("ImageOrientationPatient") or [], 6),
+        position=_floats(header.tag("ImagePositionPatient") or [], 3),
+        instance=header.number("InstanceNumber", int, None),
+        slope=header.number("RescaleSlope", float, 1.0) or 1.0,
+        intercept=header.number("RescaleIntercept", float, 0.0),
         pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
-        series_number=str(_tag(ds, "SeriesNumber", path) or ""),
-        description=str(_tag(ds, "SeriesDescription", path) or ""),
-        modality=str(_tag(ds, "Modality", path) or ""),
-        transfer_syntax=getattr(transfer, "name", None) or "unknown", dataset=ds)
+        series_number=str(header.tag("SeriesNumber") or ""),
+        description=str(header.tag("SeriesDescription") or ""),
+        modality=str(header.tag("Modality") or ""),
+        transfer_syntax=getattr(transfer, "name", None) or "unknown",
+        native=_native_format(header, transfer, shape), dataset=header.ds)
 
 
 def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
     """Read every file of the folder (or the one file) once; non-DICOM files are listed by skip reason."""
     files = [path] if path.is_file() else sorted(path.iterdir())
-    slices, skipped = [], {}
+    slices, skipped, values = [], {}, _TagValues()
     for file in files:
         if file.is_dir():
             skipped.setdefault("subfolder (not searched)", []).append(file.name)
@@ -201,7 +300,7 @@ def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
             continue
         found = _read_file(file, force)
         if not isinstance(found, str):
-            found = _slice(found, file, force)
+            found = _slice(_Header(found, file, values), force)
         if isinstance(found, str):
             skipped.setdefault(found, []).append(file.name)
         else:
@@ -309,7 +408,10 @@ def _pixels(item: _Slice) -> np.ndarray:
     if not any(name in ds for name in PIXEL_ELEMENTS):
         raise DataError(f"{item.path}: the file has an image header but no pixel data (no PixelData element). "
                         "Remove it from the series folder or replace it.")
+    rows, cols, samples = item.shape
     try:
+        if item.native is not None:
+            return item.native.view(ds[PIXEL_DATA].value, rows, cols)
         pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError, ImportError) as exc:
         raise DataError(f"{item.path}: cannot decode transfer syntax '{item.transfer_syntax}' ({exc}). Install "
@@ -318,7 +420,6 @@ def _pixels(item: _Slice) -> np.ndarray:
     except Exception as exc:  # corrupt bytes or group 0028 tags surface as many types inside pydicom
         raise DataError(f"{item.path}: pixel data is truncated or corrupt, or disagrees with the pixel "
                         f"description tags ({type(exc).__name__}: {exc}). Replace the file.") from exc
-    rows, cols, samples = item.shape
     expected = (rows, cols) if samples == 1 else (rows, cols, samples)
     if pixels.shape != expected:
         raise DataError(f"{item.path}: decoded pixel array has shape {pixels.shape}, header says {expected}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import gzip
 import io
 import shutil
@@ -649,3 +650,18 @@ def test_uncompressed_series_never_calls_pydicom_pixel_handlers(tmp_path, monkey
 
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(refuse))
     np.testing.assert_array_equal(read_volume(tmp_path / "series").array[0], volume)
+
+
+def test_dicom_folder_lists_subfolders_links_and_pipes_it_did_not_read(tmp_path):
+    volume = volume_i16((3, 4, 4), seed=3)
+    write_series(tmp_path / "series", volume)
+    (tmp_path / "series" / "extra").mkdir()
+    (tmp_path / "series" / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "series" / "pipe.dcm")  # reading it would block forever
+    out = read_volume(tmp_path / "series")
+    np.testing.assert_array_equal(out.array[0], volume)
+    assert out.meta["skipped"]["subfolder (not searched)"] == 1
+    odd = out.meta["skipped"]["not a regular file (pipe, socket or broken link)"]
+    assert odd == (2 if hasattr(os, "mkfifo") else 1)
+    assert {"extra", "gone.dcm"} <= set(out.meta["skipped_files"])

@@ -21,6 +21,7 @@ files) SeriesInstanceUID is a DataError naming the file, so that a series never 
 from __future__ import annotations
 
 import logging
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -142,9 +143,9 @@ def _floats(value, count: int) -> np.ndarray | None:
     return array if array.shape == (count,) and np.isfinite(array).all() else None
 
 
-def _read_file(path: Path, force: bool) -> Dataset | str:
+def _read_file(path: Path, size: int, force: bool) -> Dataset | str:
     """The whole file, header and pixel data, in one read; or the reason a non-DICOM file is skipped."""
-    if path.stat().st_size == 0:
+    if size == 0:
         raise DataError(f"{path}: empty file (0 bytes) in a DICOM folder, a slice cut off by a failed copy or "
                         "download. Restore the file or remove it from the folder.")
     try:
@@ -289,16 +290,20 @@ def _slice(header: _Header, force: bool) -> _Slice | str:
 
 def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
     """Read every file of the folder (or the one file) once; non-DICOM files are listed by skip reason."""
-    files = [path] if path.is_file() else sorted(path.iterdir())
+    files = [path] if path.is_file() else sorted(path.iterdir(), key=lambda file: file.name)
     slices, skipped, values = [], {}, _TagValues()
     for file in files:
-        if file.is_dir():
+        try:
+            info = file.stat()  # one call for the type and the size (links followed)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISDIR(info.st_mode):
             skipped.setdefault("subfolder (not searched)", []).append(file.name)
             continue
-        if not file.is_file():  # a FIFO or socket would block the read; a dangling link has nothing to read
+        if info is None or not stat.S_ISREG(info.st_mode):  # a FIFO would block the read; a dangling link
             skipped.setdefault("not a regular file (pipe, socket or broken link)", []).append(file.name)
             continue
-        found = _read_file(file, force)
+        found = _read_file(file, info.st_size, force)
         if not isinstance(found, str):
             found = _slice(_Header(found, file, values), force)
         if isinstance(found, str):

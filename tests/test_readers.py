@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import gzip
 import io
+import os
 import shutil
 import sys
 import warnings

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from nibabel.orientations import aff2axcodes
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian

@@ -665,3 +665,19 @@ def test_dicom_folder_lists_subfolders_links_and_pipes_it_did_not_read(tmp_path)
     odd = out.meta["skipped"]["not a regular file (pipe, socket or broken link)"]
     assert odd == (2 if hasattr(os, "mkfifo") else 1)
     assert {"extra", "gone.dcm"} <= set(out.meta["skipped_files"])
+
+
+def test_series_the_test_compresses_with_rle_reads_like_the_uncompressed_one(tmp_path):
+    """pydicom encodes RLE Lossless itself: the test writes a compressed series, the reader decodes it."""
+    from pydicom.uid import RLELossless
+
+    volume = volume_i16((4, 6, 5), seed=4)
+    written = write_series(tmp_path / "series", volume)
+    for path in written["paths"]:
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        ds.save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(written["paths"][0]).file_meta.TransferSyntaxUID == RLELossless
+    out = read_volume(tmp_path / "series")
+    np.testing.assert_array_equal(out.array[0], volume)
+    assert out.meta["transfer_syntaxes"] == ["RLE Lossless"]

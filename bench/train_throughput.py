@@ -6,7 +6,9 @@
 
 Data are synthetic uint8 samples held in memory and fed through medzoo's loader (seeded sampler, per-sample
 cast), so the figures measure the model step and the loader, not JPEG decoding. The `device` case holds the
-split on the device and augments each batch there (data.device_cache, the GPU recipe's path).
+split on the device and augments each batch there (data.device_cache, the GPU recipe's path); the
+`device_augment` case has the workers hand over the 1000-channel stacks as uint8 and augments each batch
+on the device (data.device_augment: flip, rot90, min-max, noise, as `transforms=stack_2d5_aug`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from plain_loop import plain_epoch, sync
 from medzoo.datasets.base import ArrayDataset, make_loader
 from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.card import versions
-from medzoo.engine.device_data import DeviceResidentLoader
+from medzoo.engine.device_data import DeviceAugmentedLoader, DeviceResidentLoader
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device
@@ -46,15 +48,24 @@ class Case:
     size: int
     channels: int
     batch: int
-    loader: str = "workers"  # workers: CPU DataLoader; device: split held on the device, augmented per batch there
+    loader: str = "workers"  # workers: CPU DataLoader; device: split held on the device, augmented per batch there;
+    # device_augment: CPU DataLoader of stored uint8 samples, augmented per batch on the device
 
 
 GPU_CASES = [Case("resnet18", 2, 224, 3, 256), Case("resnet50", 2, 224, 3, 256), Case("resnet18", 3, 64, 1, 32),
              Case("resnet18", 3, 96, 1, 16), Case("resnet18", 2, 256, 1000, 32),
-             Case("resnet18", 2, 224, 1, 256, loader="device")]
+             Case("resnet18", 2, 224, 1, 256, loader="device"),
+             Case("resnet18", 2, 256, 1000, 32, loader="device_augment")]
 CPU_CASES = [Case("resnet18", 2, 224, 3, 16), Case("resnet50", 2, 224, 3, 8), Case("resnet18", 3, 64, 1, 4),
              Case("resnet18", 3, 96, 1, 2), Case("resnet18", 2, 256, 1000, 4),
-             Case("resnet18", 2, 224, 1, 16, loader="device")]
+             Case("resnet18", 2, 224, 1, 16, loader="device"),
+             Case("resnet18", 2, 256, 1000, 4, loader="device_augment")]
+
+
+def stack_augmentation() -> Compose:
+    """`transforms=stack_2d5_aug`'s per-batch steps: flip, rot90, min-max to [0, 1], unclipped noise."""
+    return Compose([batch.HorizontalFlip(p=0.5), batch.RandomRotate90(p=0.5), batch.Normalize(normalization="min_max"),
+                    batch.GaussianNoise(std_range=(0.0, 0.1), max_value=1.0, clip=False, p=1.0)])
 
 
 def device_augmentation() -> Compose:
@@ -90,8 +101,10 @@ def make_data(case: Case, steps: int, workers: int, device: torch.device):
                         rng.integers(0, 4, pool), [str(i) for i in range(pool)])
     if case.loader == "device":
         return DeviceResidentLoader(split, device_augmentation(), case.batch, seed=0, device=device)
-    return make_loader(Cycled(ArrayDataset(split, None), count), case.batch, shuffle=True, seed=0,
-                       num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
+    stored = case.loader == "device_augment"
+    loader = make_loader(Cycled(ArrayDataset(split, None, keep_dtype=stored), count), case.batch, shuffle=True,
+                         seed=0, num_workers=workers, drop_last=True, pin_memory=device.type == "cuda")
+    return DeviceAugmentedLoader(loader, stack_augmentation(), seed=0, device=device) if stored else loader
 
 
 def build(case: Case, device: torch.device, channels_last: bool):
@@ -161,7 +174,7 @@ def main() -> None:
                    "compile": compile_model, "images_per_s": engine, "plain_images_per_s": plain,
                    "data_wait_fraction": wait, "engine_vs_plain": engine / plain, "peak_mem_gb": peak}
             results.append(row)
-            print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} {case.loader:<7} "
+            print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} {case.loader:<14} "
                   f"cl={channels_last!s:<5} "
                   f"compile={compile_model!s:<5} {engine:9.1f} img/s  plain {plain:9.1f}  ratio {engine / plain:.3f}  "
                   f"wait {wait:.3f}" + (f"  peak {peak:.1f} GB" if peak is not None else ""), flush=True)

@@ -1,4 +1,5 @@
-"""A training split held on the device and augmented per batch there (data.device_cache)."""
+"""Training batches augmented per batch on the device: from a split held there (data.device_cache) or
+from CPU workers that hand over the samples as stored (data.device_augment)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,15 @@ import torch
 from omegaconf import OmegaConf
 
 import medzoo as medzoo_package
-from medzoo.datasets.base import DataSplits
+from medzoo.datasets.base import ArrayDataset, DataSplits, make_loader
 from medzoo.datasets.cache import CachedSplit
-from medzoo.engine.device_data import DeviceResidentLoader, wants_device_cache
+from medzoo.engine.device_data import (
+    DeviceAugmentedLoader,
+    DeviceResidentLoader,
+    batch_seed,
+    wants_device_augment,
+    wants_device_cache,
+)
 from medzoo.engine.loaders import build_loaders
 from medzoo.errors import ConfigError
 from medzoo.transforms import batch
@@ -96,3 +103,61 @@ def test_a_recipe_trains_with_its_split_on_the_device(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
     assert "augmentation per batch there" in (tmp_path / "run" / "cli.log").read_text()
+
+
+def augmented(workers: int, seed: int = 0) -> DeviceAugmentedLoader:
+    raw = make_loader(ArrayDataset(split(), None, keep_dtype=True), 4, shuffle=True, seed=seed, num_workers=workers)
+    return DeviceAugmentedLoader(raw, augment(), seed=seed, device=CPU)
+
+
+def test_workers_hand_over_samples_as_stored_and_each_batch_is_augmented_by_its_step_seed():
+    loader = augmented(workers=0)
+    raw = loader.loader
+    raw.sampler.set_epoch(2)
+    stored = list(raw)
+    assert stored[0][0].dtype == torch.uint8  # a quarter of float32's bytes cross to the device
+    out = epoch(loader, 2)
+    assert len(out) == len(loader) == 3
+    for step, ((images, labels), (plain, plain_labels)) in enumerate(zip(out, stored, strict=True)):
+        reference = augment()
+        reference.set_seed(batch_seed(0, 2, 0, step))
+        assert torch.equal(images, reference(plain)) and torch.equal(labels, plain_labels)
+        assert images.dtype == torch.float32 and images.mean(dim=(1, 2, 3)).abs().max() < 1e-3
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(out, epoch(loader, 3), strict=True))
+
+
+def test_device_augmented_batches_do_not_depend_on_the_worker_count():
+    """Resume and reruns stay exact: the augmentation depends on (seed, epoch, step), not on who loaded."""
+    inline, workers = epoch(augmented(workers=0), 1), epoch(augmented(workers=2), 1)
+    assert all(torch.equal(a, b) and torch.equal(x, y) for (a, x), (b, y) in zip(inline, workers, strict=True))
+
+
+def test_device_augment_switch():
+    assert wants_device_augment(True, CPU) and not wants_device_augment(False, CPU)
+    assert not wants_device_augment("auto", CPU)  # auto: only when batches go to a CUDA device
+    assert wants_device_augment("auto", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="data.device_augment must be true, false or auto"):
+        wants_device_augment("on", CPU)
+    with pytest.raises(ConfigError, match="data.device_augment needs per-batch transforms"):
+        DeviceAugmentedLoader(augmented(0).loader, batch.Compose([]), seed=0, device=CPU)
+
+
+def test_build_loaders_augments_on_the_device_when_asked():
+    config = Path(medzoo_package.__file__).parent / "conf" / "transforms" / "stack_2d5_aug.yaml"
+    spec = TransformSpec.from_config(OmegaConf.load(config))
+    splits = DataSplits(split(), split(4), split(4), ["a", "b", "c"])
+    data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "device_augment": True})
+    train = build_loaders(splits, spec, data, seed=0, device=CPU).train
+    assert isinstance(train, DeviceAugmentedLoader)
+    images, _ = next(iter(train))
+    assert images.dtype == torch.float32 and float(images.min()) < 0.2 and float(images.max()) > 0.8  # min-max ran
+    data.device_augment = False
+    assert isinstance(build_loaders(splits, spec, data, seed=0, device=CPU).train, torch.utils.data.DataLoader)
+
+
+def test_a_recipe_trains_with_its_augmentation_on_the_device(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class_train=6, per_class_test=2)
+    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, "data.device_augment=true",
+           "trainer.max_epochs=1", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and 0.0 <= metrics["test"]["accuracy"] <= 1.0

@@ -49,10 +49,15 @@ class DataSplits:
 
 
 class ArrayDataset(Dataset):
-    """Samples from uint8 C x H x W arrays through a per-sample transform; no decoding after the cache."""
+    """Samples from uint8 C x H x W arrays through a per-sample transform; no decoding after the cache.
 
-    def __init__(self, split: CachedSplit, transform: Callable[[np.ndarray], np.ndarray] | None):
-        self.split, self.transform = split, transform
+    Without a transform a sample is float32, or, with `keep_dtype`, a copy as stored (for per-batch
+    transforms on the device, which then get a quarter of float32's bytes from uint8).
+    """
+
+    def __init__(self, split: CachedSplit, transform: Callable[[np.ndarray], np.ndarray] | None,
+                 keep_dtype: bool = False):
+        self.split, self.transform, self.keep_dtype = split, transform, keep_dtype
 
     def __len__(self) -> int:
         return len(self.split.labels)
@@ -65,7 +70,7 @@ class ArrayDataset(Dataset):
                 self.transform.set_seed(seed)
             image = self.transform(image)
         else:
-            image = image.astype(np.float32)
+            image = np.array(image) if self.keep_dtype else image.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.split.labels[index])
 
 

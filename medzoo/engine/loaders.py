@@ -9,14 +9,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from medzoo.datasets.base import ArrayDataset, DataSplits, make_loader
-from medzoo.engine.device_data import DeviceResidentLoader, wants_device_cache
+from medzoo.engine.device_data import (
+    DeviceAugmentedLoader,
+    DeviceResidentLoader,
+    wants_device_augment,
+    wants_device_cache,
+)
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo
 from medzoo.transforms.spec import TransformSpec
 
 
 @dataclass
 class Loaders:
-    train: DataLoader | DeviceResidentLoader
+    train: DataLoader | DeviceResidentLoader | DeviceAugmentedLoader
     val: DataLoader
     test: DataLoader
 
@@ -32,16 +37,25 @@ def eval_loader(splits: DataSplits, split: str, spec: TransformSpec, data_cfg: A
 
 def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: int, device: torch.device,
                   dist: DistInfo = SINGLE_PROCESS) -> Loaders:
-    """Shuffled, augmented training batches (held on the device with data.device_cache); ordered evaluation
-    batches for val and test."""
+    """Shuffled, augmented training batches; ordered evaluation batches for val and test.
+
+    Training batches are augmented per sample by CPU workers (`transforms.train`), or per batch on the
+    device (`transforms.batch_train`) from a split held there (data.device_cache) or from workers that hand
+    over the samples as stored (data.device_augment).
+    """
     batch = int(data_cfg.batch_size)  # per process: the global batch is batch x world size
     drop_last = len(splits.train.labels) // dist.world_size > batch
     if wants_device_cache(data_cfg.get("device_cache"), splits.train, device):
         train = DeviceResidentLoader(splits.train, spec.batch_pipeline(), batch, seed=seed, device=device,
                                      drop_last=drop_last, rank=dist.rank, world_size=dist.world_size)
     else:
-        train = make_loader(ArrayDataset(splits.train, spec.pipeline("train")), batch, shuffle=True, seed=seed,
-                            num_workers=data_cfg.get("num_workers", 0), drop_last=drop_last,
-                            pin_memory=device.type == "cuda", rank=dist.rank, world_size=dist.world_size)
+        on_device = wants_device_augment(data_cfg.get("device_augment"), device)
+        dataset = ArrayDataset(splits.train, None, keep_dtype=True) if on_device \
+            else ArrayDataset(splits.train, spec.pipeline("train"))
+        train = make_loader(dataset, batch, shuffle=True, seed=seed, num_workers=data_cfg.get("num_workers", 0),
+                            drop_last=drop_last, pin_memory=device.type == "cuda", rank=dist.rank,
+                            world_size=dist.world_size)
+        if on_device:
+            train = DeviceAugmentedLoader(train, spec.batch_pipeline(), seed=seed, device=device, rank=dist.rank)
     return Loaders(train, eval_loader(splits, "val", spec, data_cfg, device, dist),
                    eval_loader(splits, "test", spec, data_cfg, device, dist))

@@ -161,3 +161,14 @@ def test_a_recipe_trains_with_its_augmentation_on_the_device(tmp_path):
            "trainer.max_epochs=1", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: the batches would stay on the CPU")
+def test_device_augmented_batches_arrive_on_the_gpu_augmented_from_pinned_stored_samples():
+    raw = make_loader(ArrayDataset(split(), None, keep_dtype=True), 4, shuffle=True, seed=0, num_workers=1,
+                      device="cuda")
+    assert raw.pin_memory
+    loader = DeviceAugmentedLoader(raw, augment(), seed=0, device=torch.device("cuda"))
+    images, labels = next(iter(loader))
+    assert images.is_cuda and labels.is_cuda and images.dtype == torch.float32
+    assert images.mean(dim=(1, 2, 3)).abs().max() < 1e-3

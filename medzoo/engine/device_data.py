@@ -1,13 +1,14 @@
 """Training batches augmented on the device, one batch at a time, from a split held there or from a loader.
 
-`DeviceResidentLoader` (data.device_cache): small 2D sets fit in GPU memory many times over (the brain-tumour set at 224 px is about 150 MB as uint8), so an
-epoch need not wait for JPEG decoding, CPU augmentation, collate or host-to-device copies: the decoded,
-preprocessed uint8 images go to the device once, and each batch is an index gather plus the recipe's per-batch
-transforms (`medzoo.transforms.batch`, vectorised over the batch). The order and every batch's augmentation
-depend only on (seed, epoch, step), so resume stays exact; under DDP each rank takes its share of the order.
+`DeviceResidentLoader` (data.device_cache): small 2D sets fit in GPU memory many times over (the brain-tumour
+set at 224 px is about 150 MB as uint8), so an epoch need not wait for JPEG decoding, CPU augmentation,
+collate or host-to-device copies: the decoded, preprocessed uint8 images go to the device once, and each
+batch is an index gather plus the recipe's per-batch transforms (`medzoo.transforms.batch`, vectorised over
+the batch). The order and every batch's augmentation depend only on (seed, epoch, step), so resume stays
+exact; under DDP each rank takes its share of the order.
 
 `DeviceAugmentedLoader` (data.device_augment): for sets too large to hold there (slice stacks of hundreds of
-channels), CPU workers hand over the samples as stored (uint8, int16: a half or a quarter of float32's
+channels), CPU workers hand over the samples as stored (uint8 or int16: a quarter or a half of float32's
 bytes through /dev/shm and the bus), and each batch is augmented on the device after a non-blocking copy,
 with the same per-batch transforms and the same per-step seeds.
 """

@@ -10,9 +10,8 @@ when any slice has a slope other than 1 or an intercept other than 0, and the st
 
 Each file is read once: its header and pixel data come from the same read. A series repeats most header
 values in every file, so each distinct raw value of a tag is converted once per read (`_TagValues`), and
-uncompressed little-endian pixels are viewed straight from the file's bytes, with pydicom's unused-bit
-masking and sign extension done once on the stacked volume; other transfer syntaxes go through
-`Dataset.pixel_array`. Files that are not DICOM (a
+uncompressed little-endian pixels are viewed straight from the file's bytes (the reader masks unused high
+bits and extends signs as pydicom does); other transfer syntaxes go through `Dataset.pixel_array`. Files that are not DICOM (a
 README, a checksum list) are skipped and listed in `meta["skipped"]`; an empty file, a `.dcm` file that is
 not DICOM, a damaged file, or an image file that lacks Rows/Columns, PixelData or (in a folder of several
 files) SeriesInstanceUID is a DataError naming the file, so that a series never comes back silently shorter.
@@ -82,8 +81,9 @@ class _NativeFormat:
 class _TagValues:
     """Tag values of the files of one read, each distinct raw value converted once.
 
-    Converting a raw element (parsing 'DS' strings, decoding text) costs more than reading the file, and the
-    files of a series repeat most values, so a value is looked up by its raw bytes and encoding first.
+    Converting raw elements (parsing 'DS' strings, decoding text) took about half as long as parsing the
+    files themselves, and the files of a series repeat most values, so a value is looked up by its raw bytes
+    and encoding first.
     """
 
     def __init__(self):
@@ -110,7 +110,12 @@ class _TagValues:
     def encoding(ds: Dataset) -> tuple:
         """What besides the raw bytes decides a converted value: byte order, VR style and character set."""
         charset = ds.original_character_set
-        return ds.original_encoding, charset if isinstance(charset, str) else tuple(charset)
+        if not isinstance(charset, str):
+            try:
+                charset = tuple(charset)
+            except TypeError:  # an odd value from a damaged header: still a key, never an error here
+                charset = repr(charset)
+        return ds.original_encoding, charset
 
 
 @dataclass

@@ -96,14 +96,15 @@ def test_build_loaders_holds_the_training_split_when_asked():
     assert isinstance(build_loaders(splits, spec, data, seed=0, device=CPU).train, torch.utils.data.DataLoader)
 
 
-def test_a_recipe_trains_with_its_split_on_the_device(tmp_path):
+@pytest.mark.parametrize("setting, logged", [("device_cache", "augmentation per batch there"),
+                                             ("device_augment", "augmentation per batch on cpu")])
+def test_a_recipe_trains_with_its_augmentation_on_the_device(tmp_path, setting, logged):
     root = make_image_folder(tmp_path / "data", per_class_train=6, per_class_test=2)
-    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, "data.device_cache=true",
+    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, f"data.{setting}=true",
            "trainer.max_epochs=1", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
-    assert "augmentation per batch there" in (tmp_path / "run" / "cli.log").read_text()
-
+    assert logged in (tmp_path / "run" / "cli.log").read_text()
 
 def augmented(workers: int, seed: int = 0) -> DeviceAugmentedLoader:
     raw = make_loader(ArrayDataset(split(), None, keep_dtype=True), 4, shuffle=True, seed=seed, num_workers=workers)
@@ -153,14 +154,6 @@ def test_build_loaders_augments_on_the_device_when_asked():
     assert images.dtype == torch.float32 and float(images.min()) < 0.2 and float(images.max()) > 0.8  # min-max ran
     data.device_augment = False
     assert isinstance(build_loaders(splits, spec, data, seed=0, device=CPU).train, torch.utils.data.DataLoader)
-
-
-def test_a_recipe_trains_with_its_augmentation_on_the_device(tmp_path):
-    root = make_image_folder(tmp_path / "data", per_class_train=6, per_class_test=2)
-    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, "data.device_augment=true",
-           "trainer.max_epochs=1", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["epochs"] == 1 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU: the batches would stay on the CPU")

@@ -118,6 +118,8 @@ class DeviceAugmentedLoader:
         _check_transforms(transforms, "data.device_augment")
         self.loader, self.transforms, self.device, self.seed, self.rank = loader, transforms, device, seed, rank
         self.sampler, self.batch_size, self.num_workers = loader.sampler, loader.batch_size, loader.num_workers
+        log.info("training samples handed over as stored by %d worker(s); augmentation per batch on %s",
+                 self.num_workers, device)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -232,7 +232,7 @@ def _plant(root, tmp_path, kind: str) -> tuple[str, str]:
         (root / "Training" / "a" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
         return "Training/a/gone.jpg", "broken symlink"
     if not hasattr(os, "mkfifo"):
-        pytest.skip("named pipes need a POSIX system")
+        pytest.skip("named pipes need a POSIX system: os.mkfifo is missing here")
     os.mkfifo(root / "Training" / "a" / "pipe.jpg")  # reading it would block forever
     return "Training/a/pipe.jpg", "not a regular file"
 

@@ -4,8 +4,8 @@ The bench writes synthetic stacks (fixed seed) once into a temp folder as a prep
 .nii.gz, a DICOM series (one file per slice) and a multipage TIFF, then measures, side by side in one run:
 
 - memcpy: the same bytes copied from memory (one thread, and through the same DataLoader as the cache);
-- each format through medzoo's `make_loader` (its default workers, prefetch and /dev/shm check; seeded
-  sampler): read + canonical 2.5D layout (depth -> channels) + the 2.5D augmentations of
+- each format through medzoo's `make_loader` (its default workers, prefetch, /dev/shm check and batch ring;
+  seeded sampler): read + canonical 2.5D layout (depth -> channels) + the 2.5D augmentations of
   `medzoo/conf/transforms/stack_2d5_aug.yaml` (the list a recipe with `transforms=stack_2d5_aug` runs:
   flip, rotate90, min-max scaling to [0, 1], unclipped Gaussian noise with std ~ U(0, 0.1)) + collate;
 - MONAI's reference pipeline on the .nii files: LoadImage + EnsureChannelFirst + ScaleIntensity + RandFlip +
@@ -16,7 +16,7 @@ The bench writes synthetic stacks (fixed seed) once into a temp folder as a prep
 Ratios (JSON "ratios"): cache_vs_memcpy is a cache item read (np.load mmap + copy) against a copy of the same
 bytes from memory, both on one thread (the loader-level pair, which adds collate into shared memory, is in
 "extra_ratios"); cache_aug_vs_monai_pipeline compares samples/s of the two DataLoaders, timed in alternating
-epochs (medzoo, MONAI, medzoo without its noise step, medzoo, ...) so that other work on the machine weighs
+epochs (medzoo, MONAI, medzoo without its noise step, medzoo without its batch ring, medzoo, ...) so that other work on the machine weighs
 on all alike; the *_loadimage
 ratios are MONAI LoadImage's seconds per file over medzoo's reader's, the same files, one process. Loader
 rows also give the CPU seconds per sample of the training process and its workers together (Linux /proc),
@@ -344,10 +344,14 @@ def handover_rows(sample: np.ndarray) -> list[dict]:
     seconds, calls = best_rate(lambda: into_new_shm(torch.from_numpy(sample)), 2, 3)
     shared = row("float32 into new /dev/shm", seconds, calls, sample.nbytes,
                  "float32 sample stacked into a new shared-memory batch, as collate does in a worker")
+    slot = torch.empty((1, *sample.shape)).share_memory_()
+    seconds, calls = best_rate(lambda: torch.stack([torch.from_numpy(sample)], 0, out=slot), 2, 3)
+    reused = row("float32 into reused /dev/shm", seconds, calls, sample.nbytes,
+                 "the same stack into a shared slot written before (medzoo's batch ring)")
     seconds, calls = best_rate(lambda: into_new_memory(sample), 2, 3)
     private = row("float32 into new memory", seconds, calls, sample.nbytes,
                   "the same copy into new private memory (huge pages)")
-    return [shared, private]
+    return [shared, reused, private]
 
 
 def row(name: str, seconds: float, samples: int, sample_bytes: int, what: str,
@@ -382,6 +386,7 @@ def machine() -> dict:
 
 CACHE_AUG = "prepared cache + stack_2d5_aug (flip/rot90/min-max/noise) + collate"
 NO_NOISE = "cache + aug without noise"
+NEW_SEGMENTS = "cache + aug without batch ring"
 MONAI_AUG = "LoadImage+EnsureChannelFirst+ScaleIntensity+RandFlip+RandRotate90+RandGaussianNoise"
 
 
@@ -414,10 +419,11 @@ def run(args: argparse.Namespace) -> dict:
                     "PreparedDataset item, no transform: np.load(mmap) + copy"))
     rows += handover_rows(memory[0].astype(np.float32))
 
-    def loader_for(dataset: Dataset) -> DataLoader:
-        """medzoo's own loader, as the engine makes it (workers, prefetch, /dev/shm check), on the CPU."""
+    def loader_for(dataset: Dataset, batch_ring: bool | str = "auto") -> DataLoader:
+        """medzoo's own loader, as the engine makes it (workers, prefetch, /dev/shm check, batch ring), on
+        the CPU."""
         return make_loader(dataset, args.batch, shuffle=False, seed=SEED, num_workers=args.workers,
-                           device="cpu")
+                           device="cpu", batch_ring=batch_ring)
 
     def loader_row(name: str, dataset: Dataset, what: str, cheap: bool = False) -> dict:
         loader = loader_for(dataset)
@@ -436,17 +442,20 @@ def run(args: argparse.Namespace) -> dict:
     # settings, in alternating epochs.
     ours = loader_for(PreparedDataset(workdir / "cache", transform=augmentations()))
     without_noise = loader_for(PreparedDataset(workdir / "cache", transform=augmentations(noise=False)))
+    new_segments = loader_for(PreparedDataset(workdir / "cache", transform=augmentations()), batch_ring=False)
     settings = {key: getattr(ours, key) for key in LOADER_KEYS}
+    ring = getattr(ours, "ring", None)
     log(f"loader settings (medzoo's make_loader; MONAI gets the same): {settings}; {stacks} stacks of "
         f"{args.depth}x{args.size}x{args.size} int16, batch {args.batch}, {rounds} alternating round(s)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = monai_pipeline(paths["nii"], settings, args.batch)
-        pair = alternate({"cache + aug": ours, "MONAI pipeline nii": theirs, NO_NOISE: without_noise},
-                         rounds, round_warmup)
-    del ours, theirs, without_noise
+        pair = alternate({"cache + aug": ours, "MONAI pipeline nii": theirs, NO_NOISE: without_noise,
+                          NEW_SEGMENTS: new_segments}, rounds, round_warmup)
+    del ours, theirs, without_noise, new_segments
     for name, what in (("cache + aug", CACHE_AUG), ("MONAI pipeline nii", MONAI_AUG),
-                       (NO_NOISE, "prepared cache + flip/rot90/min-max + collate (diagnostic)")):
+                       (NO_NOISE, "prepared cache + flip/rot90/min-max + collate (diagnostic)"),
+                       (NEW_SEGMENTS, "cache + aug, batches into new /dev/shm segments (data.batch_ring=false)")):
         total = pair[name]
         rows.append(row(name, total["seconds"], total["samples"], sample_bytes, what, total["cpu"]))
     round_ratios = [a / b for a, b in zip(pair["cache + aug"]["round_rates"],
@@ -495,6 +504,7 @@ def run(args: argparse.Namespace) -> dict:
         "cache_loader_vs_memcpy_loader": rate["cache"] / rate["memcpy loader"],
         "cache_aug_without_noise_vs_monai_pipeline":
             rate[NO_NOISE] / rate["MONAI pipeline nii"],
+        "cache_aug_ring_vs_new_segments": rate["cache + aug"] / rate[NEW_SEGMENTS],
         "nii_aug_vs_monai_pipeline": rate["nii + aug"] / rate["MONAI pipeline nii"],
         "nii_vs_monai_loadimage_keep_dtype": reads["nii"]["monai_keep_dtype"] / reads["nii"]["ours"],
         "dicom_vs_monai_loadimage_keep_dtype": reads["dicom"]["monai_keep_dtype"] / reads["dicom"]["ours"],
@@ -514,6 +524,7 @@ def run(args: argparse.Namespace) -> dict:
                    "sample_bytes": sample_bytes, "batch": args.batch, "epochs": epochs, "repeats": repeats,
                    "alternating_rounds": rounds, "alternating_warmup_rounds": round_warmup,
                    "reader_stacks": reader_stacks, "loader": settings, "seed": SEED,
+                   "batch_ring_slots": None if ring is None else int(ring.slots.shape[0]),
                    "augmentation": OmegaConf.to_container(OmegaConf.load(AUG_CONFIG))["train"],
                    "sources_written": fresh},
         "prepare_seconds": round(prepare_seconds, 2),

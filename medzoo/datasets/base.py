@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medzoo.datasets import shm
+from medzoo.datasets.batch_ring import RingDataLoader, ring_for
 from medzoo.datasets.cache import CachedSplit
 from medzoo.datasets.shm import resolve_workers
 
@@ -123,17 +124,18 @@ def sample_nbytes(sample: Any) -> int:
     return 8  # a number becomes one int64/float64 element of the batch
 
 
-def _measured_sample_bytes(dataset: Dataset, seed: int) -> int:
-    """Bytes of the first sample as the workers will return it (after its transform); 0 for no samples."""
+def _first_sample(dataset: Dataset, seed: int) -> Any:
+    """The first sample as the workers will return it (after its transform); None for no samples."""
     if len(dataset) == 0:
-        return 0
-    return sample_nbytes(dataset[(0, seed)])  # the (index, seed) items that SeededSampler yields
+        return None
+    return dataset[(0, seed)]  # the (index, seed) items that SeededSampler yields
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, num_workers: int | str,
                 drop_last: bool = False, pin_memory: bool | None = None,
                 device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
-                sample_bytes: int | None = None, prefetch_factor: int | None = None) -> DataLoader:
+                sample_bytes: int | None = None, prefetch_factor: int | None = None,
+                batch_ring: bool | str = "auto") -> DataLoader:
     """A DataLoader with a seeded (and, under DDP, rank-sharded) sampler and settings that fit the machine.
 
     Workers, pinned memory, prefetching and persistent workers come from `shm.loader_settings`: memory is
@@ -148,16 +150,24 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
         sample_bytes: bytes of one transformed sample; None measures the first sample, and only where
             workers will put batches in a /dev/shm that can be checked.
         prefetch_factor: batches in flight per worker; None chooses by batch size.
+        batch_ring: "auto", True or False: workers write large unpinned batches into shared slots that are
+            reused (`batch_ring.BatchRing`), not into a new /dev/shm segment each.
     """
     workers = resolve_workers(num_workers)
     if device is None:
         device = "cuda" if pin_memory else "cpu"
+    first = None
+    if workers > 0 and (sample_bytes is None or batch_ring is not False):
+        first = _first_sample(dataset, seed)
     if sample_bytes is None:
-        checked = workers > 0 and shm.shm_free_bytes() is not None
-        sample_bytes = _measured_sample_bytes(dataset, seed) if checked else 0
+        sample_bytes = sample_nbytes(first) if first is not None else 0
     settings = shm.loader_settings(sample_bytes, batch_size, workers, device, prefetch_factor)
     if pin_memory is False:
         settings["pin_memory"] = False
     log.debug("loader: batch %d, %d-byte samples, %s", batch_size, sample_bytes, settings)
     sampler = SeededSampler(len(dataset), shuffle, seed, rank, world_size, even=shuffle)
+    ring = ring_for(batch_ring, first, batch_size, settings, shm.shm_free_bytes())
+    if ring is not None:
+        return RingDataLoader(dataset, ring=ring, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                              **settings)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **settings)

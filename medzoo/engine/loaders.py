@@ -32,7 +32,8 @@ def eval_loader(splits: DataSplits, split: str, spec: TransformSpec, data_cfg: A
     dataset = ArrayDataset(splits.split(split), spec.pipeline("eval"))
     batch = int(data_cfg.get("eval_batch_size") or data_cfg.batch_size)
     return make_loader(dataset, batch, shuffle=False, seed=0, num_workers=data_cfg.get("num_workers", 0),
-                       pin_memory=device.type == "cuda", rank=dist.rank, world_size=dist.world_size)
+                       pin_memory=device.type == "cuda", rank=dist.rank, world_size=dist.world_size,
+                       batch_ring=data_cfg.get("batch_ring", "auto"))
 
 
 def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: int, device: torch.device,
@@ -54,7 +55,7 @@ def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: 
             else ArrayDataset(splits.train, spec.pipeline("train"))
         train = make_loader(dataset, batch, shuffle=True, seed=seed, num_workers=data_cfg.get("num_workers", 0),
                             drop_last=drop_last, pin_memory=device.type == "cuda", rank=dist.rank,
-                            world_size=dist.world_size)
+                            world_size=dist.world_size, batch_ring=data_cfg.get("batch_ring", "auto"))
         if on_device:
             train = DeviceAugmentedLoader(train, spec.batch_pipeline(), seed=seed, device=device, rank=dist.rank)
     return Loaders(train, eval_loader(splits, "val", spec, data_cfg, device, dist),

@@ -1,0 +1,154 @@
+"""Worker batches written into reused shared-memory slots, not into a new /dev/shm segment per batch.
+
+A DataLoader worker normally collates each batch into a fresh shared-memory segment. The kernel zeroes its
+pages as the worker first writes them, the training process maps the segment again, and the pages are freed
+when the batch is dropped. For large slice stacks that is much of what a sample costs: bench/loader.py
+measures a 262 MB float32 sample stacked into a new segment at about 5 samples/s, and the same copy into
+memory that is already there at about 24.
+
+`BatchRing` allocates `workers x (prefetch_factor + 1)` batch slots once, before the workers start. Each
+worker writes its batches into its own slots in turn and sends only the slot number; the training process
+reads the slot through the mapping it already holds. Labels and other fields are collated as usual.
+
+A batch from the ring is a view of its slot. It stays valid while the loop takes up to `num_workers - 1`
+more batches, and it is overwritten from the `num_workers`-th on (with one worker: from the next batch) or
+when a new epoch follows an unfinished one. The trainer is done with every batch before it takes the next;
+code that keeps one longer should `.clone()` it. A batch whose images do not fit the slots (another shape or
+dtype) takes the usual path.
+
+Why the slots are never written while they are read: the DataLoader hands tasks to its workers in turn and
+sends a new one only as it yields a batch, so worker w's task j + prefetch_factor + 1 (which reuses the slot
+of its task j) is sent when the loop takes worker w's batch j + 1, `num_workers` batches after batch j.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, get_worker_info
+from torch.utils.data._utils.collate import default_collate
+
+from medzoo.datasets import shm
+
+log = logging.getLogger(__name__)
+
+# Slots per worker beyond its prefetch_factor: the one the training loop is reading.
+SPARE_SLOTS = 1
+
+
+def ring_bytes(batch_bytes: int, workers: int, prefetch_factor: int) -> int:
+    """Shared memory a ring holds for the loader's lifetime."""
+    return workers * (prefetch_factor + SPARE_SLOTS) * batch_bytes
+
+
+@dataclass(frozen=True)
+class SlotBatch:
+    """What a worker sends for a batch written into the ring: the slot, the batch length, other fields."""
+
+    slot: int
+    size: int
+    rest: list
+
+
+class BatchRing:
+    """Shared batch slots for one loader, and the collate function that fills them in the workers.
+
+    Args:
+        image: one sample's image tensor (the first field of each sample) as the workers return it.
+        batch_size, workers, prefetch_factor: the loader's.
+    """
+
+    def __init__(self, image: torch.Tensor, batch_size: int, workers: int, prefetch_factor: int):
+        if workers < 1:
+            raise ValueError("a batch ring needs loader workers (num_workers >= 1)")
+        self.per_worker = int(prefetch_factor) + SPARE_SLOTS
+        self.sample_shape, self.dtype = tuple(image.shape), image.dtype
+        shape = (workers * self.per_worker, int(batch_size), *self.sample_shape)
+        count = 1
+        for size in shape:
+            count *= size
+        # Untouched shared pages: each is zeroed once, when a worker first writes it, and then reused.
+        storage = torch.UntypedStorage._new_shared(count * image.element_size())
+        self.slots = torch.empty(0, dtype=self.dtype).set_(storage, 0, shape)
+        self._turn = 0  # counted in each worker process separately (each has its own copy of the ring)
+
+    @property
+    def nbytes(self) -> int:
+        return self.slots.nelement() * self.slots.element_size()
+
+    def _fits(self, images: Sequence[Any]) -> bool:
+        return len(images) <= self.slots.shape[1] and all(
+            isinstance(image, torch.Tensor) and image.dtype == self.dtype
+            and tuple(image.shape) == self.sample_shape for image in images)
+
+    def collate(self, samples: list) -> Any:
+        """In a worker: the images stacked into this worker's next slot; elsewhere `default_collate`."""
+        worker = get_worker_info()
+        if worker is None or not all(isinstance(s, (tuple, list)) and s for s in samples):
+            return default_collate(samples)
+        images = [sample[0] for sample in samples]
+        if not self._fits(images):
+            return default_collate(samples)
+        slot = worker.id * self.per_worker + self._turn % self.per_worker
+        self._turn += 1
+        torch.stack(images, out=self.slots[slot, : len(images)])
+        return SlotBatch(slot, len(images), default_collate([tuple(sample[1:]) for sample in samples]))
+
+    def resolve(self, batch: Any) -> Any:
+        """In the training process: a `SlotBatch` as [images, *fields], the images a view of the slot."""
+        if isinstance(batch, SlotBatch):
+            return [self.slots[batch.slot, : batch.size], *batch.rest]
+        return batch
+
+
+class RingDataLoader(DataLoader):
+    """A DataLoader whose workers hand over each batch's images through a `BatchRing`."""
+
+    def __init__(self, dataset, *, ring: BatchRing, **kwargs):
+        if kwargs.get("pin_memory"):
+            raise ValueError("a batch ring is for unpinned batches: the pin-memory thread copies them anyway")
+        if not kwargs.get("persistent_workers"):
+            raise ValueError("a batch ring needs persistent workers: each worker counts its own slots")
+        super().__init__(dataset, collate_fn=ring.collate, **kwargs)
+        self.ring = ring
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.ring.resolve, super().__iter__())
+
+
+def ring_for(mode: bool | str, first: Any, batch_size: int, settings: dict,
+             free_bytes: int | None) -> BatchRing | None:
+    """The ring a loader with these settings should use, or None for the usual path.
+
+    Args:
+        mode: "auto" (for batches of at least `min_batch_bytes` whose ring fits /dev/shm), True (any size
+            that fits) or False.
+        first: the dataset's first sample, as the workers return it; its first field must be a tensor.
+        settings: the loader's keyword arguments from `shm.loader_settings`.
+        free_bytes: free bytes of /dev/shm, None where it cannot be checked.
+    """
+    if mode not in ("auto", True, False):
+        raise ValueError(f"data.batch_ring must be auto, true or false, not {mode!r}")
+    workers, prefetch = settings["num_workers"], settings.get("prefetch_factor") or 0
+    image = first[0] if isinstance(first, (tuple, list)) and first else None
+    if (mode is False or workers == 0 or settings.get("pin_memory") or not settings.get("persistent_workers")
+            or not isinstance(image, torch.Tensor)):
+        return None
+    batch_bytes = image.element_size() * image.nelement() * int(batch_size)
+    if mode == "auto" and batch_bytes < shm.SMALL_BATCH_BYTES:
+        return None
+    need = ring_bytes(batch_bytes, workers, prefetch)
+    if free_bytes is not None and need > free_bytes * shm.SHM_FRACTION:
+        log.info("batch ring left out: its %d slots would take %.2f GB of /dev/shm, which has %.2f GB free; "
+                 "each batch takes a new shared segment instead", workers * (prefetch + SPARE_SLOTS),
+                 need / 1e9, free_bytes / 1e9)
+        return None
+    ring = BatchRing(image, batch_size, workers, prefetch)
+    log.info("batch ring: %d reused slots of %d x %s %s in /dev/shm (%.2f GB): workers send slot numbers, "
+             "not new segments", ring.slots.shape[0], batch_size, list(ring.sample_shape),
+             str(ring.dtype).removeprefix("torch."), ring.nbytes / 1e9)
+    return ring

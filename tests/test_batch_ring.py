@@ -1,0 +1,131 @@
+"""Worker batches handed over through reused shared-memory slots (data.batch_ring)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+import medzoo as medzoo_package
+from medzoo.datasets import shm
+from medzoo.datasets.base import DataSplits, make_loader
+from medzoo.datasets.batch_ring import BatchRing, RingDataLoader, ring_for
+from medzoo.engine.loaders import build_loaders
+from medzoo.transforms.spec import TransformSpec
+from tests.test_device_data import split
+
+CPU = torch.device("cpu")
+
+
+class Noisy(Dataset):
+    """Each (index, seed) gives its own random image, so that any mix-up of slots shows in the values."""
+
+    def __init__(self, count: int = 11, shape: tuple[int, ...] = (3, 8, 8), odd_shape: tuple[int, ...] | None = None):
+        self.count, self.shape, self.odd_shape = count, shape, odd_shape
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, seed = item
+        shape = self.odd_shape if self.odd_shape and index % 2 else self.shape
+        rng = np.random.default_rng([index, seed])
+        return torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)), index
+
+
+def epochs(loader, count: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    out = []
+    for number in range(count):
+        loader.sampler.set_epoch(number)
+        out.append([(images.clone(), labels.clone()) for images, labels in loader])
+    return out
+
+
+def assert_same(first, second) -> None:
+    assert len(first) == len(second)
+    for one, other in zip(first, second, strict=True):
+        assert len(one) == len(other)
+        for (a, x), (b, y) in zip(one, other, strict=True):
+            assert torch.equal(a, b) and torch.equal(x, y)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ring_batches_equal_the_usual_ones_and_are_views_of_reused_slots(workers):
+    ring_loader = make_loader(Noisy(), 2, shuffle=True, seed=3, num_workers=workers, batch_ring=True)
+    plain = make_loader(Noisy(), 2, shuffle=True, seed=3, num_workers=workers, batch_ring=False)
+    assert isinstance(ring_loader, RingDataLoader) and type(plain) is DataLoader
+    assert_same(epochs(ring_loader, 3), epochs(plain, 3))  # 11 samples: a short last batch every epoch
+
+    ring = ring_loader.ring
+    assert ring.slots.shape[:2] == (workers * (ring_loader.prefetch_factor + 1), 2)
+    start = ring.slots.untyped_storage().data_ptr()
+    pointers = set()
+    for number in range(3):
+        ring_loader.sampler.set_epoch(number)
+        for images, _ in ring_loader:
+            pointer = images.untyped_storage().data_ptr()
+            assert pointer == start  # a view of the ring's one storage, not a new segment
+            pointers.add(images.storage_offset())
+    assert len(pointers) == ring.slots.shape[0]  # 18 batches went round every slot, and no other
+
+
+def test_a_batch_stays_valid_while_the_loop_takes_fewer_than_num_workers_more():
+    workers = 2
+    loader = make_loader(Noisy(40), 2, shuffle=False, seed=0, num_workers=workers, batch_ring=True)
+    expected = [images for images, _ in make_loader(Noisy(40), 2, shuffle=False, seed=0, num_workers=0)]
+    iterator = iter(loader)
+    held = [next(iterator)[0] for _ in range(workers)]  # batch 0 and the next one, both views of slots
+    assert all(torch.equal(images, expected[index]) for index, images in enumerate(held))
+    for index, (images, _) in enumerate(iterator, start=workers):
+        assert torch.equal(images, expected[index])
+
+
+def test_samples_that_do_not_fit_the_slots_take_the_usual_path():
+    data = Noisy(9, shape=(2, 6, 6), odd_shape=(2, 5, 7))  # the first sample sets the slots' shape
+    ring_loader = make_loader(data, 1, shuffle=True, seed=0, num_workers=2, batch_ring=True)
+    assert isinstance(ring_loader, RingDataLoader)
+    assert_same(epochs(ring_loader, 2), epochs(make_loader(data, 1, shuffle=True, seed=0, num_workers=0), 2))
+
+
+def test_auto_takes_the_ring_for_large_batches_that_fit_dev_shm(monkeypatch, caplog):
+    assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1)) is DataLoader  # 1.5 kB batches
+    monkeypatch.setattr(shm, "SMALL_BATCH_BYTES", 1024)
+    assert isinstance(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1), RingDataLoader)
+    assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=0)) is DataLoader
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda *args: 4096)  # the usual settings fit, the ring not
+    with caplog.at_level(logging.INFO, logger="medzoo.datasets.batch_ring"):
+        assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1)) is DataLoader
+    assert "batch ring left out" in caplog.text and "GB of /dev/shm" in caplog.text
+
+
+def test_ring_for_leaves_pinned_and_short_lived_loaders_alone():
+    first = Noisy()[(0, 0)]
+    settings = {"num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 2}
+    assert isinstance(ring_for(True, first, 4, settings, None), BatchRing)
+    assert ring_for(True, first, 4, {**settings, "pin_memory": True}, None) is None
+    assert ring_for(True, first, 4, {**settings, "persistent_workers": False}, None) is None
+    assert ring_for(True, ("not a tensor", 1), 4, settings, None) is None
+    assert ring_for(False, first, 4, settings, None) is None
+    with pytest.raises(ValueError, match="data.batch_ring must be auto, true or false"):
+        ring_for("yes", first, 4, settings, None)
+    with pytest.raises(ValueError, match="persistent workers"):
+        RingDataLoader(Noisy(), ring=BatchRing(first[0], 2, 1, 2), batch_size=2, num_workers=1)
+
+
+def test_build_loaders_passes_data_batch_ring_on():
+    config = Path(medzoo_package.__file__).parent / "conf" / "transforms" / "stack_2d5_aug.yaml"
+    spec = TransformSpec.from_config(OmegaConf.load(config))
+    splits = DataSplits(split(), split(4), split(4), ["a", "b", "c"])
+    data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 4, "num_workers": 1, "batch_ring": True})
+    loaders = build_loaders(splits, spec, data, seed=0, device=CPU)
+    assert isinstance(loaders.train, RingDataLoader) and isinstance(loaders.val, RingDataLoader)
+    with_ring = epochs(loaders.train, 2)
+    data.batch_ring = False
+    without = build_loaders(splits, spec, data, seed=0, device=CPU).train
+    assert type(without) is DataLoader
+    assert_same(with_ring, epochs(without, 2))

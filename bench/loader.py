@@ -525,6 +525,7 @@ def run(args: argparse.Namespace) -> dict:
                    "alternating_rounds": rounds, "alternating_warmup_rounds": round_warmup,
                    "reader_stacks": reader_stacks, "loader": settings, "seed": SEED,
                    "batch_ring_slots": None if ring is None else int(ring.slots.shape[0]),
+                   "batch_ring_setup_seconds": None if ring is None else round(ring.setup_seconds, 3),
                    "augmentation": OmegaConf.to_container(OmegaConf.load(AUG_CONFIG))["train"],
                    "sources_written": fresh},
         "prepare_seconds": round(prepare_seconds, 2),

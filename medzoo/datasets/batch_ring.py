@@ -24,6 +24,7 @@ of its task j) is sent when the loop takes worker w's batch j + 1, `num_workers`
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,9 +72,13 @@ class BatchRing:
         count = 1
         for size in shape:
             count *= size
-        # Untouched shared pages: each is zeroed once, when a worker first writes it, and then reused.
         storage = torch.UntypedStorage._new_shared(count * image.element_size())
         self.slots = torch.empty(0, dtype=self.dtype).set_(storage, 0, shape)
+        # Fault every page in now, once: the workers then write into pages that exist (a cheap mapping fault
+        # each the first time) instead of each fresh page being allocated and zeroed in a worker's batch.
+        started = time.perf_counter()
+        self.slots.zero_()
+        self.setup_seconds = time.perf_counter() - started
         self._turn = 0  # counted in each worker process separately (each has its own copy of the ring)
 
     @property
@@ -148,7 +153,7 @@ def ring_for(mode: bool | str, first: Any, batch_size: int, settings: dict,
                  need / 1e9, free_bytes / 1e9)
         return None
     ring = BatchRing(image, batch_size, workers, prefetch)
-    log.info("batch ring: %d reused slots of %d x %s %s in /dev/shm (%.2f GB): workers send slot numbers, "
-             "not new segments", ring.slots.shape[0], batch_size, list(ring.sample_shape),
-             str(ring.dtype).removeprefix("torch."), ring.nbytes / 1e9)
+    log.info("batch ring: %d reused slots of %d x %s %s in /dev/shm (%.2f GB, set up in %.2f s): workers send "
+             "slot numbers, not new segments", ring.slots.shape[0], batch_size, list(ring.sample_shape),
+             str(ring.dtype).removeprefix("torch."), ring.nbytes / 1e9, ring.setup_seconds)
     return ring

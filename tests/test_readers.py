@@ -372,13 +372,19 @@ def test_each_dicom_file_is_read_once(tmp_path, monkeypatch):
     volume = volume_i16((5, 6, 6), seed=5)
     write_series(tmp_path / "series", volume)
     (tmp_path / "series" / "notes.txt").write_text("not DICOM")
-    reads, real = Counter(), pydicom.dcmread
+    reads, real_dcmread, real_read_bytes = Counter(), pydicom.dcmread, Path.read_bytes
 
-    def counting(path, *args, **kwargs):
-        reads[Path(path).name] += 1
-        return real(path, *args, **kwargs)
+    def dcmread(source, *args, **kwargs):
+        if isinstance(source, (str, Path)):  # a file read by pydicom (bytes already in memory do not count)
+            reads[Path(source).name] += 1
+        return real_dcmread(source, *args, **kwargs)
 
-    monkeypatch.setattr(pydicom, "dcmread", counting)
+    def read_bytes(path):
+        reads[path.name] += 1
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
     np.testing.assert_array_equal(read_volume(tmp_path / "series").array[0], volume)
     assert len(reads) == 6 and set(reads.values()) == {1}, reads  # headers and pixels come from one read
 

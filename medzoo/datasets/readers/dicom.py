@@ -8,7 +8,9 @@ RAS+ axis code each output axis grows towards: the same conventions as the NIfTI
 left in acquisition order (not reoriented). RescaleSlope/RescaleIntercept are applied: the result is float32
 when any slice has a slope other than 1 or an intercept other than 0, and the stored integer type otherwise.
 
-Each file is read once: its header and pixel data come from the same read. A series repeats most header
+Each file is read once: its header and pixel data come from the same read, and a plain Part 10 file in
+little endian is parsed from its bytes by `dicom_native.read_native` into the dataset pydicom would build
+(others through `pydicom.dcmread`). A series repeats most header
 values in every file, so each distinct raw value of a tag is converted once per read (`_TagValues`), and
 uncompressed little-endian pixels are viewed straight from the file's bytes (the reader masks unused high
 bits and extends signs as pydicom does); other transfer syntaxes go through `Dataset.pixel_array`. Files that are not DICOM (a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import stat
+from io import BytesIO
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
+from medzoo.datasets.readers.dicom_native import read_native
 from medzoo.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,9 @@ IMAGE_TAGS = ("PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "
 # Transfer syntaxes whose pixel data is the plain little-endian array (no compression, no deflate).
 NATIVE_LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 PIXEL_DATA = 0x7FE00010
+# Files up to this size are read whole and parsed by `dicom_native.read_native` when it can; larger ones
+# (rare in a series: a multi-frame file, or a stray archive) and every other file go to pydicom.
+NATIVE_READ_MAX = 64 * 2**20
 NATIVE_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
 
 
@@ -153,8 +160,21 @@ def _read_file(path: Path, size: int, force: bool) -> Dataset | str:
     if size == 0:
         raise DataError(f"{path}: empty file (0 bytes) in a DICOM folder, a slice cut off by a failed copy or "
                         "download. Restore the file or remove it from the folder.")
+    source: Path | BytesIO = path
+    if size <= NATIVE_READ_MAX:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read the file ({exc}). Check its permissions, or remove it from the "
+                            "series folder.") from exc
+        ds = read_native(data, path)
+        if ds is not None:
+            return ds
+        source = BytesIO(data)  # pydicom parses the bytes already read: still one read of the file
     try:
-        return pydicom.dcmread(path, force=force)
+        ds = pydicom.dcmread(source, force=force)
+        ds.filename = str(path)
+        return ds
     except InvalidDicomError as exc:
         if path.suffix.lower() in DICOM_SUFFIXES:
             raise DataError(f"{path}: named like a DICOM file but not one ({exc}). Replace or remove it; pass "
@@ -275,7 +295,8 @@ def _slice(header: _Header, force: bool) -> _Slice | str:
         return shape
     spacing = header.tag("PixelSpacing") or header.tag("ImagerPixelSpacing")
     spacing = _floats(spacing, 2) if spacing is not None else None
-    transfer = getattr(getattr(header.ds, "file_meta", None), "TransferSyntaxUID", None)
+    meta = getattr(header.ds, "file_meta", None)
+    transfer = None if meta is None else header.values.get(meta, "TransferSyntaxUID", header.encoding)
     series_uid = header.tag("SeriesInstanceUID")
     return _Slice(
         path=header.path, series_uid=None if series_uid is None else str(series_uid), shape=shape,

@@ -150,15 +150,16 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
         sample_bytes: bytes of one transformed sample; None measures the first sample, and only where
             workers will put batches in a /dev/shm that can be checked.
         prefetch_factor: batches in flight per worker; None chooses by batch size.
-        batch_ring: "auto", True or False: workers write large unpinned batches into shared slots that are
-            reused (`batch_ring.BatchRing`), not into a new /dev/shm segment each.
+        batch_ring: "auto", True or False: where /dev/shm can be checked, workers write large unpinned batches
+            into shared slots that are reused (`batch_ring.BatchRing`), not into a new segment each.
     """
     workers = resolve_workers(num_workers)
     if device is None:
         device = "cuda" if pin_memory else "cpu"
-    first = None
-    if workers > 0 and (sample_bytes is None or batch_ring is not False):
-        first = _first_sample(dataset, seed)
+    free = shm.shm_free_bytes() if workers > 0 else None
+    # the first sample is read only where workers will put batches in a /dev/shm that can be checked
+    first = _first_sample(dataset, seed) if free is not None and (sample_bytes is None or batch_ring is not False) \
+        else None
     if sample_bytes is None:
         sample_bytes = sample_nbytes(first) if first is not None else 0
     settings = shm.loader_settings(sample_bytes, batch_size, workers, device, prefetch_factor)
@@ -166,7 +167,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
         settings["pin_memory"] = False
     log.debug("loader: batch %d, %d-byte samples, %s", batch_size, sample_bytes, settings)
     sampler = SeededSampler(len(dataset), shuffle, seed, rank, world_size, even=shuffle)
-    ring = ring_for(batch_ring, first, batch_size, settings, shm.shm_free_bytes())
+    ring = ring_for(batch_ring, first, batch_size, settings, free)
     if ring is not None:
         return RingDataLoader(dataset, ring=ring, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                               **settings)

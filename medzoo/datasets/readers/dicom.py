@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import logging
 import stat
-from io import BytesIO
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np

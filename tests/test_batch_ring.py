@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 import medzoo as medzoo_package
-from medzoo.datasets import shm
+from medzoo.datasets import batch_ring, shm
 from medzoo.datasets.base import DataSplits, make_loader
 from medzoo.datasets.batch_ring import BatchRing, RingDataLoader, ring_for
 from medzoo.engine.loaders import build_loaders
@@ -100,7 +100,10 @@ def test_auto_takes_the_ring_for_large_batches_that_fit_dev_shm(monkeypatch, cap
     monkeypatch.setattr(shm, "shm_free_bytes", lambda *args: 4096)  # the usual settings fit, the ring not
     with caplog.at_level(logging.INFO, logger="medzoo.datasets.batch_ring"):
         assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1)) is DataLoader
-    assert "batch ring left out" in caplog.text and "GB of /dev/shm" in caplog.text
+    assert "batch ring left out" in caplog.text and "/dev/shm has 0.00 GB free" in caplog.text
+    monkeypatch.setattr(shm, "shm_free_bytes", lambda *args: 10**12)
+    monkeypatch.setattr(batch_ring, "_memory_bytes", lambda: 4096)  # a ring holds memory for the loader's life
+    assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1)) is DataLoader
 
 
 def test_ring_for_leaves_pinned_and_short_lived_loaders_alone():
@@ -123,7 +126,8 @@ def test_build_loaders_passes_data_batch_ring_on():
     splits = DataSplits(split(), split(4), split(4), ["a", "b", "c"])
     data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 4, "num_workers": 1, "batch_ring": True})
     loaders = build_loaders(splits, spec, data, seed=0, device=CPU)
-    assert isinstance(loaders.train, RingDataLoader) and isinstance(loaders.val, RingDataLoader)
+    assert isinstance(loaders.train, RingDataLoader)
+    assert type(loaders.val) is DataLoader and type(loaders.test) is DataLoader  # once an epoch: no ring
     with_ring = epochs(loaders.train, 2)
     data.batch_ring = False
     without = build_loaders(splits, spec, data, seed=0, device=CPU).train

@@ -24,6 +24,7 @@ of its task j) is sent when the loop takes worker w's batch j + 1, `num_workers`
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,21 @@ log = logging.getLogger(__name__)
 
 # Slots per worker beyond its prefetch_factor: the one the training loop is reading.
 SPARE_SLOTS = 1
+# A ring holds its memory for the loader's whole life (the usual path frees each batch): at most this share
+# of the machine's memory.
+RAM_FRACTION = 0.25
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory, None where the platform does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(count: int | None) -> str:
+    return "an unknown amount" if count is None else f"{count / 1e9:.2f} GB"
 
 
 def ring_bytes(batch_bytes: int, workers: int, prefetch_factor: int) -> int:
@@ -130,8 +146,9 @@ def ring_for(mode: bool | str, first: Any, batch_size: int, settings: dict,
     """The ring a loader with these settings should use, or None for the usual path.
 
     Args:
-        mode: "auto" (for batches of at least `min_batch_bytes` whose ring fits /dev/shm), True (any size
-            that fits) or False.
+        mode: "auto" (for batches of at least `shm.SMALL_BATCH_BYTES` whose ring fits), True (any size that
+            fits) or False. A ring fits when it takes at most `shm.SHM_FRACTION` of the free /dev/shm and
+            `RAM_FRACTION` of the machine's memory.
         first: the dataset's first sample, as the workers return it; its first field must be a tensor.
         settings: the loader's keyword arguments from `shm.loader_settings`.
         free_bytes: free bytes of /dev/shm, None where it cannot be checked.
@@ -146,11 +163,13 @@ def ring_for(mode: bool | str, first: Any, batch_size: int, settings: dict,
     batch_bytes = image.element_size() * image.nelement() * int(batch_size)
     if mode == "auto" and batch_bytes < shm.SMALL_BATCH_BYTES:
         return None
-    need = ring_bytes(batch_bytes, workers, prefetch)
-    if free_bytes is not None and need > free_bytes * shm.SHM_FRACTION:
-        log.info("batch ring left out: its %d slots would take %.2f GB of /dev/shm, which has %.2f GB free; "
-                 "each batch takes a new shared segment instead", workers * (prefetch + SPARE_SLOTS),
-                 need / 1e9, free_bytes / 1e9)
+    need, memory = ring_bytes(batch_bytes, workers, prefetch), _memory_bytes()
+    if free_bytes is not None and need > free_bytes * shm.SHM_FRACTION or \
+            memory is not None and need > memory * RAM_FRACTION:
+        log.info("batch ring left out: its %d slots would hold %.2f GB for the loader's life (/dev/shm has %s "
+                 "free, the machine %s of memory; the ring may take %d%% of either); each batch takes a new "
+                 "shared segment instead", workers * (prefetch + SPARE_SLOTS), need / 1e9, _gb(free_bytes),
+                 _gb(memory), int(min(shm.SHM_FRACTION, RAM_FRACTION) * 100))
         return None
     ring = BatchRing(image, batch_size, workers, prefetch)
     log.info("batch ring: %d reused slots of %d x %s %s in /dev/shm (%.2f GB, set up in %.2f s): workers send "

@@ -33,7 +33,7 @@ def eval_loader(splits: DataSplits, split: str, spec: TransformSpec, data_cfg: A
     batch = int(data_cfg.get("eval_batch_size") or data_cfg.batch_size)
     return make_loader(dataset, batch, shuffle=False, seed=0, num_workers=data_cfg.get("num_workers", 0),
                        pin_memory=device.type == "cuda", rank=dist.rank, world_size=dist.world_size,
-                       batch_ring=data_cfg.get("batch_ring", "auto"))
+                       batch_ring=False)  # run once an epoch: not worth shared memory held for the whole run
 
 
 def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: int, device: torch.device,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from medzoo.datasets.base import DataSplits, make_loader
 from medzoo.datasets.batch_ring import BatchRing, RingDataLoader, ring_for
 from medzoo.engine.loaders import build_loaders
 from medzoo.transforms.spec import TransformSpec
+from tests.helpers import make_image_folder
+from tests.test_cli import TINY, medzoo
 from tests.test_device_data import split
 
 CPU = torch.device("cpu")
@@ -133,3 +136,14 @@ def test_build_loaders_passes_data_batch_ring_on():
     without = build_loaders(splits, spec, data, seed=0, device=CPU).train
     assert type(without) is DataLoader
     assert_same(with_ring, epochs(without, 2))
+
+
+def test_a_recipe_trains_from_the_ring(tmp_path):
+    root = make_image_folder(tmp_path / "data", per_class_train=6, per_class_test=2)
+    settings = [item for item in TINY if not item.startswith("data.num_workers=")]
+    medzoo("train", "recipe=brain_tumor_resnet18_cpu", f"data.root={root}", *settings, "data.num_workers=1",
+           "data.batch_ring=true", "trainer.max_epochs=2", "data.clean_split=null", "logger.plots=false",
+           f"hydra.run.dir={tmp_path / 'run'}")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert "batch ring: " in (tmp_path / "run" / "cli.log").read_text()

@@ -18,7 +18,8 @@ bytes from memory, both on one thread (the loader-level pair, which adds collate
 "extra_ratios"); cache_aug_vs_monai_pipeline compares samples/s of the two DataLoaders, timed in alternating
 epochs (medzoo, MONAI, medzoo without its noise step, medzoo without its batch ring, medzoo, ...) so that other work on the machine weighs
 on all alike; the *_loadimage
-ratios are MONAI LoadImage's seconds per file over medzoo's reader's, the same files, one process. Loader
+ratios are MONAI LoadImage's seconds per file over medzoo's reader's, the same files, one process, each the best
+of 2 passes (3 in --quick, which reads 2 stacks a pass) with the readers taking turns. Loader
 rows also give the CPU seconds per sample of the training process and its workers together (Linux /proc),
 a figure that other processes on the machine disturb much less than wall time.
 
@@ -228,15 +229,19 @@ def ours_read(path: Path) -> np.ndarray:
     return np.array(array) if _mapped(array) else array
 
 
-def time_calls(function: Callable[[Path], object], paths: list[Path], repeats: int) -> float:
-    """Best-of-`repeats` seconds per call over `paths`, after one untimed call (imports, first-use set-up)."""
-    function(paths[0])
-    best = float("inf")
+def time_calls(functions: dict[str, Callable[[Path], object]], paths: list[Path], repeats: int) -> dict[str, float]:
+    """Best-of-`repeats` seconds per call over `paths` for each function, after one untimed call of each
+    (imports, first-use set-up); the functions take turns in each repeat, so that a slow spell of the machine
+    falls on all of them."""
+    for function in functions.values():
+        function(paths[0])
+    best = dict.fromkeys(functions, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        for path in paths:
-            function(path)
-        best = min(best, (time.perf_counter() - start) / len(paths))
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for path in paths:
+                function(path)
+            best[name] = min(best[name], (time.perf_counter() - start) / len(paths))
     return best
 
 
@@ -394,6 +399,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(SEED)
     stacks = args.stacks or (4 if args.quick else 8)
     epochs, repeats = (1, 1) if args.quick else (3, 2)
+    read_repeats = 3 if args.quick else 2  # quick reads 2 stacks a pass: 3 passes, still seconds
     rounds, round_warmup = (2, 1) if args.quick else (3, 1)
     reader_stacks = min(stacks, 2) if args.quick else stacks
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="medzoo-bench-loader-"))
@@ -483,9 +489,8 @@ def run(args: argparse.Namespace) -> dict:
             chosen = paths[fmt][:reader_stacks]
             monai_default = LoadImage(image_only=True, **kwargs)
             monai_keep = LoadImage(image_only=True, dtype=None, **kwargs)
-            reads[fmt] = {"ours": time_calls(ours_read, chosen, repeats),
-                          "monai": time_calls(monai_default, chosen, repeats),
-                          "monai_keep_dtype": time_calls(monai_keep, chosen, repeats)}
+            reads[fmt] = time_calls({"ours": ours_read, "monai": monai_default, "monai_keep_dtype": monai_keep},
+                                    chosen, read_repeats)
             for who, seconds in reads[fmt].items():
                 note = {"ours": "medzoo read_volume", "monai": "MONAI LoadImage (default: float32)",
                         "monai_keep_dtype": "MONAI LoadImage(dtype=None)"}[who]
@@ -523,7 +528,7 @@ def run(args: argparse.Namespace) -> dict:
         "config": {"stacks": stacks, "shape": [args.depth, args.size, args.size], "dtype": "int16",
                    "sample_bytes": sample_bytes, "batch": args.batch, "epochs": epochs, "repeats": repeats,
                    "alternating_rounds": rounds, "alternating_warmup_rounds": round_warmup,
-                   "reader_stacks": reader_stacks, "loader": settings, "seed": SEED,
+                   "reader_stacks": reader_stacks, "read_repeats": read_repeats, "loader": settings, "seed": SEED,
                    "batch_ring_slots": None if ring is None else int(ring.slots.shape[0]),
                    "batch_ring_setup_seconds": None if ring is None else round(ring.setup_seconds, 3),
                    "augmentation": OmegaConf.to_container(OmegaConf.load(AUG_CONFIG))["train"],

@@ -5,8 +5,9 @@ buffered file (a read call for each header and value) and building the file-meta
 file of a series, a Part 10 file (128-byte preamble, "DICM") in explicit or implicit VR little endian whose
 elements all have defined lengths, `read_native` parses the bytes already in memory with `struct` and
 builds the same `FileDataset` of `RawDataElement`s that `dcmread` builds (values are still converted lazily,
-by pydicom). Any other file (no preamble, another transfer syntax, an undefined length, a sequence delimiter,
-a VR pydicom does not know, a length past the end) gives None, and the caller reads it with pydicom,
+by pydicom). Any other file (no preamble, another transfer syntax, an undefined length, a sequence delimiter
+or a command set at the top level, a VR pydicom does not know, a length past the end, a value pydicom's reader
+would trip on) gives None, and the caller reads it with pydicom,
 which then reports its own errors.
 """
 
@@ -30,6 +31,7 @@ KNOWN_VRS = frozenset(vr.value.encode("ascii") for vr in VR if len(vr.value) == 
 UNDEFINED = 0xFFFFFFFF
 ITEM_GROUP = 0xFFFE  # item and delimitation tags: never top-level elements of a plain file
 META_GROUP = 0x0002
+COMMAND_GROUP = 0x0000  # a DIMSE command set, which pydicom reads apart: left to it
 CHARSET = BaseTag(0x00080005)
 TRANSFER_SYNTAX = BaseTag(0x00020010)
 IMPLICIT = {str(ImplicitVRLittleEndian): True, str(ExplicitVRLittleEndian): False}
@@ -48,7 +50,7 @@ def _elements(data: bytes, start: int, implicit: bool, meta: bool) -> tuple[dict
         group, element = _TAG.unpack_from(data, offset)
         if meta and group != META_GROUP:
             break
-        if group == ITEM_GROUP:
+        if group in (ITEM_GROUP, COMMAND_GROUP):
             return None
         if implicit:
             vr, (length,), value_at = None, _U32.unpack_from(data, offset + 4), offset + 8
@@ -80,7 +82,7 @@ def read_native(data: bytes, path: Path) -> FileDataset | None:
     if found is None or TRANSFER_SYNTAX not in found[0]:
         return None
     meta_elements, offset = found
-    syntax = meta_elements[TRANSFER_SYNTAX].value.decode("ascii", "replace").rstrip("\0 ")
+    syntax = (meta_elements[TRANSFER_SYNTAX].value or b"").decode("ascii", "replace").rstrip("\0 ")
     implicit = IMPLICIT.get(syntax)
     if implicit is None:
         return None
@@ -88,11 +90,14 @@ def read_native(data: bytes, path: Path) -> FileDataset | None:
     if found is None:
         return None
     elements = found[0]
-    dataset = Dataset(elements)
-    encoding = default_encoding
-    if CHARSET in elements:
-        encoding = convert_encodings(convert_raw_data_element(elements[CHARSET]).value)
-    dataset.set_original_encoding(implicit, True, encoding)
-    ds = FileDataset(str(path), dataset, data[:PREAMBLE], FileMetaDataset(meta_elements), implicit, True)
-    ds.set_original_encoding(implicit, True, dataset._character_set)
+    try:  # as pydicom's reader does it; a value it cannot take (a damaged charset) is left to pydicom's errors
+        dataset = Dataset(elements)
+        encoding = default_encoding
+        if CHARSET in elements:
+            encoding = convert_encodings(convert_raw_data_element(elements[CHARSET]).value)
+        dataset.set_original_encoding(implicit, True, encoding)
+        ds = FileDataset(str(path), dataset, data[:PREAMBLE], FileMetaDataset(meta_elements), implicit, True)
+        ds.set_original_encoding(implicit, True, dataset._character_set)
+    except Exception:
+        return None
     return ds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from torch.utils.data import DataLoader, Dataset
 import medzoo as medzoo_package
 from medzoo.datasets import batch_ring, shm
 from medzoo.datasets.base import DataSplits, make_loader
-from medzoo.datasets.batch_ring import BatchRing, RingDataLoader, ring_for
+from medzoo.datasets.batch_ring import BatchRing, RingDataLoader, SlotFilling, ring_for
+from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.engine.loaders import build_loaders
+from medzoo.transforms.multichannel import Compose, Resize
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder
 from tests.test_cli import TINY, medzoo
@@ -147,3 +150,76 @@ def test_a_recipe_trains_from_the_ring(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
     assert "batch ring: " in (tmp_path / "run" / "cli.log").read_text()
+
+
+# ----------------------------------------------------------------------------- samples built in their slot
+
+def prepared_stacks(tmp_path: Path, count: int = 7, shape=(12, 10, 10)) -> Path:
+    """A prepared cache of `count` int16 stacks of `shape` (C, H, W) in two classes."""
+    rng = np.random.default_rng(0)
+    sources = []
+    for index in range(count):
+        path = tmp_path / "src" / f"s{index}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, rng.integers(-500, 3000, shape, dtype=np.int16))
+        sources.append((path, "ab"[index % 2]))
+    prepare(sources, tmp_path / "cache", progress=False)
+    return tmp_path / "cache"
+
+
+def stack_aug() -> Compose:
+    config = Path(medzoo_package.__file__).parent / "conf" / "transforms" / "stack_2d5_aug.yaml"
+    return TransformSpec.from_config(OmegaConf.load(config)).pipeline("train")
+
+
+def as_worker(monkeypatch, worker_id: int = 0) -> None:
+    """Run the ring's worker-side code in this process, as worker `worker_id`."""
+    info = SimpleNamespace(id=worker_id, num_workers=worker_id + 1)
+    monkeypatch.setattr(batch_ring, "get_worker_info", lambda: info)
+
+
+@pytest.mark.parametrize("transform", [None, "stack_aug"])
+def test_a_prepared_dataset_builds_its_samples_in_the_slot_rows(tmp_path, monkeypatch, transform):
+    data = PreparedDataset(prepared_stacks(tmp_path), transform=stack_aug() if transform else None)
+    first = data[(0, 5)]
+    ring = BatchRing(first[0], batch_size=3, workers=1, prefetch_factor=1)
+    as_worker(monkeypatch)
+    items = [(4, 11), (1, 12), (6, 13)]
+    samples = ring.fetch(data, items)
+    slot = samples.slot
+    for row, (image, label), item in zip(ring.slots[slot], samples, items, strict=True):
+        assert image.data_ptr() == row.data_ptr()  # written where the batch will be read, not copied there
+        expected_image, expected_label = data[item]
+        assert torch.equal(image, expected_image) and label == expected_label
+    copies = []
+    monkeypatch.setattr(torch.Tensor, "copy_", lambda *args, **kwargs: copies.append(args))
+    batch = ring.collate(samples)
+    assert copies == []  # nothing left to copy into the slot
+    images, labels = ring.resolve(batch)
+    assert torch.equal(images, torch.stack([data[item][0] for item in items]))
+    assert labels.tolist() == [data[item][1] for item in items]
+
+
+def test_getitem_into_falls_back_where_the_slot_does_not_fit(tmp_path):
+    cache = prepared_stacks(tmp_path)
+    resized = Compose([Resize(6, 6)])
+    data = PreparedDataset(cache, transform=resized)
+    slot = torch.full((12, 10, 10), -1.0)
+    image, label = data.getitem_into(3, slot)
+    assert image.shape == (12, 6, 6) and torch.equal(image, data[3][0]) and label == data[3][1]
+    assert torch.all(slot == -1)  # a result of another shape leaves the slot alone
+    plain = PreparedDataset(cache)  # int16 samples: a float32 slot does not take them
+    image, _ = plain.getitem_into(2, slot)
+    assert image.dtype == torch.int16 and torch.equal(image, plain[2][0]) and torch.all(slot == -1)
+    outside = PreparedDataset(cache, transform=lambda array: np.asarray(array, np.float32) * 2)  # no out=
+    image, _ = outside.getitem_into(2, slot)
+    assert image.data_ptr() == slot.data_ptr() and torch.equal(slot, plain[2][0].float() * 2)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ring_loader_over_a_prepared_cache_equals_the_usual_loader(tmp_path, workers):
+    data = PreparedDataset(prepared_stacks(tmp_path), transform=stack_aug())
+    ring_loader = make_loader(data, 2, shuffle=True, seed=4, num_workers=workers, batch_ring=True)
+    assert isinstance(ring_loader.dataset, SlotFilling) and ring_loader.dataset.classes == data.classes
+    plain = make_loader(data, 2, shuffle=True, seed=4, num_workers=0)
+    assert_same(epochs(ring_loader, 3), epochs(plain, 3))  # 7 stacks: a short last batch every epoch

@@ -403,3 +403,34 @@ def test_random_resized_crop_falls_back_to_the_central_crop_on_both_paths():
     per_batch = bt.RandomResizedCrop(size=4, scale=(1.0, 1.0), ratio=(0.9, 1.1))
     drawn = per_batch.sample_params(torch.Generator().manual_seed(0), (3, 1, 4, 40))
     assert drawn["y0"].tolist() == [0] * 3 and drawn["x0"].tolist() == [18] * 3
+
+
+@pytest.mark.parametrize(("case", "name", "kwargs", "atol"), CASES, ids=IDS)
+def test_compose_writes_its_result_into_out(case, name, kwargs, atol, monkeypatch):
+    x = np.round(smooth_stack(6) * 1000).astype(np.uint16)
+    x.flags.writeable = False
+
+    def steps() -> list:
+        return [mc.HorizontalFlip(p=1.0), make(mc, name, kwargs), mc.GaussianNoise(p=1.0, clip=False)]
+
+    expected = mc.Compose(steps()).set_seed(7)(x)
+    made, original = [], mc._new_output
+    monkeypatch.setattr(mc, "_new_output", lambda shape: made.append(original(shape)) or made[-1])
+    out = np.full(expected.shape, np.nan, np.float32)
+    assert mc.Compose(steps()).set_seed(7)(x, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    assert made[0] is out  # the first new result went straight into out, the rest worked on it in place
+    assert mc._DESTINATION.buffer is None  # the offer ends with the call
+
+
+def test_compose_copies_into_out_when_no_step_makes_a_new_array_and_the_offer_ends():
+    x = smooth_stack(4)
+    out = np.zeros_like(x)
+    assert mc.Compose([mc.HorizontalFlip(p=1.0)])(x, out=out) is out
+    np.testing.assert_array_equal(out, x[:, :, ::-1])
+    later = mc.Normalize(mean=0.5, std=0.25)(x)  # outside any Compose: fresh memory, never the old out
+    assert not np.shares_memory(later, out)
+    with pytest.raises(ValueError, match="out must be a writable C-contiguous float32"):
+        mc.Compose([])(x, out=np.zeros(x.shape, np.float64))
+    with pytest.raises(ValueError, match="apart from the input"):
+        mc.Compose([])(x, out=x)

@@ -10,6 +10,11 @@ at 53-68.
 worker writes its batches into its own slots in turn and sends only the slot number; the training process
 reads the slot through the mapping it already holds. Labels and other fields are collated as usual.
 
+A dataset with a `getitem_into(item, out)` method (`PreparedDataset`) builds each sample straight in its
+row of the slot: its transforms write their first new result there, so a sample costs neither a fresh
+262 MB allocation (its page faults are much of a sample's time, several times more after a pause on a
+virtual machine that hands freed memory back to its host) nor the copy into the batch.
+
 A batch from the ring is a view of its slot. It stays valid while the loop takes up to `num_workers - 1`
 more batches, and it is overwritten from the `num_workers`-th on (with one worker: from the next batch) or
 when a new epoch follows an unfinished one. The trainer is done with every batch before it takes the next;
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, default_collate, get_worker_info
+from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from medzoo.datasets import shm
 
@@ -60,6 +65,14 @@ def _gb(count: int | None) -> str:
 def ring_bytes(batch_bytes: int, workers: int, prefetch_factor: int) -> int:
     """Shared memory a ring holds for the loader's lifetime."""
     return workers * (prefetch_factor + SPARE_SLOTS) * batch_bytes
+
+
+class FilledSamples(list):
+    """One batch's samples, fetched by a worker with their images built in rows of ring slot `slot`."""
+
+    def __init__(self, samples: list, slot: int):
+        super().__init__(samples)
+        self.slot = slot
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,20 @@ class BatchRing:
             isinstance(image, torch.Tensor) and image.dtype == self.dtype
             and tuple(image.shape) == self.sample_shape for image in images)
 
+    def claim(self, worker: int) -> int:
+        """In a worker: the slot for its next batch (its own slots in turn)."""
+        slot = worker * self.per_worker + self._turn % self.per_worker
+        self._turn += 1
+        return slot
+
+    def fetch(self, dataset: Any, items: Sequence[Any]) -> list:
+        """In a worker: the samples of one batch, built in the rows of a claimed slot where the dataset can."""
+        worker = get_worker_info()
+        if worker is None or len(items) > self.slots.shape[1]:
+            return [dataset[item] for item in items]
+        slot = self.claim(worker.id)
+        return FilledSamples([dataset.getitem_into(item, row) for item, row in zip(items, self.slots[slot])], slot)
+
     def collate(self, samples: list) -> Any:
         """In a worker: the images stacked into this worker's next slot; elsewhere `default_collate`."""
         worker = get_worker_info()
@@ -111,9 +138,11 @@ class BatchRing:
         images = [sample[0] for sample in samples]
         if not self._fits(images):
             return default_collate(samples)
-        slot = worker.id * self.per_worker + self._turn % self.per_worker
-        self._turn += 1
-        torch.stack(images, out=self.slots[slot, : len(images)])
+        slot = samples.slot if isinstance(samples, FilledSamples) else self.claim(worker.id)
+        rows = self.slots[slot, : len(images)]
+        for row, image in zip(rows, images):
+            if image.data_ptr() != row.data_ptr():  # not built in place
+                row.copy_(image)
         return SlotBatch(slot, len(images), default_collate([tuple(sample[1:]) for sample in samples]))
 
     def resolve(self, batch: Any) -> Any:
@@ -121,6 +150,28 @@ class BatchRing:
         if isinstance(batch, SlotBatch):
             return [self.slots[batch.slot, : batch.size], *batch.rest]
         return batch
+
+
+class SlotFilling(Dataset):
+    """A dataset as a `RingDataLoader` hands it to its workers: whole batches are fetched through the ring,
+    so that a dataset with `getitem_into` builds its samples in the slot. Everything else is the dataset's."""
+
+    def __init__(self, dataset: Any, ring: BatchRing):
+        self.dataset, self.ring = dataset, ring
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self.dataset[item]
+
+    def __getitems__(self, items: Sequence[Any]) -> list:
+        return self.ring.fetch(self.dataset, items)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("dataset", "ring"):  # unpickling looks these up before __init__
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class RingDataLoader(DataLoader):
@@ -131,6 +182,8 @@ class RingDataLoader(DataLoader):
             raise ValueError("a batch ring is for unpinned batches: the pin-memory thread copies them anyway")
         if not kwargs.get("persistent_workers"):
             raise ValueError("a batch ring needs persistent workers: each worker counts its own slots")
+        if hasattr(dataset, "getitem_into"):
+            dataset = SlotFilling(dataset, ring)
         super().__init__(dataset, collate_fn=ring.collate, **kwargs)
         self.ring = ring
 

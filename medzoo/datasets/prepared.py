@@ -585,15 +585,46 @@ class PreparedDataset(Dataset):
                             f"{rerun_hint(self.manifest, self.root)} again to repair it.") from exc
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = item if isinstance(item, tuple) else (item, None)
-        image = self.array(index)
+        index, image = self._source(item)
         if self.transform is None:
             # np.array copies into numpy's own allocation (transparent huge pages: several times faster to
             # fault in than a fresh torch.empty of 100+ MB); torch.from_numpy then shares it.
             return torch.from_numpy(np.array(image, dtype=self.dtype)), int(self.labels[index])
-        if seed is not None and hasattr(self.transform, "set_seed"):
-            self.transform.set_seed(seed)
         out = np.ascontiguousarray(self.transform(image), dtype=self.dtype)
         if not out.flags.writeable:  # a transform that handed back (a view of) the read-only memory map
             out = out.copy()
         return torch.from_numpy(out), int(self.labels[index])
+
+    def getitem_into(self, item: int | tuple[int, int], out: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """`self[item]`, its image written into `out` (a batch slot) when it has that shape and dtype.
+
+        The sample is built in place where it can be: copied straight from the memory map, or written by a
+        transform that takes an `out` buffer (`multichannel.Compose`). Otherwise it is made as `self[item]`
+        makes it and copied in. An image of another shape or dtype is returned as its own tensor.
+        """
+        index, image = self._source(item)
+        target = out.numpy()
+        dtype = self.dtype if self.dtype is not None else image.dtype if self.transform is None else np.float32
+        if target.dtype != dtype or not target.flags.c_contiguous:
+            return self[item]
+        if self.transform is None:
+            if image.shape != target.shape:
+                return self[item]
+            np.copyto(target, image)
+            return out, int(self.labels[index])
+        if getattr(self.transform, "takes_out", False):
+            result = self.transform(image, out=target)
+        else:
+            result = np.ascontiguousarray(self.transform(image), dtype=dtype)
+        if result.shape != target.shape:
+            return torch.from_numpy(result if result.flags.writeable else result.copy()), int(self.labels[index])
+        if result is not target:
+            np.copyto(target, result)
+        return out, int(self.labels[index])
+
+    def _source(self, item: int | tuple[int, int]) -> tuple[int, np.ndarray]:
+        """(index, memory-mapped image) of `item`, the transform reseeded for it when it carries a seed."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        if seed is not None and self.transform is not None and hasattr(self.transform, "set_seed"):
+            self.transform.set_seed(seed)
+        return index, self.array(index)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -54,6 +55,8 @@ _TWO_PI = np.float32(2.0 * math.pi)
 PARALLEL_MIN = 1 << 20
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+# The buffer that `Compose(image, out=...)` offers to the first transform that makes a new float32 result.
+_DESTINATION = threading.local()
 
 
 def value_range(dtype: np.dtype | torch.dtype) -> float:
@@ -64,6 +67,20 @@ def value_range(dtype: np.dtype | torch.dtype) -> float:
         return float(torch.iinfo(dtype).max)
     dtype = np.dtype(dtype)
     return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+
+
+def _new_output(shape: tuple[int, ...]) -> np.ndarray:
+    """A new float32 array for a transform's result: the buffer a `Compose` was given, the first time one of
+    this shape is asked for in its call, else fresh memory.
+
+    Writing a sample's first new result straight into the caller's buffer (a batch slot, see
+    `medzoo.datasets.batch_ring`) saves a copy and the page faults of a fresh allocation.
+    """
+    offered = getattr(_DESTINATION, "buffer", None)
+    if offered is not None and offered.shape == tuple(shape):
+        _DESTINATION.buffer = None
+        return offered
+    return np.empty(shape, np.float32)
 
 
 def _threads() -> int:
@@ -119,7 +136,7 @@ def _map_planes(array: np.ndarray, inplace: bool,
     if inplace and array.dtype == np.float32 and array.flags.writeable:
         out = array
     else:
-        out = np.empty(array.shape, np.float32)
+        out = _new_output(array.shape)
     strided = out is not array and not array.flags.c_contiguous
 
     def block(start: int, stop: int) -> None:
@@ -324,7 +341,7 @@ class Affine(Transform):
               inplace: bool = False) -> np.ndarray:
         channels, height, width = array.shape
         matrix = affine_matrix(params["angle"], params["scale"], params["tx"], params["ty"], height, width)
-        out = np.empty((channels, height, width), np.float32)
+        out = _new_output((channels, height, width))
         flags = INTERPOLATIONS[self.interpolation]
         border, fill = BORDER_MODES[self.border_mode], (self.fill,) * 4
 
@@ -360,7 +377,7 @@ class Affine(Transform):
 
 def _resize_planes(array: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
     """Resize every (possibly cropped) plane of a CHW array to height x width, in float32."""
-    out = np.empty((array.shape[0], height, width), np.float32)
+    out = _new_output((array.shape[0], height, width))
     flags = INTERPOLATIONS[interpolation]
     convert = array.dtype != np.float32
 
@@ -711,7 +728,7 @@ def _noise_target(array: np.ndarray, inplace: bool) -> np.ndarray:
         return array
     if not flags.c_contiguous:
         return _map_planes(array, False, lambda source, out, start, stop: np.copyto(out, source))
-    return np.empty(array.shape, np.float32)
+    return _new_output(array.shape)
 
 
 def _uniform_1_2(bits: np.random.BitGenerator, count: int) -> np.ndarray:
@@ -805,8 +822,7 @@ class GaussianBlur(Transform):
               inplace: bool = False) -> np.ndarray:
         kernel = gaussian_kernel_1d(params["sigma"], params["ksize"])
         channels, height, width = array.shape
-        out = np.empty(array.shape, np.float32)
-
+        out = _new_output(array.shape)
         convert = array.dtype != np.float32
 
         def work(start: int, stop: int) -> None:
@@ -871,6 +887,8 @@ class Compose:
     on the seed the engine derives from (run seed, epoch, index). Steps may be given as `_target_` dicts.
     """
 
+    takes_out = True  # __call__ accepts out=: a dataset may have the result written into a batch slot
+
     def __init__(self, transforms: Sequence[Transform | Mapping[str, Any]] = ()):
         self.transforms = [_instantiate(step) for step in transforms]
 
@@ -885,16 +903,37 @@ class Compose:
         """MONAI's name for `set_seed`."""
         return self.set_seed(seed)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Run every transform; steps after the first copy work in place on the pipeline's own buffer."""
+    def __call__(self, image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Run every transform; steps after the first copy work in place on the pipeline's own buffer.
+
+        Args:
+            image: the (C, H, W) input; never written.
+            out: a C-contiguous float32 buffer for the result (a batch slot). The first step that makes a new
+                array of its shape writes there directly and later steps work on it in place; a result of
+                the same shape made elsewhere is copied in. A result of another shape is returned as a new
+                array and `out` is left as it was.
+        """
         _check_chw(image)
         max_value = value_range(image.dtype)
-        out = image
-        for transform in self.transforms:
-            # the caller's array (or a view of it) is never written; a fresh result may be
-            owned = not np.may_share_memory(out, image)
-            out = transform(out, max_value=max_value, inplace=owned)
-        return np.ascontiguousarray(out, dtype=np.float32)
+        if out is not None and (out.dtype != np.float32 or not out.flags.c_contiguous
+                                or not out.flags.writeable or np.may_share_memory(out, image)):
+            raise ValueError("Compose: out must be a writable C-contiguous float32 array apart from the input, "
+                             f"got {out.dtype} {out.shape}")
+        result, offered = image, getattr(_DESTINATION, "buffer", None)
+        if out is not None:
+            _DESTINATION.buffer = out
+        try:
+            for transform in self.transforms:
+                # the caller's array (or a view of it) is never written; a fresh result may be
+                owned = not np.may_share_memory(result, image)
+                result = transform(result, max_value=max_value, inplace=owned)
+        finally:
+            _DESTINATION.buffer = offered
+        if out is None or result.shape != out.shape:
+            return np.ascontiguousarray(result, dtype=np.float32)
+        if result is not out:
+            np.copyto(out, result)
+        return out
 
     def __repr__(self) -> str:
         return f"Compose({self.transforms!r})"

@@ -68,7 +68,7 @@ def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
 
 def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     run = tmp_path / "train"
-    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY,
+    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY, "model.width=0.5",
            "trainer.max_epochs=2", f"hydra.run.dir={run}")
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics["test"]) >= {"accuracy", "balanced_accuracy", "macro_f1", "auc", "per_class",
@@ -82,6 +82,7 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     assert card["classes"] == ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
     assert card["in_chans"] == 1 and card["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert card["recipe"] == "brain_tumor_resnet18" and card["config"]["trainer"]["max_epochs"] == 2
+    assert card["model_kwargs"]["width"] == 0.5  # eval and predict below rebuild the half-width model from it
 
     evaluation = tmp_path / "eval"
     medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=test", f"hydra.run.dir={evaluation}")

@@ -91,3 +91,21 @@ def test_export_command_checks_onnx_on_real_images(checkpoint, tmp_path):
                     f"hydra.run.dir={tmp_path}"], check=True, capture_output=True)
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["max_abs_difference"] <= 1e-4 and report["checked_on"] == 8
+
+
+def test_bundle_network_def_rebuilds_a_half_width_model_in_plain_monai():
+    from monai.networks.nets import ResNet
+
+    from medzoo.zoo.export import network_def
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", in_chans=1, num_classes=2, spatial_dims=3, stem="imagenet", width=0.5).eval()
+    card = {"arch": "resnet18", "model_kwargs": {"stem": "imagenet", "norm": "batch", "width": 0.5}, "in_chans": 1,
+            "num_classes": 2, "spatial_dims": 3}
+    definition = network_def(card)
+    assert definition.pop("_target_") == "monai.networks.nets.ResNet"
+    network = ResNet(**definition).eval()
+    network.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 1, 28, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), model(x))

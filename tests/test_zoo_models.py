@@ -184,6 +184,9 @@ def test_pretrained_that_is_neither_a_file_nor_a_zoo_name_is_an_error() -> None:
         ({"spatial_dims": 1}, "spatial_dims"),
         ({"in_chans": 0}, "in_chans"),
         ({"num_classes": -1}, "num_classes"),
+        ({"width": 0}, "width"),
+        ({"width": "half"}, "width"),
+        ({"width": 0.3, "norm": "group"}, "width"),  # 19-channel stages: 32 groups do not divide them
     ],
 )
 def test_bad_settings_name_the_key(kwargs: dict, key: str) -> None:
@@ -219,3 +222,22 @@ def test_register_model_refuses_a_second_definition(monkeypatch: pytest.MonkeyPa
 def test_norm_choice_reaches_every_block(norm: str, expected: set[str]) -> None:
     model = create_model("resnet18", in_chans=1, num_classes=2, stem="small", norm=norm)
     assert {type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__} == expected
+
+
+def test_width_scales_every_stage_and_survives_a_checkpoint(tmp_path) -> None:
+    from medzoo.zoo.checkpoint import model_from_checkpoint, save_checkpoint
+
+    options = {"in_chans": 1, "num_classes": 2, "spatial_dims": 3, "stem": "imagenet"}
+    full, half = create_model("resnet18", **options), create_model("resnet18", width=0.5, **options).eval()
+    stages = [getattr(half, f"layer{i}")[-1].conv2.out_channels for i in range(1, 5)]
+    assert stages == [32, 64, 128, 256] and half.conv1.out_channels == 32
+    assert half.num_features == half.fc.in_features == 256
+    count = {name: sum(p.numel() for p in model.parameters()) for name, model in (("full", full), ("half", half))}
+    assert 0.24 < count["half"] / count["full"] < 0.26
+    card = {"arch": "resnet18", "model_kwargs": {"stem": "imagenet", "norm": "batch", "width": 0.5}, "in_chans": 1,
+            "num_classes": 2, "spatial_dims": 3, "input_size": [28, 28, 28], "classes": ["a", "b"],
+            "preprocessing": {"pre": [], "eval": []}}
+    loaded, _ = model_from_checkpoint(save_checkpoint(tmp_path / "half.safetensors", half, card))
+    x = torch.randn(2, 1, 28, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), half(x))

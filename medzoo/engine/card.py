@@ -34,7 +34,8 @@ def build_card(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module, spec
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     return {
         "arch": model.arch,
-        "model_kwargs": {"stem": model.stem, "norm": getattr(model, "norm", "batch")},
+        "model_kwargs": {"stem": model.stem, "norm": getattr(model, "norm", "batch"),
+                         "width": getattr(model, "width", 1.0)},
         "in_chans": splits.in_chans,
         "num_classes": len(splits.classes),
         "classes": list(splits.classes),

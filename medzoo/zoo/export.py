@@ -60,7 +60,8 @@ def network_def(card: dict) -> dict[str, Any]:
         block, layers = blocks[card["arch"]]
         imagenet = kwargs.get("stem") == "imagenet"
         return {"_target_": "monai.networks.nets.ResNet", "block": block, "layers": layers,
-                "block_inplanes": [64, 128, 256, 512], "spatial_dims": card["spatial_dims"],
+                "block_inplanes": [64, 128, 256, 512], "widen_factor": kwargs.get("width", 1.0),
+                "spatial_dims": card["spatial_dims"],
                 "n_input_channels": card["in_chans"], "conv1_t_size": 7 if imagenet else 3,
                 "conv1_t_stride": 2 if imagenet else 1, "no_max_pool": not imagenet, "shortcut_type": "B",
                 "bias_downsample": False, "num_classes": card["num_classes"]}

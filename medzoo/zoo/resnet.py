@@ -62,6 +62,7 @@ class ResNet(MonaiResNet):
         stem: str = "auto",
         input_size: int | None = None,
         norm: str = "batch",
+        width: float = 1.0,
     ) -> None:
         """Build a ResNet.
 
@@ -73,6 +74,8 @@ class ResNet(MonaiResNet):
                 or "auto" ("small" when input_size < 64, else "imagenet").
             input_size: the input's side length in pixels/voxels; only used by stem="auto".
             norm: "batch", "group" (32 groups) or "instance".
+            width: channel multiplier of every stage (64-128-256-512 at 1.0; 0.5 keeps a quarter of the
+                parameters, for a checkpoint small enough to ship).
         """
         _check_positive_int("in_chans", in_chans, 1)
         _check_positive_int("num_classes", num_classes, 0)
@@ -80,6 +83,13 @@ class ResNet(MonaiResNet):
             raise ConfigError(f"spatial_dims={spatial_dims!r} is invalid: set spatial_dims to 2 or 3.")
         if input_size is not None:
             _check_positive_int("input_size", input_size, 1)
+        if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width <= 8 \
+                or int(_BLOCK_INPLANES[0] * width) < 1:
+            raise ConfigError(f"width={width!r} is invalid: set width to a number in (0, 8], e.g. 0.5 or 1.")
+        widths = [int(planes * width) for planes in _BLOCK_INPLANES]
+        if norm == "group" and any(planes % NORMS["group"][1]["num_groups"] for planes in widths):
+            raise ConfigError(f"width={width} gives stages of {widths} channels, which group norm's "
+                              f"{NORMS['group'][1]['num_groups']} groups do not divide: pick another width.")
         if norm not in NORMS:
             raise ConfigError(f"unknown norm '{norm}': set norm to one of {', '.join(NORMS)}.")
         resolved = resolve_stem(stem, input_size)
@@ -98,6 +108,7 @@ class ResNet(MonaiResNet):
             no_max_pool=not imagenet,
             shortcut_type="B",
             norm=NORMS[norm],
+            widen_factor=float(width),
             bias_downsample=False,  # torchvision's projection has no bias: batch norm follows it
             feed_forward=False,  # the head is built below so num_classes=0 and reset_classifier share one path
         )
@@ -108,9 +119,10 @@ class ResNet(MonaiResNet):
         self.arch = arch
         self.stem = resolved
         self.norm = norm
+        self.width = float(width)
         self.in_chans = in_chans
         self.spatial_dims = spatial_dims
-        self.num_features = _BLOCK_INPLANES[-1] * block.expansion
+        self.num_features = widths[-1] * block.expansion
         self.num_classes = num_classes
         self.fc: nn.Module = self._make_classifier(num_classes)
 

@@ -74,6 +74,41 @@ class ArrayDataset(Dataset):
             image = np.array(image) if self.keep_dtype else image.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(image)), int(self.split.labels[index])
 
+    def getitem_into(self, item: int | tuple[int, int], out: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """`self[item]`, its image built in `out` (a batch slot) where it fits (see `build_into`)."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        if self.transform is not None and seed is not None:
+            self.transform.set_seed(seed)
+        image = self.split.images[index]
+        dtype = None if self.transform is not None or self.keep_dtype else np.float32
+        built = build_into(image, self.transform, out.numpy(), dtype)
+        return (out if built is None else torch.from_numpy(built)), int(self.split.labels[index])
+
+
+def build_into(image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None, out: np.ndarray,
+               dtype: np.dtype | type | None = None) -> np.ndarray | None:
+    """Make the sample `transform(image)` (or a copy of `image`), converted to `dtype` unless None, in `out`.
+
+    Returns None when the sample was written into `out`: by a transform that takes `out=` (writing its first
+    new array there, see `multichannel.Compose`), or copied in. A sample of another shape or dtype is
+    returned as its own contiguous, writable array and `out` is left alone.
+    """
+    target = np.dtype(dtype) if dtype is not None else None
+    if transform is None:
+        result = image
+    elif getattr(transform, "takes_out", False) and target in (None, out.dtype) and out.dtype == np.float32:
+        result = transform(image, out=out)
+        if result is out:
+            return None
+    else:
+        result = transform(image)
+    result = np.asarray(result)
+    if result.shape == out.shape and (result.dtype if target is None else target) == out.dtype:
+        np.copyto(out, result, casting="unsafe")  # the conversion astype would make
+        return None
+    result = np.ascontiguousarray(result, dtype=target)
+    return result if result.flags.writeable and not np.shares_memory(result, image) else result.copy()
+
 
 class SeededSampler(Sampler):
     """Yields (index, seed): the order depends on (seed, epoch) and each sample's augmentation on

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from medzoo.datasets.base import build_into
 from medzoo.datasets.readers.base import READERS, read_volume, reader_for
 from medzoo.download import sha256_file
 from medzoo.errors import ConfigError, DataError
@@ -596,31 +597,14 @@ class PreparedDataset(Dataset):
         return torch.from_numpy(out), int(self.labels[index])
 
     def getitem_into(self, item: int | tuple[int, int], out: torch.Tensor) -> tuple[torch.Tensor, int]:
-        """`self[item]`, its image written into `out` (a batch slot) when it has that shape and dtype.
+        """`self[item]`, its image built in `out` (a batch slot) where it has that shape and dtype.
 
-        The sample is built in place where it can be: copied straight from the memory map, or written by a
-        transform that takes an `out` buffer (`multichannel.Compose`). Otherwise it is made as `self[item]`
-        makes it and copied in. An image of another shape or dtype is returned as its own tensor.
+        The sample is made in place where it can be: copied straight from the memory map, or written by a
+        transform that takes an `out` buffer (`multichannel.Compose`); see `build_into`.
         """
         index, image = self._source(item)
-        target = out.numpy()
-        dtype = self.dtype if self.dtype is not None else image.dtype if self.transform is None else np.float32
-        if target.dtype != dtype or not target.flags.c_contiguous:
-            return self[item]
-        if self.transform is None:
-            if image.shape != target.shape:
-                return self[item]
-            np.copyto(target, image)
-            return out, int(self.labels[index])
-        if getattr(self.transform, "takes_out", False):
-            result = self.transform(image, out=target)
-        else:
-            result = np.ascontiguousarray(self.transform(image), dtype=dtype)
-        if result.shape != target.shape:
-            return torch.from_numpy(result if result.flags.writeable else result.copy()), int(self.labels[index])
-        if result is not target:
-            np.copyto(target, result)
-        return out, int(self.labels[index])
+        built = build_into(image, self.transform, out.numpy(), self.dtype)
+        return (out if built is None else torch.from_numpy(built)), int(self.labels[index])
 
     def _source(self, item: int | tuple[int, int]) -> tuple[int, np.ndarray]:
         """(index, memory-mapped image) of `item`, the transform reseeded for it when it carries a seed."""

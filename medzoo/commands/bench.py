@@ -60,7 +60,7 @@ def bench(cfg: DictConfig) -> dict:
     }
     write_json(run_dir / "bench.json", result)
     log.info("%s on %s: train %.1f img/s (data wait %.0f %%), inference %.1f img/s; one epoch ~ %.0f s, "
-             "the recipe (%d epochs) ~ %.1f min, decoding not included -> %s", cfg.recipe_name or "the configuration", result["device"],
-             train.images_per_s, 100 * train.data_wait_fraction, infer.images_per_s, epoch_s,
+             "the recipe (%d epochs) ~ %.1f min, decoding not included -> %s", cfg.recipe_name or "the configuration",
+             result["device"], train.images_per_s, 100 * train.data_wait_fraction, infer.images_per_s, epoch_s,
              cfg.trainer.max_epochs, result["estimate"]["recipe_s"] / 60, run_dir / "bench.json")
     return result

@@ -68,6 +68,11 @@ def test_a_second_cache_is_the_test_split_and_must_share_the_classes(tmp_path):
         PreparedSource(str(train), test_path=str(other)).load()
 
 
+def test_a_split_too_small_for_every_class_names_the_setting(tmp_path):
+    with pytest.raises(DataError, match=r"data.test_fraction=0.15 of 6 samples leaves 1 and 5, fewer than the 2"):
+        PreparedSource(str(cache_of(tmp_path, per_class=3))).load()
+
+
 def test_samples_of_different_shapes_are_an_error_that_names_the_fix(tmp_path):
     folder = stacks(tmp_path / "src", per_class=3)
     np.save(folder / "calm" / "odd.npy", np.zeros((6, 12, 16), np.int16))
@@ -108,3 +113,20 @@ def test_medzoo_trains_and_evaluates_from_a_prepared_cache(tmp_path):
     evaluation = tmp_path / "eval"
     medzoo("eval", f"ckpt={run / 'checkpoints' / 'best.safetensors'}", "split=test", f"hydra.run.dir={evaluation}")
     assert json.loads((evaluation / "metrics.json").read_text())["test"] == metrics["test"]
+
+
+def test_evaluating_on_a_cache_with_other_channels_names_the_fix(tmp_path):
+    source = stacks(tmp_path / "src", per_class=6)
+    medzoo("prepare", f"inputs={source}", f"out={tmp_path / 'cache'}", "progress=false",
+           f"hydra.run.dir={tmp_path / 'prep'}")
+    settings = [item for item in TINY if not item.startswith("transforms.")]
+    medzoo("train", "data=prepared", f"data.path={tmp_path / 'cache'}", "transforms=stack_2d5_aug", *settings,
+           "trainer.max_epochs=1", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
+    other = stacks(tmp_path / "other-src", per_class=8, shape=(4, 16, 16))
+    medzoo("prepare", f"inputs={other}", f"out={tmp_path / 'other'}", "progress=false",
+           f"hydra.run.dir={tmp_path / 'prep2'}")
+    result = medzoo("eval", f"ckpt={tmp_path / 'run' / 'checkpoints' / 'best.safetensors'}",
+                    f"data.path={tmp_path / 'other'}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}", check=False)
+    assert result.returncode != 0
+    assert "the data has 4 channel(s), the checkpoint expects 6" in result.stderr
+    assert "data.channels=6" in result.stderr

@@ -46,6 +46,10 @@ def checkpoint_metrics(model: torch.nn.Module, card: dict, split_names: list[str
     if list(splits.classes) != list(card["classes"]):
         raise DataError(f"the data's classes {splits.classes} differ from the checkpoint's {card['classes']}; "
                         "point data.root at the dataset the checkpoint was trained for.")
+    if splits.in_chans != card["in_chans"]:
+        raise DataError(f"the data has {splits.in_chans} channel(s), the checkpoint expects {card['in_chans']}; "
+                        f"use data prepared the same way (for stacks: medzoo prepare data.layout=slices "
+                        f"data.channels={card['in_chans']}).")
     precision = Precision.resolve(precision_name or card["precision"], device)
     channels_last = trained_channels_last(card)
     model = model.to(memory_format=torch.channels_last) if channels_last else model

@@ -127,7 +127,8 @@ class PreparedSource:
             rest, test = _split(cache, preprocess), _split(test_cache, preprocess)
             caches.append(test_cache)
         else:
-            rest, test = stratified_split(_split(cache, preprocess), self.test_fraction, self.split_seed)
+            rest, test = stratified_split(_split(cache, preprocess), self.test_fraction, self.split_seed,
+                                          setting="data.test_fraction")
         train, val = stratified_split(rest, self.val_fraction, self.split_seed)
         if train.images.shape[1:] != test.images.shape[1:]:
             raise DataError(f"{test.images.cache.root}: test samples of shape {list(test.images.shape[1:])}, "

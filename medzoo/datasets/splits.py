@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from medzoo.datasets.cache import CachedSplit, DecodeReport
+from medzoo.errors import DataError
 
 
 def subset(split: CachedSplit, indices: np.ndarray) -> CachedSplit:
@@ -18,15 +20,22 @@ def subset(split: CachedSplit, indices: np.ndarray) -> CachedSplit:
 
 
 def stratified_split(split: CachedSplit, val_fraction: float, seed: int,
-                     groups: Mapping[str, int] | None = None) -> tuple[CachedSplit, CachedSplit]:
+                     groups: Mapping[str, int] | None = None,
+                     setting: str = "data.val_fraction") -> tuple[CachedSplit, CachedSplit]:
     """Carve a class-stratified validation set of `val_fraction` from `split`, reproducibly for `seed`.
 
     With `groups` (key -> duplicate-group id), members of one group never straddle train and val, so a
-    near-copy of a validation image cannot sit in training and flatter the validation score.
+    near-copy of a validation image cannot sit in training and flatter the validation score. `setting`
+    names the fraction in errors.
     """
     if not 0 < val_fraction < 1:
-        raise ValueError(f"data.val_fraction must be between 0 and 1, not {val_fraction}")
-    indices = np.arange(len(split.labels))
+        raise ValueError(f"{setting} must be between 0 and 1, not {val_fraction}")
+    count, classes = len(split.labels), len(np.unique(split.labels))
+    carved = math.ceil(val_fraction * count)
+    if min(carved, count - carved) < classes:
+        raise DataError(f"{setting}={val_fraction} of {count} samples leaves {carved} and {count - carved}, "
+                        f"fewer than the {classes} classes that each side needs; change {setting} or add samples.")
+    indices = np.arange(count)
     if not groups:
         train_idx, val_idx = train_test_split(indices, test_size=val_fraction, random_state=seed,
                                               stratify=split.labels)

@@ -130,3 +130,34 @@ def test_evaluating_on_a_cache_with_other_channels_names_the_fix(tmp_path):
     assert result.returncode != 0
     assert "the data has 4 channel(s), the checkpoint expects 6" in result.stderr
     assert "data.channels=6" in result.stderr
+
+
+def test_predict_lays_a_volume_out_as_the_prepared_cache_did(tmp_path):
+    """A 2.5D model trained from `prepare data.layout=slices data.channels=6` on NIfTI volumes predicts on a
+    NIfTI file exactly what `medzoo eval` computed for the sample prepared from it."""
+    import csv
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("calm", "bright")):
+        (tmp_path / "src" / name).mkdir(parents=True)
+        for index in range(8):
+            volume = (rng.integers(0, 1000, (16, 16, 10)) + 1500 * label).astype(np.int16)  # x, y, z: 10 slices
+            nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / "src" / name / f"{index}.nii.gz")
+    medzoo("prepare", f"inputs={tmp_path / 'src'}", f"out={tmp_path / 'cache'}", "data.layout=slices",
+           "data.channels=6", "progress=false", f"hydra.run.dir={tmp_path / 'prep'}")
+    settings = [item for item in TINY if not item.startswith("transforms.")]
+    medzoo("train", "data=prepared", f"data.path={tmp_path / 'cache'}", "data.test_fraction=0.25",
+           "transforms=stack_2d5_aug", *settings, "trainer.max_epochs=1", "logger.plots=false",
+           f"hydra.run.dir={tmp_path / 'run'}")
+    ckpt = tmp_path / "run" / "checkpoints" / "best.safetensors"
+    medzoo("eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}")
+    with (tmp_path / "eval" / "predictions_test.csv").open() as handle:
+        evaluated = {row["key"]: row for row in csv.DictReader(handle)}
+    key = sorted(evaluated)[0]
+    medzoo("predict", f"ckpt={ckpt}", f"inputs={tmp_path / 'src' / key}", f"hydra.run.dir={tmp_path / 'predict'}")
+    rows = json.loads((tmp_path / "predict" / "predictions.json").read_text())["predictions"]
+    assert len(rows) == 1  # one prediction for the volume, not one per slice
+    for name, probability in rows[0]["probabilities"].items():
+        assert probability == pytest.approx(float(evaluated[key][f"p_{name}"]), abs=1e-5)

@@ -48,7 +48,9 @@ def build_card(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module, spec
         "metrics": metrics or {},
         "data": {"name": data_cfg.get("name"), "fingerprint": splits.fingerprint,
                  "num_train": len(splits.train.labels), "num_val": len(splits.val.labels),
-                 "num_test": len(splits.test.labels)},
+                 "num_test": len(splits.test.labels),
+                 # how `medzoo prepare` laid the sources out (reader, layout, channels...), for predict
+                 **({"prepared": splits.report["prepared_settings"]} if "prepared_settings" in splits.report else {})},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -57,7 +57,9 @@ class Preprocessor:
     def __post_init__(self) -> None:
         self.spec = TransformSpec.from_card(self.card)
         self.pipeline = self.spec.pipeline("eval")
-        self.data = self.card.get("config", {}).get("data", {})
+        # how the training data was laid out: the data config, or for a prepared cache its prepare settings
+        self.data = {**self.card.get("data", {}).get("prepared", {}),
+                     **{k: v for k, v in self.card.get("config", {}).get("data", {}).items() if v is not None}}
 
     def array(self, image: np.ndarray) -> torch.Tensor:
         """One channel-first array, as stored in the model's cache -> the model's float32 input."""
@@ -78,7 +80,7 @@ class Preprocessor:
             return [(str(path), self.file(path))]
         from medzoo.datasets.readers import read_volume
 
-        volume = read_volume(path).array
+        volume = read_volume(path, self.data.get("reader", "auto"), **self.data.get("reader_kwargs", {})).array
         if volume.ndim == 3:  # a 2D multichannel stack (C, H, W)
             return [(str(path), self.array(volume))]
         if self.card["spatial_dims"] == 3:

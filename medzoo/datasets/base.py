@@ -50,7 +50,8 @@ class DataSplits:
 
 
 class ArrayDataset(Dataset):
-    """Samples from uint8 C x H x W arrays through a per-sample transform; no decoding after the cache.
+    """Samples from C x H x W (or C x D x H x W) arrays through a per-sample transform; no decoding after the
+    cache. The arrays are uint8 decoded images, MedMNIST arrays, or a prepared cache's memory maps.
 
     Without a transform a sample is float32, or, with `keep_dtype`, a copy as stored (for per-batch
     transforms on the device, which then get a quarter of float32's bytes from uint8).
@@ -64,11 +65,8 @@ class ArrayDataset(Dataset):
         return len(self.split.labels)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = item if isinstance(item, tuple) else (item, None)
-        image = self.split.images[index]
+        index, image = self._source(item)
         if self.transform is not None:
-            if seed is not None:
-                self.transform.set_seed(seed)
             image = self.transform(image)
         else:
             image = np.array(image) if self.keep_dtype else image.astype(np.float32)
@@ -76,13 +74,17 @@ class ArrayDataset(Dataset):
 
     def getitem_into(self, item: int | tuple[int, int], out: torch.Tensor) -> tuple[torch.Tensor, int]:
         """`self[item]`, its image built in `out` (a batch slot) where it fits (see `build_into`)."""
-        index, seed = item if isinstance(item, tuple) else (item, None)
-        if self.transform is not None and seed is not None:
-            self.transform.set_seed(seed)
-        image = self.split.images[index]
+        index, image = self._source(item)
         dtype = None if self.transform is not None or self.keep_dtype else np.float32
         built = build_into(image, self.transform, out.numpy(), dtype)
         return (out if built is None else torch.from_numpy(built)), int(self.split.labels[index])
+
+    def _source(self, item: int | tuple[int, int]) -> tuple[int, np.ndarray]:
+        """(index, stored image) of `item`, the transform reseeded for it when it carries a seed."""
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        if self.transform is not None and seed is not None:
+            self.transform.set_seed(seed)
+        return index, self.split.images[index]
 
 
 def build_into(image: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None, out: np.ndarray,

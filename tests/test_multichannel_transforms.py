@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 
 from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.errors import ConfigError
+from medzoo.transforms import albumentations_steps as albu_steps
 from medzoo.transforms import batch as bt
 from medzoo.transforms import multichannel as mc
 from medzoo.transforms.layout import to_channel_first, to_channel_last
@@ -44,6 +46,9 @@ CASES = [
      1e-5),
     ("blur", "GaussianBlur", {"sigma_limit": (0.5, 2.5)}, 1e-5),
     ("blur-ksize", "GaussianBlur", {"blur_limit": (3, 9), "sigma_limit": (0.5, 2.0)}, 1e-5),
+    ("gin", "RandomIntensityNetwork", {}, 1e-5),
+    ("gin-1x1", "RandomIntensityNetwork", {"layers": 3, "channels": 4, "kernel_sizes": (1,), "alpha": (0.5, 1.0)},
+     1e-5),
     ("dropout", "CoarseDropout", {"num_holes_range": (1, 4), "fill": 0.25}, 0.0),
     ("dropout-px", "CoarseDropout", {"num_holes_range": (2, 3), "hole_height_range": (2, 9),
                                      "hole_width_range": (3, 5)}, 0.0),
@@ -83,7 +88,8 @@ def test_works_at_any_channel_count(case, name, kwargs, atol, channels):
     # the same parameters reach every channel: channel 0 of a stack == the stack of channel 0 alone
     alone = mc.Compose([make(mc, name, kwargs)]).set_seed(3)(x[:1])
     # these depend on other channels
-    if case not in ("noise", "noise-unclipped", "normalize-image", "normalize-minmax", "brightness-by-mean"):
+    if case not in ("noise", "noise-unclipped", "normalize-image", "normalize-minmax", "brightness-by-mean",
+                    "gin", "gin-1x1"):
         np.testing.assert_allclose(out[:1], alone, atol=1e-6)
     batch_out = bt.Compose([make(bt, name, kwargs)]).set_seed(3)(torch.from_numpy(x[None]))
     assert tuple(batch_out.shape) == (1, *expected_shape(name, kwargs, x.shape))
@@ -434,3 +440,52 @@ def test_compose_copies_into_out_when_no_step_makes_a_new_array_and_the_offer_en
         mc.Compose([])(x, out=np.zeros(x.shape, np.float64))
     with pytest.raises(ValueError, match="apart from the input"):
         mc.Compose([])(x, out=x)
+
+
+def test_random_intensity_network_changes_intensities_not_shapes():
+    x = np.round(smooth_stack(3, 48, 48, seed=4) * 200).astype(np.float32)
+    same = mc.RandomIntensityNetwork(alpha=0.0, p=1.0).set_seed(0)(x)
+    np.testing.assert_allclose(same, x, atol=1e-3)  # no share of the network's output: the image itself
+    # 1 x 1 kernels only: a pointwise map, so pixels of equal intensity stay equal, in every channel
+    pointwise = mc.RandomIntensityNetwork(kernel_sizes=(1,), alpha=1.0, p=1.0)
+    for seed in range(5):
+        out = pointwise.set_seed(seed)(x)
+        for value in np.unique(x)[::7]:
+            assert np.ptp(out[x == value]) < 1e-3 * (1 + np.abs(out).max())
+    # the full network's output carries the stack's energy: standardised, its mean square is 1
+    styled = [mc.RandomIntensityNetwork(alpha=1.0, p=1.0).set_seed(seed)(x) for seed in range(8)]
+    for out in styled:
+        assert np.mean(((out - x.mean()) / x.std()) ** 2) == pytest.approx(1.0, rel=1e-3)
+    # and it is no affine rescaling of the input: a least-squares line leaves a real residual
+    residuals = []
+    for out in styled:
+        design = np.stack([x.ravel(), np.ones(x.size)], axis=1)
+        fit = np.linalg.lstsq(design, out.ravel(), rcond=None)[1]
+        residuals.append(float(fit[0]) / float(np.sum((out - out.mean()) ** 2)))
+    assert max(residuals) > 0.1
+
+
+def test_random_intensity_network_rejects_bad_settings():
+    with pytest.raises(ConfigError, match="kernel_sizes must be drawn from 1 and 3"):
+        mc.RandomIntensityNetwork(kernel_sizes=(5,))
+    with pytest.raises(ConfigError, match="alpha must lie in"):
+        mc.RandomIntensityNetwork(alpha=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="layers and channels must be >= 1"):
+        mc.RandomIntensityNetwork(layers=0)
+
+
+@pytest.mark.parametrize("shape", [(40, 36), (40, 36, 1), (40, 36, 3)])
+def test_albumentations_step_runs_the_channel_first_transform(shape):
+    x = np.round(np.random.default_rng(0).random(shape) * 255).astype(np.uint8)
+    step = albu_steps.RandomIntensityNetwork(p=1.0, layers=3, alpha=(0.3, 0.9))
+    drawn = step.get_params_dependent_on_data({"shape": shape}, {"image": x})["step_params"]
+    assert drawn["weight2"].shape == (1, 2, 3, 3) and 0.3 <= drawn["alpha"] <= 0.9
+    expected = mc.RandomIntensityNetwork(layers=3).apply(to_channel_first(x if x.ndim == 3 else x[..., None]),
+                                                         drawn)
+    got = step.apply(x, drawn)
+    assert got.shape == x.shape
+    np.testing.assert_allclose(to_channel_first(got if got.ndim == 3 else got[..., None]), expected, atol=1e-4)
+    seeded = [A.Compose([albu_steps.RandomIntensityNetwork(p=1.0)], seed=seed)(image=x)["image"]
+              for seed in (3, 3, 4)]
+    np.testing.assert_array_equal(seeded[0], seeded[1])
+    assert not np.allclose(seeded[0], seeded[2])

@@ -371,6 +371,42 @@ class GaussianBlur(BatchTransform, mc.GaussianBlur):
         return _select(params["apply"], planes.view(batch, channels, height, width), xf)
 
 
+class RandomIntensityNetwork(BatchTransform, mc.RandomIntensityNetwork):
+    """GIN with each sample's own random network, all of them run as one grouped convolution per layer."""
+
+    def sample_batch(self, generator: torch.Generator, shape: tuple[int, ...]) -> BatchParams:
+        batch, widths = shape[0], self.widths()
+        params = {"alpha": _uniform(self.alpha, batch, generator)}
+        sizes = torch.tensor(self.kernel_sizes)
+        ring = torch.ones(3, 3)
+        ring[1, 1] = 0
+        for layer in range(self.layers):
+            size = sizes[_integers(0, len(self.kernel_sizes) - 1, batch, generator)]
+            weight = torch.randn(batch, widths[layer + 1], widths[layer], 3, 3, generator=generator)
+            # a 1 x 1 kernel keeps only the centre of its 3 x 3 draw
+            params[f"weight{layer}"] = weight * torch.where((size == 1).view(-1, 1, 1, 1, 1), 1 - ring, 1)
+            params[f"bias{layer}"] = torch.randn(batch, widths[layer + 1], generator=generator)
+        return params
+
+    def apply(self, x: torch.Tensor, params: BatchParams, max_value: float | None = None) -> torch.Tensor:
+        xf = _float(x)
+        batch, channels, height, width = xf.shape
+        flat = xf.reshape(batch, -1).double()
+        mean, std = flat.mean(dim=1), flat.std(dim=1, unbiased=False)
+        std = torch.where(std > 1e-6 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
+        planes = ((xf - mean.view(-1, 1, 1, 1).to(xf.dtype)) / std.view(-1, 1, 1, 1).to(xf.dtype))
+        weights = [params[f"weight{i}"].to(xf.dtype).repeat_interleave(channels, 0) for i in range(self.layers)]
+        biases = [params[f"bias{i}"].to(xf.dtype).repeat_interleave(channels, 0) for i in range(self.layers)]
+        styled = mc.random_network(planes.reshape(-1, 1, height, width), weights, biases, self.negative_slope)
+        styled = styled.view(batch, channels, height, width)
+        energy = styled.double().square().sum(dim=(1, 2, 3)).clamp(min=1e-12)
+        alpha = params["alpha"].double()
+        gain = (alpha * std * torch.sqrt(flat.shape[1] / energy)).to(xf.dtype).view(-1, 1, 1, 1)
+        mixed = (1 - alpha).to(xf.dtype).view(-1, 1, 1, 1) * xf + gain * styled \
+            + (alpha * mean).to(xf.dtype).view(-1, 1, 1, 1)
+        return _select(params["apply"], mixed, xf)
+
+
 class CoarseDropout(BatchTransform, mc.CoarseDropout):
     """Fill each sample's own random rectangles with `fill` in every channel."""
 

@@ -27,7 +27,8 @@ from tests.test_cli import MEDZOO
 EPOCHS = 3
 SETTINGS = ["recipe=brain_tumor_resnet18", "transforms.image_size=64", "model=resnet10", "data.batch_size=8",
             "data.num_workers=0", "trainer.progress=false", "trainer.deterministic=true",
-            f"trainer.max_epochs={EPOCHS}", "logger.plots=false"]
+            f"trainer.max_epochs={EPOCHS}", "logger.plots=false",
+            "trainer.mix.name=cutmix"]  # its draws come from the saved global RNG: resumed runs must mix alike
 # Seeds the kill moments of the random-kill test; each seed gives another, reproducible schedule.
 KILL_SEED = 2
 KILLS = 3

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, gather_predictions, sum_across
 from medzoo.engine.metrics import classification_metrics
+from medzoo.engine.mixing import build_mixer
 from medzoo.engine.precision import Precision
 from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
 from medzoo.engine.uncertainty import bootstrap_ci, calibration
@@ -101,6 +102,7 @@ class Trainer:
             step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         self.step_model = torch.compile(step_model, mode=settings.compile_mode) if settings.compile else step_model
         self.state_path = run_dir / "checkpoints" / "last.pt"
+        self.mixer = build_mixer(settings.get("mix"))
 
     # --- one epoch ----------------------------------------------------------------------------------
     def train_one_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:
@@ -117,9 +119,12 @@ class Trainer:
         for index, (images, targets) in enumerate(bar):
             images = _to_device(images, self.device, self.channels_last)
             targets = targets.to(self.device, non_blocking=True)
+            loss_targets = targets
+            if self.mixer is not None:  # soft targets; train accuracy stays against each image's own label
+                images, loss_targets = self.mixer(images, targets, len(self.classes))
             with self.precision.autocast():
                 logits = self.step_model(images)
-                loss = self.criterion(logits, targets)
+                loss = self.criterion(logits, loss_targets)
             if skip_nonfinite and not torch.isfinite(loss):  # a per-step sync, paid only in this mode
                 self.skipped_steps += 1
                 log.warning("non-finite loss at epoch %d step %d: batch skipped (%d so far; "

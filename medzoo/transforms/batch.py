@@ -371,6 +371,22 @@ class GaussianBlur(BatchTransform, mc.GaussianBlur):
         return _select(params["apply"], planes.view(batch, channels, height, width), xf)
 
 
+def _random_network(planes: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                   negative_slope: float) -> torch.Tensor:
+    """Run one shallow random network per plane: (N, 1, H, W) planes, layer weights (N, out, in, 3, 3) and
+    biases (N, out); leaky ReLU between layers, borders mirrored (reflect-101). One grouped convolution per
+    layer runs every plane's own network at once."""
+    count, _, height, width = planes.shape
+    hidden = planes.reshape(1, count, height, width)
+    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
+        outputs, inputs = weight.shape[1:3]
+        hidden = F.conv2d(F.pad(hidden, (1, 1, 1, 1), mode="reflect"), weight.reshape(count * outputs, inputs, 3, 3),
+                          bias.reshape(-1), groups=count)
+        if layer < len(weights) - 1:
+            hidden = F.leaky_relu(hidden, negative_slope)
+    return hidden.reshape(count, 1, height, width)
+
+
 class RandomIntensityNetwork(BatchTransform, mc.RandomIntensityNetwork):
     """GIN with each sample's own random network, all of them run as one grouped convolution per layer."""
 
@@ -397,7 +413,7 @@ class RandomIntensityNetwork(BatchTransform, mc.RandomIntensityNetwork):
         planes = ((xf - mean.view(-1, 1, 1, 1).to(xf.dtype)) / std.view(-1, 1, 1, 1).to(xf.dtype))
         weights = [params[f"weight{i}"].to(xf.dtype).repeat_interleave(channels, 0) for i in range(self.layers)]
         biases = [params[f"bias{i}"].to(xf.dtype).repeat_interleave(channels, 0) for i in range(self.layers)]
-        styled = mc.random_network(planes.reshape(-1, 1, height, width), weights, biases, self.negative_slope)
+        styled = _random_network(planes.reshape(-1, 1, height, width), weights, biases, self.negative_slope)
         styled = styled.view(batch, channels, height, width)
         energy = styled.double().square().sum(dim=(1, 2, 3)).clamp(min=1e-12)
         alpha = params["alpha"].double()

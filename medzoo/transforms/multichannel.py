@@ -30,7 +30,6 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medzoo.errors import ConfigError
 
@@ -835,22 +834,6 @@ class GaussianBlur(Transform):
 
         _run_blocks(channels, work, 1, height * width)
         return out
-
-
-def random_network(planes: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                   negative_slope: float) -> torch.Tensor:
-    """Run one shallow random network per plane: (N, 1, H, W) planes, layer weights (N, out, in, 3, 3) and
-    biases (N, out); leaky ReLU between layers, borders mirrored (reflect-101). One grouped convolution per
-    layer runs every plane's own network at once."""
-    count, _, height, width = planes.shape
-    hidden = planes.reshape(1, count, height, width)
-    for layer, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
-        outputs, inputs = weight.shape[1:3]
-        hidden = F.conv2d(F.pad(hidden, (1, 1, 1, 1), mode="reflect"), weight.reshape(count * outputs, inputs, 3, 3),
-                          bias.reshape(-1), groups=count)
-        if layer < len(weights) - 1:
-            hidden = F.leaky_relu(hidden, negative_slope)
-    return hidden.reshape(count, 1, height, width)
 
 
 def _kernel_3x3(rng: np.random.Generator, outputs: int, inputs: int, size: int) -> np.ndarray:

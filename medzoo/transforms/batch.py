@@ -407,19 +407,16 @@ class RandomIntensityNetwork(BatchTransform, mc.RandomIntensityNetwork):
     def apply(self, x: torch.Tensor, params: BatchParams, max_value: float | None = None) -> torch.Tensor:
         xf = _float(x)
         batch, channels, height, width = xf.shape
-        flat = xf.reshape(batch, -1).double()
-        mean, std = flat.mean(dim=1), flat.std(dim=1, unbiased=False)
-        std = torch.where(std > 1e-6 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
-        planes = ((xf - mean.view(-1, 1, 1, 1).to(xf.dtype)) / std.view(-1, 1, 1, 1).to(xf.dtype))
+        std, mean = torch.std_mean(xf, dim=(1, 2, 3), correction=0, keepdim=True)
+        std = torch.where(std > 1e-6 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))  # flat: shift only
         weights = [params[f"weight{i}"].to(xf.dtype).repeat_interleave(channels, 0) for i in range(self.layers)]
         biases = [params[f"bias{i}"].to(xf.dtype).repeat_interleave(channels, 0) for i in range(self.layers)]
-        styled = _random_network(planes.reshape(-1, 1, height, width), weights, biases, self.negative_slope)
-        styled = styled.view(batch, channels, height, width)
-        energy = styled.double().square().sum(dim=(1, 2, 3)).clamp(min=1e-12)
-        alpha = params["alpha"].double()
-        gain = (alpha * std * torch.sqrt(flat.shape[1] / energy)).to(xf.dtype).view(-1, 1, 1, 1)
-        mixed = (1 - alpha).to(xf.dtype).view(-1, 1, 1, 1) * xf + gain * styled \
-            + (alpha * mean).to(xf.dtype).view(-1, 1, 1, 1)
+        planes = ((xf - mean) / std).reshape(-1, 1, height, width)
+        styled = _random_network(planes, weights, biases, self.negative_slope).view(batch, channels, height, width)
+        # scaled to the standardised sample's energy (its sum of squares is its size), back in input units
+        energy = styled.square().sum(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12)
+        alpha = _column(params["alpha"], xf)
+        mixed = (1 - alpha) * xf + alpha * std * torch.sqrt(channels * height * width / energy) * styled + alpha * mean
         return _select(params["apply"], mixed, xf)
 
 

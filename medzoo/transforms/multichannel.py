@@ -519,10 +519,8 @@ class Normalize(Transform):
             scale, shift = min_max_scale_shift(*_min_max(array))
             clip = None
         else:
-            mean, std = _plane_stats(array)
-            if self.normalization == "image":
-                # combine the per-plane moments: total variance = mean of variances + variance of means
-                mean, std = mean.mean(), np.sqrt(np.mean(std**2 + (mean - mean.mean()) ** 2))
+            stats = _stack_stats(array) if self.normalization == "image" else _plane_stats(array)
+            mean, std = (np.asarray(value, np.float64) for value in stats)
             scale = (1.0 / (std + IMAGE_NORM_EPS)).reshape(-1, 1, 1).astype(np.float32)
             shift = (-np.reshape(mean, (-1, 1, 1)) * scale).astype(np.float32)
             clip = (np.float32(-IMAGE_NORM_CLIP), np.float32(IMAGE_NORM_CLIP))
@@ -574,6 +572,13 @@ def _plane_stats(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     _run_blocks(channels, kernel, _plane_step(array.shape), array[0].size)
     return mean, std
+
+
+def _stack_stats(array: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the whole stack, from the per-plane moments (total variance = mean of
+    the variances + variance of the means)."""
+    mean, std = _plane_stats(array)
+    return float(mean.mean()), float(np.sqrt(np.mean(std**2 + (mean - mean.mean()) ** 2)))
 
 
 class Gamma(Transform):
@@ -893,7 +898,8 @@ class RandomIntensityNetwork(Transform):
 
     def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
               inplace: bool = False) -> np.ndarray:
-        mean, std = _stack_mean_std(array)
+        mean, std = _stack_stats(array)
+        std = std if std > 1e-6 * max(abs(mean), 1.0) else 1.0  # a flat stack: only the shift matters
         out = array if inplace and array.dtype == np.float32 and array.flags.writeable else _new_output(array.shape)
         styled = np.empty(array.shape, np.float32)
         layers = [(np.asarray(params[f"weight{i}"], np.float32), np.asarray(params[f"bias{i}"], np.float32))
@@ -934,20 +940,6 @@ def _correlate_sum(planes: Sequence[np.ndarray], kernels: np.ndarray) -> np.ndar
             term = cv2.filter2D(plane, cv2.CV_32F, kernel, borderType=cv2.BORDER_REFLECT_101)
         total = term if total is None else total + term
     return total if total is not None else np.zeros_like(planes[0])
-
-
-def _stack_mean_std(array: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of a whole stack, summed in float64 over blocks of planes (no full copy);
-    a flat stack gets std 1."""
-    total = squares = 0.0
-    step = _plane_step(array.shape)
-    for start in range(0, array.shape[0], step):
-        block = array[start:start + step].astype(np.float64)
-        total += float(block.sum())
-        squares += float(np.vdot(block, block))
-    mean = total / array.size
-    std = math.sqrt(max(squares / array.size - mean * mean, 0.0))
-    return mean, std if std > 1e-6 * max(abs(mean), 1.0) else 1.0
 
 
 class CoarseDropout(Transform):

@@ -1,7 +1,14 @@
-"""Download public datasets, check them against a shipped fingerprint and unpack them into the data home."""
+"""Download public datasets, check them against a shipped fingerprint and unpack them into the data home.
+
+Every size the download or the archive claims is bounded before it is written: the download by the source's
+`max_archive_bytes` (or `MEDZOO_MAX_DOWNLOAD_BYTES`), the unpacked files by its `unpacked_bytes` (or
+`MEDZOO_MAX_UNPACKED_BYTES`) and by the free disk space. Only the files the fingerprint lists are unpacked;
+other archive entries are skipped, counted and logged (a README beside the images is no reason to fail).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -9,7 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
@@ -19,8 +26,13 @@ from medzoo.errors import ConfigError, DataError
 from medzoo.naming import unknown_name
 from medzoo.paths import medzoo_home
 
+log = logging.getLogger(__name__)
 FINGERPRINTS = Path(__file__).with_name("fingerprints")
 MAX_LISTED = 10
+# The most an archive may unpack to (the sum of the sizes its entries declare, counting only the files the
+# fingerprint lists) when its DatasetSource gives no `unpacked_bytes`. MAX_UNPACKED_ENV replaces it (in bytes).
+MAX_UNPACKED_BYTES = 16 * 2**30
+MAX_UNPACKED_ENV = "MEDZOO_MAX_UNPACKED_BYTES"
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,9 @@ class DatasetSource:
     fingerprint: Path
     strip_components: int = 1
     license_note: str = ""
+    # Bounds on untrusted sizes, None where unknown (then MAX_DOWNLOAD_BYTES and MAX_UNPACKED_BYTES apply):
+    max_archive_bytes: int | None = None  # the download stops past this many bytes
+    unpacked_bytes: int | None = None  # the files the fingerprint lists, in all: their declared sizes may not exceed it
 
 
 _BRAIN_TUMOR_SHA = "3ea9f4eae54c67e5bddbf6f7a73582967a5f5f79"
@@ -46,6 +61,9 @@ SOURCES: dict[str, DatasetSource] = {
         ),
         folder="brain-tumor-mri",
         fingerprint=FINGERPRINTS / "brain_tumor.sha256",
+        # 93,079,343 bytes of JPEGs (91.4 MB when deflated here) and about 0.6 MB of zip headers: 7% to spare
+        max_archive_bytes=100 * 2**20,
+        unpacked_bytes=93_079_343,
         license_note=(
             "The source repository states no license. The set is also on Kaggle as 'Brain Tumor "
             "Classification (MRI)' (Bhuvaji et al. 2020, DOI 10.34740/KAGGLE/DSV/1183165); until its "
@@ -162,13 +180,49 @@ def _entry_parts(name: str, strip: int) -> tuple[str, ...] | None:
     return parts or None
 
 
-def extract_zip(archive: Path, dest: Path, strip_components: int = 1) -> None:
-    """Unpack `archive` into `dest`, dropping leading folders; reject every entry that would escape `dest`."""
+def max_unpacked_bytes() -> int:
+    """The unpacking cap: $MEDZOO_MAX_UNPACKED_BYTES when set, else MAX_UNPACKED_BYTES."""
+    raw = os.environ.get(MAX_UNPACKED_ENV, "").strip()
+    if not raw:
+        return MAX_UNPACKED_BYTES
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{MAX_UNPACKED_ENV}={raw!r} is not a positive number of bytes; set it to e.g. "
+                          f"{MAX_UNPACKED_BYTES} or unset it.")
+    return value
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, archive: Path) -> None:
+    """Inflate one entry to `out`, refusing it as soon as it yields more than the size it declares."""
+    written = 0
+    with zf.open(info) as src, open(out, "wb") as dst:
+        while block := src.read(CHUNK):
+            written += len(block)
+            if written > info.file_size:
+                raise DataError(f"archive entry {info.filename!r} of {archive} inflates past the "
+                                f"{info.file_size:,} bytes it declares; the archive is damaged or hostile")
+            dst.write(block)
+
+
+def extract_zip(archive: Path, dest: Path, strip_components: int = 1, *, wanted: Collection[str] | None = None,
+                max_bytes: int | None = None) -> list[str]:
+    """Unpack `archive` into `dest`, dropping leading folders; reject every entry that would escape `dest`.
+
+    With `wanted` (relative paths after stripping), only those files are written; the names of the other file
+    entries are returned, skipped. Before anything is written, the sizes the written entries declare must sum to
+    at most `max_bytes` (None: `max_unpacked_bytes()`) and fit on the disk; while writing, an entry that inflates
+    past its declared size is refused. Each is a DataError.
+    """
     dest = Path(dest)
     root = dest.resolve()
+    bound = max_unpacked_bytes() if max_bytes is None else max_bytes
+    skipped: list[str] = []
     try:
         with zipfile.ZipFile(archive) as zf:
-            # check every name before writing anything, so a hostile archive leaves no trace
+            # check every name and size before writing anything, so a hostile archive leaves no trace
             plan = []
             for info in zf.infolist():
                 parts = _entry_parts(info.filename, strip_components)
@@ -179,16 +233,33 @@ def extract_zip(archive: Path, dest: Path, strip_components: int = 1) -> None:
                     raise DataError(
                         f"archive entry {info.filename!r} would be written outside the dataset folder"
                     )
+                if wanted is not None and (info.is_dir() or "/".join(parts) not in wanted):
+                    if not info.is_dir():
+                        skipped.append(info.filename)
+                    continue
                 plan.append((info, out))
+            declared = sum(info.file_size for info, _ in plan if not info.is_dir())
+            if declared > bound:
+                setting = (f"raise {MAX_UNPACKED_ENV} if the archive is real" if max_bytes is None
+                           else "the dataset's registry entry gives that size, so this is not its archive")
+                raise DataError(f"the archive {archive} declares {declared:,} bytes in "
+                                f"{len(plan):,} entries to unpack, more than the bound of {bound:,} bytes ({setting}); "
+                                "nothing was written")
+            dest.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(dest).free
+            if declared > free:
+                raise DataError(f"the archive {archive} unpacks to {declared:,} bytes but {dest} has only "
+                                f"{free:,} bytes free; nothing was written. Free some space or set MEDZOO_DATA "
+                                "to a folder on a larger disk")
             for info, out in plan:
                 if info.is_dir():
                     out.mkdir(parents=True, exist_ok=True)
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
+                _copy_member(zf, info, out, archive)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
         raise DataError(f"the archive {archive} is damaged or not a zip file ({exc})") from exc
+    return skipped
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -228,13 +299,19 @@ def _install(part: Path, source: DatasetSource, target: Path, url: str) -> Path:
     """Unpack the downloaded archive beside `target`, verify it, then move it into place in one rename."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{source.folder}.", suffix=".tmp", dir=target.parent))
     try:
+        listed = read_fingerprint(source.fingerprint)
         try:
-            extract_zip(part, tmp, source.strip_components)
+            skipped = extract_zip(part, tmp, source.strip_components, wanted=listed,
+                                  max_bytes=source.unpacked_bytes)
         except DataError as exc:
             raise DataError(
                 f"{exc}. The download from {url} is not the expected archive; "
                 f"run `medzoo data fetch name={source.name}` again, or fetch it by hand and point data.root at it."
             ) from exc
+        if skipped:
+            shown = ", ".join(repr(name) for name in skipped[:MAX_LISTED])
+            log.warning("%s: %d archive entry(ies) not listed in %s were not unpacked: %s%s", url, len(skipped),
+                        source.fingerprint, shown, " ..." if len(skipped) > MAX_LISTED else "")
         missing, mismatched = verify_folder(tmp, source.fingerprint)
         if missing or mismatched:
             raise DataError(
@@ -269,7 +346,8 @@ def fetch_dataset(
     """Download, verify and unpack dataset `name` into `data_home / folder`; return that folder.
 
     A verified existing folder is returned without network access. The archive is downloaded to
-    `data_home / "<folder>.zip.part"`, which an interrupted download leaves behind to resume from.
+    `data_home / "<folder>.zip.part"`, which an interrupted download leaves behind to resume from (a download
+    or an archive over its bound is deleted instead; see the module docstring).
     `source` replaces the registry entry (for sets not in SOURCES); `offline=None` reads MEDZOO_OFFLINE.
     """
     source = _resolve(name, source)
@@ -299,7 +377,9 @@ def fetch_dataset(
     part = data_home / f"{source.folder}.zip.part"
     for _ in range(2):
         try:
-            resumed = download_file(url, part, progress=progress, timeout=timeout)
+            resumed = download_file(url, part, progress=progress, timeout=timeout, max_bytes=source.max_archive_bytes,
+                                    bound_from=None if source.max_archive_bytes is None else
+                                    f"max_archive_bytes of dataset '{source.name}'")
         except (OSError, HTTPException) as exc:  # URLError, timeouts and resets are all OSError
             if isinstance(exc, urllib.error.HTTPError):
                 reason: object = f"HTTP {exc.code} {exc.reason}"

@@ -7,6 +7,7 @@ D is the slice axis (DICOM slice order, TIFF page order, NIfTI canonical z), H t
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +15,23 @@ from typing import Any
 
 import numpy as np
 
-from medzoo.errors import DataError
+from medzoo.errors import ConfigError, DataError
 from medzoo.naming import unknown_name
 
 # Finite checks scan float data in slabs of about this many bytes, so a large memory-mapped stack is never
 # copied whole into a boolean mask.
 FINITE_CHUNK_BYTES = 16 * 2**20
-# A file whose header claims an array larger than this is refused before anything is allocated: a corrupt
-# header or a decompression bomb, not a scan (a 1000 x 512 x 512 float32 stack is 1 GiB).
-MAX_ARRAY_BYTES = 16 * 2**30
+# A file whose header claims an array larger than `max_array_bytes()` is refused before anything is allocated: a
+# corrupt header or a decompression bomb, not a scan (a 1000 x 512 x 512 float32 stack is 1 GiB). The cap follows
+# the memory this machine has free, so that the array and the one copy a reader may make both fit:
+# MEMORY_FRACTION of MemAvailable (/proc/meminfo; free pages from sysconf elsewhere). MAX_ARRAY_ENV (bytes), or
+# MAX_ARRAY_BYTES set in code, replaces it.
+MAX_ARRAY_BYTES: int | None = None
+MAX_ARRAY_ENV = "MEDZOO_MAX_ARRAY_BYTES"
+MEMORY_FRACTION = 0.5
+# Where no free-memory figure can be read at all.
+FALLBACK_ARRAY_BYTES = 16 * 2**30
+MEMINFO = "/proc/meminfo"
 
 
 @dataclass
@@ -58,12 +67,53 @@ def make_volume(array: np.ndarray, source: str | Path, spacing: Sequence[float |
     return Volume(array, meta)
 
 
+def available_memory_bytes() -> int | None:
+    """Memory available to new allocations: MemAvailable from /proc/meminfo, else free pages from sysconf."""
+    try:
+        with open(MEMINFO, encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the figure is in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def max_array_bytes() -> tuple[int, str]:
+    """The most bytes one array read from a file may claim, and the setting that decides it (for messages)."""
+    if MAX_ARRAY_BYTES is not None:
+        return MAX_ARRAY_BYTES, "readers.base.MAX_ARRAY_BYTES"
+    raw = os.environ.get(MAX_ARRAY_ENV, "").strip()
+    if raw:
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ConfigError(f"{MAX_ARRAY_ENV}={raw!r} is not a positive number of bytes; set it to e.g. "
+                              f"{FALLBACK_ARRAY_BYTES} or unset it to follow the free memory.")
+        return value, MAX_ARRAY_ENV
+    available = available_memory_bytes()
+    if available is None:
+        return FALLBACK_ARRAY_BYTES, f"the fixed fallback (no free-memory figure); set {MAX_ARRAY_ENV}"
+    return int(available * MEMORY_FRACTION), (f"{MEMORY_FRACTION:g} of the {available / 2**30:,.1f} GiB of memory "
+                                              f"available now; set {MAX_ARRAY_ENV} to change it")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB" if nbytes >= 2**30 else f"{nbytes:,} bytes"
+
+
 def check_array_bytes(nbytes: int, source: str | Path, described: str) -> None:
-    """Raise DataError naming `source` when a header claims more than MAX_ARRAY_BYTES of data."""
-    if nbytes > MAX_ARRAY_BYTES:
-        raise DataError(f"{source}: the header claims {described}, {nbytes / 2**30:,.1f} GiB of data, more than the "
-                        f"{MAX_ARRAY_BYTES / 2**30:.0f} GiB limit; refusing to allocate it (a corrupt header or a "
-                        "decompression bomb). If the file is real, raise readers.base.MAX_ARRAY_BYTES.")
+    """Raise DataError naming `source` when a header claims more than `max_array_bytes()` of data."""
+    limit, setting = max_array_bytes()
+    if nbytes > limit:
+        raise DataError(f"{source}: the header claims {described}, {_size(nbytes)} of data, more than the "
+                        f"{_size(limit)} limit ({setting}); refusing to allocate it (a corrupt header or a "
+                        "decompression bomb). If the file is real, free some memory or raise the limit.")
 
 
 def check_finite(array: np.ndarray, source: str | Path, allow_nonfinite: bool = False) -> None:

@@ -74,8 +74,9 @@ def _elements(data: bytes, start: int, implicit: bool, meta: bool) -> tuple[dict
     return out, offset
 
 
-def read_native(data: bytes, path: Path) -> FileDataset | None:
-    """The file's dataset as `pydicom.dcmread(path)` returns it, or None when pydicom should read it."""
+def file_meta(data: bytes) -> tuple[dict, int, str] | None:
+    """The raw file-meta elements of a Part 10 file, where its data set starts and its transfer syntax UID; None
+    without a preamble and a parsable meta group holding the transfer syntax (`data` may be just the file's head)."""
     if len(data) < PREAMBLE + 4 or data[PREAMBLE : PREAMBLE + 4] != MAGIC:
         return None
     found = _elements(data, PREAMBLE + 4, implicit=False, meta=True)
@@ -83,6 +84,15 @@ def read_native(data: bytes, path: Path) -> FileDataset | None:
         return None
     meta_elements, offset = found
     syntax = (meta_elements[TRANSFER_SYNTAX].value or b"").decode("ascii", "replace").rstrip("\0 ")
+    return meta_elements, offset, syntax
+
+
+def read_native(data: bytes, path: Path) -> FileDataset | None:
+    """The file's dataset as `pydicom.dcmread(path)` returns it, or None when pydicom should read it."""
+    meta = file_meta(data)
+    if meta is None:
+        return None
+    meta_elements, offset, syntax = meta
     implicit = IMPLICIT.get(syntax)
     if implicit is None:
         return None

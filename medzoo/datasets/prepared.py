@@ -17,6 +17,11 @@ sha256 (provenance: which bytes the cache was made from).
 
 `PreparedDataset(out_dir)` checks the cache against its manifest and serves `(tensor, label)` from
 `np.load(mmap_mode="r")`: no decoding while training.
+
+A cache is untrusted input (`read_manifest`): the manifest is size-bounded before it is parsed, and every entry
+must have its keys with the right types, a file that resolves inside `samples/` (symbolic links followed), a
+label within the class list, a shape whose bytes stay under the readers' cap, and a dtype from `DTYPES`.
+Anything else is one DataError line naming the cache, the entry and the fix (prepare again).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -41,7 +47,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from medzoo.datasets.base import build_into
-from medzoo.datasets.readers.base import READERS, read_volume, reader_for
+from medzoo.datasets.readers.base import READERS, check_array_bytes, read_volume, reader_for
 from medzoo.download import sha256_file
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.layout import DEPTH_MODES, depth_to_channels
@@ -62,6 +68,18 @@ CHECKPOINT_SECONDS = 2.0
 BLOCK = 16 * 2**20
 # Errors list at most this many files; the rest are counted.
 LISTED = 10
+# A manifest larger than this is refused before it is parsed (about 700 bytes per sample: some 700 000 samples).
+MAX_MANIFEST_BYTES = 512 * 2**20
+# The only sample dtypes a cache may claim (no object, structured or byte-string dtypes).
+DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float16",
+          "float32", "float64")
+# Keys every manifest entry needs to be read, with their JSON types.
+ENTRY_KEYS = {"key": str, "label": int, "file": str, "shape": list, "dtype": str, "bytes": int, "crc32": str}
+JSON_KINDS = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
+# A `.npy` header as `write_npy` writes it (format 1.0) is at most this long.
+MAX_NPY_HEADER = 2**16 + 16
+# Longest quote of a manifest value in an error message.
+QUOTE = 120
 
 Source = tuple[str | Path, str | int]
 
@@ -246,18 +264,115 @@ def _meta_value(value: Any) -> Any:
 # ----------------------------------------------------------------------------- manifest
 
 def _read_manifest(path: Path) -> dict | None:
+    """The manifest of an earlier run, or None (with a warning) when there is none usable to continue from."""
+    if not path.exists():
+        return None
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+        return read_manifest(path.parent)
+    except DataError as exc:
+        log.warning("%s: starting the cache over (%s)", path, exc)
         return None
-    except (OSError, ValueError) as exc:
-        log.warning("%s is unreadable (%s): starting the cache over", path, exc)
-        return None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        log.warning("%s has format %s v%s, this medzoo writes %s v%s: starting the cache over", path,
-                    manifest.get("format"), manifest.get("format_version"), FORMAT, FORMAT_VERSION)
-        return None
+
+
+def _quote(value: Any) -> str:
+    """A manifest value on one line, shortened: what an error may show of an untrusted file."""
+    text = repr(value)
+    return text if len(text) <= QUOTE else text[:QUOTE - 3] + "..."
+
+
+def _parse_manifest(root: Path) -> dict:
+    """`root/manifest.json` as a dict, its size bounded before it is read."""
+    path = root / MANIFEST
+    fix = f"Run `medzoo prepare inputs=DIR out={root}` again."
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise DataError(f"{path}: {size / 2**20:,.0f} MiB, more than the {MAX_MANIFEST_BYTES / 2**20:.0f} MiB a "
+                            f"manifest may have; refusing to parse it (damaged, or not written by medzoo). {fix}")
+        with open(path, "rb") as handle:  # read no more than the limit, whatever the size said
+            text = handle.read(MAX_MANIFEST_BYTES + 1)
+        if len(text) > MAX_MANIFEST_BYTES:
+            raise DataError(f"{path}: grew past {MAX_MANIFEST_BYTES / 2**20:.0f} MiB while read. {fix}")
+        manifest = json.loads(text)
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+        raise DataError(f"{path}: unreadable manifest ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:QUOTE]}). {fix}") from exc
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: the manifest is a JSON {type(manifest).__name__}, not an object. {fix}")
     return manifest
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of the cache at `root`, every field the readers use checked (see the module docstring)."""
+    manifest = _parse_manifest(root)
+    path = root / MANIFEST
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        found = f"{_quote(manifest.get('format'))} v{_quote(manifest.get('format_version'))}"
+        raise DataError(f"{path}: format {found}; this medzoo reads {FORMAT} v{FORMAT_VERSION}. "
+                        f"Prepare it again with {rerun_hint(manifest, root)}.")
+    hint = rerun_hint(manifest, root)
+    for field, kind in (("classes", list), ("samples", list), ("skipped", list), ("settings", dict),
+                        ("origin", dict)):
+        value = manifest.get(field)
+        if not isinstance(value, kind) and (field == "classes" or field == "samples" or value is not None):
+            raise DataError(f"{path}: '{field}' is {_quote(value)}, expected {JSON_KINDS[kind]}. Run {hint} again.")
+    classes = manifest["classes"]
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{path}: 'classes' must be a non-empty list of names, not {_quote(classes)}. Run {hint} "
+                        "again.")
+    samples = (root / SAMPLES).resolve()
+    for index, entry in enumerate(manifest["samples"]):
+        _check_entry(path, samples, index, entry, len(classes), hint)
+    return manifest
+
+
+def _check_entry(path: Path, samples: Path, index: int, entry: Any, num_classes: int, hint: str) -> None:
+    """Raise DataError naming entry `index` unless it is one `prepare` could have written."""
+    where = f"{path}: samples[{index}]"
+    if not isinstance(entry, dict):
+        raise DataError(f"{where} is {_quote(entry)}, not an object. Run {hint} again.")
+    where += f" (key {_quote(entry.get('key'))})"
+
+    def bad(key: str, problem: str) -> DataError:
+        return DataError(f"{where}: '{key}' {problem}. Run {hint} again: it rewrites the manifest.")
+
+    for key, kind in ENTRY_KEYS.items():
+        if key not in entry:
+            raise bad(key, "is missing")
+        if not isinstance(entry[key], kind) or isinstance(entry[key], bool):
+            raise bad(key, f"is {_quote(entry[key])}, expected {JSON_KINDS[kind]}")
+    if "source_sha256" in entry and not isinstance(entry["source_sha256"], str | None):
+        raise bad("source_sha256", f"is {_quote(entry['source_sha256'])}, expected a string")
+    if not 0 <= entry["label"] < num_classes:
+        raise bad("label", f"is {entry['label']}, out of range for the {num_classes} classes")
+    file = entry["file"]
+    parts = Path(file).parts
+    if Path(file).is_absolute():
+        raise bad("file", f"is {_quote(file)}, an absolute path; entries name files inside {SAMPLES}/")
+    if "\\" in file or ":" in file:  # `prepare` writes `samples/<letters, digits, ._->.npy`
+        raise bad("file", f"is {_quote(file)}, not a plain relative path; entries name files inside {SAMPLES}/")
+    if ".." in parts:
+        raise bad("file", f"is {_quote(file)}, which climbs out with '..'; entries name files inside {SAMPLES}/")
+    try:
+        resolved = (path.parent / file).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a null byte, a symbolic-link loop
+        raise bad("file", f"is {_quote(file)}, which does not resolve ({exc})") from exc
+    if not resolved.is_relative_to(samples) or resolved == samples:
+        raise bad("file", f"is {_quote(file)}, which resolves to {_quote(str(resolved))}, outside the cache's "
+                          f"{SAMPLES}/ folder (symbolic links followed)")
+    shape, dtype = entry["shape"], entry["dtype"]
+    if dtype not in DTYPES:
+        raise bad("dtype", f"is {_quote(dtype)}, not one of {', '.join(DTYPES)}")
+    if len(shape) not in (3, 4) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise bad("shape", f"is {_quote(shape)}, expected 3 or 4 positive integers ((C, H, W) or (C, D, H, W))")
+    data = math.prod(shape) * np.dtype(dtype).itemsize  # Python integers: no overflow, whatever is claimed
+    try:
+        check_array_bytes(data, where, f"'shape' {shape} of {dtype}")
+    except DataError as exc:
+        raise DataError(f"{exc} Otherwise run {hint} again.") from exc
+    if not data <= entry["bytes"] <= data + MAX_NPY_HEADER:
+        raise bad("bytes", f"is {entry['bytes']}, but a {dtype} array of shape {shape} is a .npy file of "
+                           f"{data} bytes plus a header")
 
 
 def _write_manifest(path: Path, manifest: dict) -> None:
@@ -417,7 +532,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
                 if problem is None:
                     if signature is None:
                         log.warning("%s: source not found; keeping its prepared copy %s", path, file)
-                    entry.update(label=label, **{"class": name})
+                    entry.update(label=label, file=f"{SAMPLES}/{file.name}", **{"class": name})
                     done.add(key)
                     counts["kept"] += 1
                     continue
@@ -488,9 +603,11 @@ def _prepare_one(path: Path, key: str, label: int, name: str, file: Path, signat
 # ----------------------------------------------------------------------------- reading
 
 def rerun_hint(manifest: dict, root: Path) -> str:
-    """The command that repairs `root`, from the manifest's origin when known."""
-    origin = manifest.get("origin") or {}
-    given = " ".join(f"{k}={v}" for k, v in origin.items() if k in ("inputs", "labels") and v)
+    """The command that repairs `root`, from the manifest's origin when known (and printable)."""
+    origin = manifest.get("origin")
+    origin = origin if isinstance(origin, dict) else {}
+    given = " ".join(f"{k}={v}" for k, v in origin.items()
+                     if k in ("inputs", "labels") and isinstance(v, str) and v and v.isprintable())
     return f"`medzoo prepare {given or 'inputs=DIR'} out={root}`"
 
 
@@ -525,18 +642,10 @@ class PreparedDataset(Dataset):
         if not path.is_file():
             raise DataError(f"no prepared cache at {self.root} ({MANIFEST} not found). Make one with "
                             f"`medzoo prepare inputs=DIR out={self.root}`.")
-        try:
-            self.manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: unreadable manifest ({exc}). Run `medzoo prepare inputs=DIR "
-                            f"out={self.root}` again.") from exc
+        self.manifest = read_manifest(self.root)
         hint = rerun_hint(self.manifest, self.root)
-        if self.manifest.get("format") != FORMAT or self.manifest.get("format_version") != FORMAT_VERSION:
-            found = f"{self.manifest.get('format')} v{self.manifest.get('format_version')}"
-            raise DataError(f"{path}: format {found}; this medzoo reads {FORMAT} v{FORMAT_VERSION}. "
-                            f"Prepare it again with {hint}.")
-        if not self.manifest.get("complete"):
-            raise DataError(f"{self.root}: the prepare run did not finish ({self.manifest.get('pending')} "
+        if self.manifest.get("complete") is not True:
+            raise DataError(f"{self.root}: the prepare run did not finish ({_quote(self.manifest.get('pending'))} "
                             f"source(s) pending). Run {hint} again: it continues where it stopped.")
         problems = check_samples(self.root, self.manifest, verify)
         if problems:

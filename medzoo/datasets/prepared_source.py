@@ -134,7 +134,7 @@ class PreparedSource:
             raise DataError(f"{test.images.cache.root}: test samples of shape {list(test.images.shape[1:])}, "
                             f"training samples {list(train.images.shape[1:])}; prepare both the same way.")
         report = {"source": str(cache.root), "test_source": str(caches[-1].root),
-                  "prepared_settings": cache.manifest.get("settings", {}),
+                  "prepared_settings": cache.manifest.get("settings") or {},  # checked: an object or null
                   "skipped_when_prepared": sum(len(c.manifest.get("skipped") or []) for c in caches),
                   "pre_on_every_read": has_pre}
         return DataSplits(train, val, test, classes=list(cache.classes), spatial_dims=cache.spatial_dims,

@@ -19,7 +19,16 @@ from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, gather_predictio
 from medzoo.engine.metrics import classification_metrics
 from medzoo.engine.mixing import build_mixer
 from medzoo.engine.precision import Precision
-from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
+from medzoo.engine.state import (
+    check_resume_state,
+    load_part,
+    load_state,
+    resume_record,
+    rng_state,
+    save_state,
+    set_rng_state,
+    stamp,
+)
 from medzoo.engine.uncertainty import bootstrap_ci, calibration
 from medzoo.errors import MedzooError
 
@@ -81,13 +90,13 @@ def _to_device(images: torch.Tensor, device: torch.device, channels_last: bool) 
 
 class Trainer:
     """Runs epochs of training and validation, keeps the best model by a validation metric, and writes
-    a resume state after every epoch."""
+    a resume state after every epoch (recording the model, classes and `recipe` it belongs to)."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: torch.nn.Module, *,
                  device: torch.device, precision: Precision, settings: Any, channels_last: bool, classes: list[str],
                  run_dir: Path, on_best: Callable[[torch.nn.Module, dict], None], loggers: list[Any] = (),
-                 dist: DistInfo = SINGLE_PROCESS):
+                 dist: DistInfo = SINGLE_PROCESS, recipe: str | None = None):
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.device, self.precision, self.settings, self.classes = device, precision, settings, classes
         self.run_dir, self.on_best, self.loggers = run_dir, on_best, list(loggers)
@@ -102,6 +111,7 @@ class Trainer:
             step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         self.step_model = torch.compile(step_model, mode=settings.compile_mode) if settings.compile else step_model
         self.state_path = run_dir / "checkpoints" / "last.pt"
+        self.record = resume_record(model, classes, recipe)  # what the resume states say they belong to
         self.mixer = build_mixer(settings.get("mix"))
 
     # --- one epoch ----------------------------------------------------------------------------------
@@ -203,19 +213,25 @@ class Trainer:
 
     # --- resume ----------------------------------------------------------------------------------------
     def save_resume_state(self) -> None:
-        save_state(self.state_path, {
+        save_state(self.state_path, stamp({
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "progress": asdict(self.progress), "rng": rng_state()})
+            "progress": asdict(self.progress), "rng": rng_state()}, self.record))
 
     def resume(self, path: Path) -> None:
-        """Restore everything `save_resume_state` wrote; the next epoch is the one after it."""
+        """Restore everything `save_resume_state` wrote; the next epoch is the one after it.
+
+        The state is untrusted: its record (model, classes, recipe) and its parts are checked before anything
+        is loaded, and a part that does not fit is a one-line DataError naming the file (engine.state).
+        """
         state = load_state(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        check_resume_state(path, state, self.record, asdict(Progress()))
+        load_part(path, "model", self.model.load_state_dict, state["model"])
+        load_part(path, "optimizer", self.optimizer.load_state_dict, state["optimizer"])
+        load_part(path, "scheduler", self.scheduler.load_state_dict, state["scheduler"],
+                  keys=self.scheduler.state_dict())
+        load_part(path, "scaler", self.scaler.load_state_dict, state["scaler"])
         self.progress = Progress(**state["progress"])
-        set_rng_state(state["rng"])
+        load_part(path, "rng", set_rng_state, state["rng"])
         log.info("resumed from %s after epoch %d (best val %s %.4f at epoch %d)", path, self.progress.epoch,
                  self.settings.monitor, self.progress.best_score, self.progress.best_epoch)

@@ -23,7 +23,7 @@ from medzoo.transforms.multichannel import Compose, Resize
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder
 from tests.test_cli import TINY, medzoo
-from tests.test_device_data import split
+from tests.test_device_data import assert_loss_falls, split
 
 CPU = torch.device("cpu")
 
@@ -142,14 +142,14 @@ def test_build_loaders_passes_data_batch_ring_on():
 
 
 def test_a_recipe_trains_from_the_ring(tmp_path):
-    root = make_image_folder(tmp_path / "data", per_class_train=6, per_class_test=2)
+    root = make_image_folder(tmp_path / "data", per_class_train=10, per_class_test=2)
     settings = [item for item in TINY if not item.startswith("data.num_workers=")]
     medzoo("train", "recipe=brain_tumor_resnet18_cpu", f"data.root={root}", *settings, "data.num_workers=1",
-           "data.batch_ring=true", "trainer.max_epochs=2", "data.clean_split=null", "logger.plots=false",
+           "data.batch_ring=true", "trainer.max_epochs=3", "data.clean_split=null", "logger.plots=false",
            f"hydra.run.dir={tmp_path / 'run'}")
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
     assert "batch ring: " in (tmp_path / "run" / "cli.log").read_text()
+    assert_loss_falls(tmp_path / "run")
 
 
 # ----------------------------------------------------------------------------- samples built in their slot

@@ -3,6 +3,7 @@ from CPU workers that hand over the samples as stored (data.device_augment)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -99,12 +100,22 @@ def test_build_loaders_holds_the_training_split_when_asked():
 @pytest.mark.parametrize("setting, logged", [("device_cache", "augmentation per batch there"),
                                              ("device_augment", "augmentation per batch on cpu")])
 def test_a_recipe_trains_with_its_augmentation_on_the_device(tmp_path, setting, logged):
-    root = make_image_folder(tmp_path / "data", per_class_train=6, per_class_test=2)
+    root = make_image_folder(tmp_path / "data", per_class_train=10, per_class_test=2)
     medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, f"data.{setting}=true",
-           "trainer.max_epochs=1", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["epochs"] == 1 and 0.0 <= metrics["test"]["accuracy"] <= 1.0
+           "trainer.max_epochs=3", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
     assert logged in (tmp_path / "run" / "cli.log").read_text()
+    assert_loss_falls(tmp_path / "run")
+
+
+def assert_loss_falls(run: Path, by: float = 0.15) -> None:
+    """The training loss of the last epoch is `by` below the first one's: the batches taught the model.
+
+    Measured on these settings: a fall of 0.28-0.30 over 3 epochs (seeds 0-2); with the learning rate forced
+    to 0 it falls by at most 0.075, and with images paired with other samples' labels by at most 0.11."""
+    with open(run / "metrics.csv", newline="") as handle:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(handle)]
+    assert losses[-1] < losses[0] - by, f"training loss per epoch: {losses}"
 
 def augmented(workers: int, seed: int = 0) -> DeviceAugmentedLoader:
     raw = make_loader(ArrayDataset(split(), None, keep_dtype=True), 4, shuffle=True, seed=seed, num_workers=workers)

@@ -19,7 +19,9 @@ from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
 from medzoo.errors import ConfigError, DataError, UnknownNameError
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
-from medzoo.zoo.checkpoint import load_checkpoint, model_from_checkpoint, read_card, save_checkpoint
+from medzoo.zoo.card import InputSpec, ModelCard
+from medzoo.zoo.checkpoint import load_checkpoint, read_card, save_checkpoint
+from medzoo.zoo.factory import model_from_checkpoint
 
 
 def test_metrics_match_hand_computed_values():
@@ -31,7 +33,15 @@ def test_metrics_match_hand_computed_values():
     assert m["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert m["per_class"]["a"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
     assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
-    assert 0 < m["auc"] <= 1
+    assert m["auc"] == 1.0  # every class's true samples score it above every other sample
+    # Macro one-vs-rest AUC with ties, by counting pairs (a tie counts one half):
+    # a: true 0.5, 0.2 vs 0.4 0.1 0.3 0.2 0.3 -> (5 + 1.5) / 10 = 13/20
+    # b: true 0.4, 0.6, 0.5 vs 0.3 0.5 0.3 0.2 -> (3 + 4 + 3.5) / 12 = 7/8
+    # c: true 0.4, 0.6 vs 0.2 0.3 0.2 0.3 0.2 -> 1;  mean 101/120 (support-weighted it would be 0.8464)
+    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4],
+                      [0.2, 0.2, 0.6], [0.3, 0.5, 0.2]])
+    labels = np.array([0, 0, 1, 1, 2, 2, 1])
+    assert classification_metrics(probs, labels, ["a", "b", "c"])["auc"] == pytest.approx(101 / 120, abs=1e-12)
 
 
 def test_auc_binary_and_undefined():
@@ -91,8 +101,8 @@ def test_norm_and_bias_parameters_are_not_decayed():
 
 def test_checkpoint_round_trip_keeps_outputs_and_card(tmp_path):
     model = create_model("resnet10", in_chans=2, num_classes=3, stem="small").eval()
-    card = {"arch": "resnet10", "model_kwargs": {"stem": "small"}, "in_chans": 2, "num_classes": 3,
-            "spatial_dims": 2, "classes": ["x", "y", "z"]}
+    card = ModelCard(arch="resnet10", model_kwargs={"stem": "small"}, in_chans=2, num_classes=3, spatial_dims=2,
+                     classes=("x", "y", "z"), input=InputSpec(size=(32, 32)))
     path = save_checkpoint(tmp_path / "m.safetensors", model, card)
     assert not list(tmp_path.glob("*.tmp"))
     loaded, card_back = model_from_checkpoint(path)
@@ -103,7 +113,8 @@ def test_checkpoint_round_trip_keeps_outputs_and_card(tmp_path):
 
 def test_truncated_or_cardless_checkpoints_are_refused(tmp_path):
     model = torch.nn.Linear(2, 2)
-    path = save_checkpoint(tmp_path / "m.safetensors", model, {"arch": "x"})
+    card = ModelCard(arch="x", in_chans=2, num_classes=2, classes=("a", "b"))
+    path = save_checkpoint(tmp_path / "m.safetensors", model, card)
     (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataError, match="cut.safetensors"):
         load_checkpoint(tmp_path / "cut.safetensors")

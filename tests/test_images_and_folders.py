@@ -146,11 +146,17 @@ def test_disk_cache_decodes_once(tmp_path, monkeypatch):
 def test_cache_is_rebuilt_when_a_file_changes(tmp_path):
     make_image_folder(tmp_path / "data", 4, 2, classes=("a", "b"))
     src = source(tmp_path / "data", cache="disk", cache_dir=str(tmp_path / "cache"))
-    load(src)
+    before = load(src).test
     changed = tmp_path / "data" / "Testing" / "a" / "img (0).jpg"
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(changed)
-    load(src)
+    after = load(src).test
     assert len(list((tmp_path / "cache").glob("synthetic-test-*.npy"))) == 2
+    assert before.keys == after.keys
+    row = before.keys.index("Testing/a/img (0).jpg")
+    assert before.images[row].min() < 200  # it was a picture, not already white
+    assert (after.images[row] == 255).all()  # the new pixels are served, not the cached old ones
+    others = [i for i in range(len(after.keys)) if i != row]
+    assert np.array_equal(before.images[others], after.images[others])
 
 
 def _manifest(tmp_path, groups, drop, deleaked):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -242,6 +243,16 @@ def test_loader_settings_pin_memory_for_cuda_only_and_prefetch_by_batch_size(mon
     assert shm.loader_settings(MB, 8, 2, "cuda")["pin_memory"] is False
 
 
-def test_real_shm_probe_reports_free_space_or_none():
-    free = shm.shm_free_bytes()
-    assert free is None or free >= 0
+def test_real_shm_probe_reports_the_free_space_statvfs_reports(tmp_path):
+    """Free bytes for unprivileged users (f_bavail x f_frsize), as `df` shows them; None only without the path.
+
+    Other processes write to both file systems meanwhile, so the two readings may differ by a little."""
+    for path in (shm.SHM_PATH, tmp_path):
+        if not path.exists():  # macOS and Windows have no /dev/shm
+            assert shm.shm_free_bytes(path) is None
+            continue
+        stat = os.statvfs(path)
+        free = shm.shm_free_bytes(path)
+        assert isinstance(free, int)
+        assert abs(free - stat.f_bavail * stat.f_frsize) <= 64 * 2**20, (path, free, stat)
+    assert shm.shm_free_bytes(tmp_path / "no such folder") is None

@@ -1,6 +1,6 @@
-"""Exact resume: a deterministic run killed with SIGKILL (after epoch 1, or at seeded random moments, one of them
-during a checkpoint write) and resumed with trainer.resume=auto ends with the same weights and metrics as an
-uninterrupted run."""
+"""Exact resume: a deterministic run killed with SIGKILL (after epoch 1, or at seeded random moments, at least one
+of them during a checkpoint write, which the random-kill test asserts) and resumed with trainer.resume=auto
+ends with the same weights and metrics as an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -186,13 +186,15 @@ class Attempt:
         return self.log.read_text(errors="replace")
 
 
-def kill_moment(index: int, reference: Reference, rng: random.Random) -> tuple[int, float, bool]:
-    """Kill `index`: the state epoch to wait for, then a seeded random delay, or (kill 1) the next resume-state
-    write: it lands mid-write when the polling catches the write, else just after it."""
+def kill_moment(index: int, reference: Reference, rng: random.Random, write_interrupted: bool
+                ) -> tuple[int, float, bool]:
+    """Kill `index`: the state epoch to wait for, then a seeded random delay, or (kill 1, and later kills until
+    one has interrupted a write) the next resume-state write: it lands mid-write when the polling catches the
+    write, else just after it."""
     if index == 0:  # anywhere from start-up to the first resume state: possibly before any checkpoint
         return -1, rng.uniform(0.0, reference.state_seconds[1]), False
-    if index == 1:
-        return 1, float("inf"), True
+    if index == 1 or not write_interrupted:
+        return min(index, EPOCHS - 1), float("inf"), True
     return min(index, EPOCHS - 1), rng.uniform(0.0, reference.epoch_seconds), False  # in a later epoch
 
 
@@ -239,7 +241,8 @@ def test_random_kills_then_resume_match_uninterrupted_run(reference, tmp_path):
         launched_ns = time.time_ns()
         process = launch([*reference.args, "trainer.resume=auto"], directory, reference.env, attempt.log)
         if index < KILLS:
-            run_until_killed(attempt, process, directory, kill_moment(index, reference, rng), launched_ns)
+            moment = kill_moment(index, reference, rng, any(a.write_interrupted for a in attempts))
+            run_until_killed(attempt, process, directory, moment, launched_ns)
             if attempt.killed_after_s is not None:
                 continue
         if process.wait() != 0:  # a run that ends on its own must succeed, whatever state it found
@@ -248,6 +251,7 @@ def test_random_kills_then_resume_match_uninterrupted_run(reference, tmp_path):
     story = "\n".join(str(a) for a in attempts)
     print(story)  # where each kill landed (shown with -s, or on failure)
     assert sum(a.killed_after_s is not None for a in attempts) >= 2, story
+    assert any(a.write_interrupted for a in attempts), f"no kill landed during a resume-state write:\n{story}"
     for attempt in attempts:  # each launch went on from the state it found (a kill in start-up may cut it short)
         output = attempt.output()
         if "resumed from" in output or attempt is attempts[-1]:

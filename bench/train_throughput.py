@@ -29,7 +29,6 @@ from plain_loop import plain_epoch, sync
 
 from medzoo.datasets.base import ArrayDataset, make_loader
 from medzoo.datasets.cache import CachedSplit
-from medzoo.engine.card import versions
 from medzoo.engine.device_data import DeviceAugmentedLoader, DeviceResidentLoader
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
@@ -39,6 +38,7 @@ from medzoo.engine.trainer import Trainer
 from medzoo.transforms import batch
 from medzoo.transforms.batch import Compose
 from medzoo.zoo import create_model
+from medzoo.zoo.card import versions
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ COMMANDS: dict[str, Command] = {
 
 # Commands whose first word is an action: `medzoo data fetch ...`, `medzoo zoo list`.
 ACTION_COMMANDS = ("data", "zoo")
+# Commands that read a checkpoint's data from installed configs: `data=NAME` there picks conf/data/NAME.yaml
+# (their `data` node holds overrides, so the choice is carried as data.source).
+DATA_SOURCE_COMMANDS = ("eval", "zoo")
 
 
 def usage() -> str:
@@ -73,6 +76,8 @@ def run_command(name: str, argv: list[str]) -> None:
     command = COMMANDS[name]
     if name in ACTION_COMMANDS and argv and "=" not in argv[0] and not argv[0].startswith("-"):
         argv = [f"action={argv[0]}", *argv[1:]]
+    if name in DATA_SOURCE_COMMANDS:
+        argv = [f"data.source={arg.split('=', 1)[1]}" if arg.startswith("data=") else arg for arg in argv]
     _check_names(argv)
     register_recipes()
     job = command.function()

@@ -13,8 +13,9 @@ from torch import nn
 
 from medzoo.errors import ConfigError, DataError
 from medzoo.zoo import create_model
-from medzoo.zoo.adapt import adapt_input_conv, channel_map, inflate_2d_to_3d, load_pretrained, read_pretrained
+from medzoo.zoo.adapt import adapt_input_conv, channel_map, inflate_2d_to_3d, load_pretrained
 from medzoo.zoo.checkpoint import save_checkpoint
+from medzoo.zoo.factory import read_pretrained
 
 SIDE = 16
 TOL = {"rtol": 1e-4, "atol": 1e-4}

@@ -79,10 +79,10 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     assert list((run / "tensorboard").iterdir())
     ckpt = run / "checkpoints" / "best.safetensors"
     card = read_card(ckpt)
-    assert card["classes"] == ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
-    assert card["in_chans"] == 1 and card["metrics"]["test"]["accuracy"] == metrics["test"]["accuracy"]
-    assert card["recipe"] == "brain_tumor_resnet18" and card["config"]["trainer"]["max_epochs"] == 2
-    assert card["model_kwargs"]["width"] == 0.5  # eval and predict below rebuild the half-width model from it
+    assert list(card.classes) == ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
+    assert card.in_chans == 1 and card.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
+    assert card.recipe == "brain_tumor_resnet18" and card.provenance.config["trainer"]["max_epochs"] == 2
+    assert card.model_kwargs["width"] == 0.5  # eval and predict below rebuild the half-width model from it
 
     evaluation = tmp_path / "eval"
     medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=test", f"hydra.run.dir={evaluation}")
@@ -130,6 +130,8 @@ def test_finetune_recipe_adapts_the_published_checkpoint(tmp_path):
     out = medzoo("train", "recipe=finetune", "transforms.image_size=32", "trainer.max_epochs=1",
                  "trainer.progress=false", "logger.plots=false", f"hydra.run.dir={run}")
     card = read_card(run / "checkpoints" / "best.safetensors")
-    assert card["classes"] == ["malignant", "normal_benign"] and card["num_classes"] == 2
+    assert list(card.classes) == ["malignant", "normal_benign"] and card.num_classes == 2
     log = (run / "cli.log").read_text() + out.stderr + out.stdout
-    assert "brain_tumor_resnet18_cpu" in log and "fc" in log  # the pretrained weights, with a new head
+    # The published weights were loaded, and the 4-class head replaced by a 2-class one (zoo.adapt's log line).
+    loaded = [line for line in log.splitlines() if "loaded " in line and "brain_tumor_resnet18_cpu" in line]
+    assert loaded and "adapted: fc: new head 4 -> 2 classes" in loaded[0], log[-3000:]

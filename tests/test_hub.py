@@ -9,7 +9,8 @@ import torch
 
 from medzoo.errors import DataError, UnknownNameError
 from medzoo.zoo import create_model, hub
-from medzoo.zoo.checkpoint import model_from_checkpoint, save_checkpoint
+from medzoo.zoo.checkpoint import save_checkpoint
+from medzoo.zoo.factory import model_from_checkpoint
 from tests.loopback import serve
 
 CARD = {"arch": "resnet10", "model_kwargs": {"stem": "small"}, "in_chans": 1, "num_classes": 2, "spatial_dims": 2,
@@ -39,7 +40,7 @@ def test_download_then_cache_hit(published):
     path = hub.resolve(entry.name)
     assert path == hub.cache_dir() / "demo_resnet10.safetensors"
     model, card = model_from_checkpoint(path)
-    assert card["arch"] == "resnet10" and len(server.requests) == 1
+    assert card.arch == "resnet10" and len(server.requests) == 1
     assert hub.resolve(entry.name) == path and len(server.requests) == 1  # no second request
 
 

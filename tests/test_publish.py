@@ -28,8 +28,9 @@ def test_publish_then_eval_reproduces_the_card_exactly(tmp_path):
     published = tmp_path / "w" / "demo_test.safetensors"
     entry = json.loads(manifest.read_text())[0]
     assert entry["sha256"] == hashlib.sha256(published.read_bytes()).hexdigest()
+    assert entry["size"] == published.stat().st_size, "the manifest bounds the download at the file's size"
     card = read_card(published)
-    assert card["published"]["weights_dtype"] == "float16"
+    assert card.provenance.published["weights_dtype"] == "float16"
     from safetensors import safe_open
 
     with safe_open(str(published), framework="pt") as handle:
@@ -37,8 +38,8 @@ def test_publish_then_eval_reproduces_the_card_exactly(tmp_path):
         assert str(handle.get_tensor("conv1.weight").dtype) == "torch.float16"
     medzoo("eval", f"ckpt={published}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}")
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
-    assert evaluated["accuracy"] == card["metrics"]["test"]["accuracy"] == entry["summary"]["test"]["accuracy"]
-    assert evaluated["auc"] == card["metrics"]["test"]["auc"]
+    assert evaluated["accuracy"] == card.metrics["test"]["accuracy"] == entry["summary"]["test"]["accuracy"]
+    assert evaluated["auc"] == card.metrics["test"]["auc"]
     text = (tmp_path / "docs" / "demo_test.md").read_text()
     assert "official test split" in text and "medzoo train recipe=demo" in text
     # Too large for the package: refused unless published with ship=false, which keeps the card in the manifest.

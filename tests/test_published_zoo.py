@@ -24,9 +24,9 @@ def test_an_offline_fresh_machine_lists_the_four_checkpoints_inside_the_package(
         assert lines[name].rstrip().endswith("packaged"), lines[name]
 
 
-def data_on_disk(card: dict) -> str:
+def data_on_disk(card) -> str:
     """What the checkpoint's data needs under ../shared/data, or a skip that names it."""
-    data = card["config"]["data"]
+    data = card.provenance.data_settings
     if str(data.get("path") or "").startswith("builtin:"):  # shipped inside medzoo (BreastMNIST)
         return str(SHARED_DATA)
     needed = BRAIN_TUMOR / "Training" if data["name"] == "brain_tumor" else SHARED_DATA / "medmnist" / data["file"]
@@ -39,8 +39,8 @@ def data_on_disk(card: dict) -> str:
 def test_eval_reproduces_the_cards_test_accuracy_from_the_packaged_file(name, tmp_path):
     card = read_card(hub.resolve(name))
     data = data_on_disk(card)
-    root = [f"data.root={BRAIN_TUMOR}"] if card["config"]["data"]["name"] == "brain_tumor" else []  # as the issue
+    root = [f"data.root={BRAIN_TUMOR}"] if card.provenance.data_name == "brain_tumor" else []  # as the issue
     medzoo("eval", f"ckpt={name}", *root, "split=test", f"hydra.run.dir={tmp_path}", env={"MEDZOO_DATA": data})
     measured = json.loads((tmp_path / "metrics.json").read_text())["test"]
-    assert measured["accuracy"] == card["metrics"]["test"]["accuracy"]
-    assert measured["confusion_matrix"] == card["metrics"]["test"]["confusion_matrix"]
+    assert measured["accuracy"] == card.metrics["test"]["accuracy"]
+    assert measured["confusion_matrix"] == card.metrics["test"]["confusion_matrix"]

@@ -225,7 +225,8 @@ def test_norm_choice_reaches_every_block(norm: str, expected: set[str]) -> None:
 
 
 def test_width_scales_every_stage_and_survives_a_checkpoint(tmp_path) -> None:
-    from medzoo.zoo.checkpoint import model_from_checkpoint, save_checkpoint
+    from medzoo.zoo.checkpoint import save_checkpoint
+    from medzoo.zoo.factory import model_from_checkpoint
 
     options = {"in_chans": 1, "num_classes": 2, "spatial_dims": 3, "stem": "imagenet"}
     full, half = create_model("resnet18", **options), create_model("resnet18", width=0.5, **options).eval()

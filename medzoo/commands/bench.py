@@ -14,13 +14,13 @@ from omegaconf import DictConfig
 
 from medzoo.commands.common import run_directory
 from medzoo.commands.train import load_splits, training_parts
-from medzoo.engine.card import versions
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_json
 from medzoo.engine.runtime import resolve_device, seed_everything
 from medzoo.engine.throughput import measure_inference, measure_training
 from medzoo.engine.trainer import Trainer
 from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo.card import versions
 
 log = logging.getLogger(__name__)
 

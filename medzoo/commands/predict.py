@@ -17,7 +17,7 @@ from medzoo.engine.reports import write_json
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import DataError
 from medzoo.zoo import hub
-from medzoo.zoo.checkpoint import model_from_checkpoint
+from medzoo.zoo.factory import model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,10 @@ def predict(cfg: DictConfig) -> list[dict]:
     """Write predictions.csv and predictions.json into the run dir; returns the rows."""
     run_dir = run_directory()
     device = resolve_device(cfg.trainer.device)
-    model, card = model_from_checkpoint(hub.resolve(cfg.ckpt), device)
-    preprocess, classes = Preprocessor(card), card["classes"]
-    precision = Precision.resolve(cfg.trainer.precision or card["precision"], device)
+    path = hub.resolve(cfg.ckpt)
+    model, card = model_from_checkpoint(path, device)
+    preprocess, classes = Preprocessor(card, str(path)), list(card.classes)
+    precision = Precision.resolve(cfg.trainer.precision or card.precision, device)
     rows, skipped, items = [], [], []
     for path in list_inputs(cfg.inputs):
         try:

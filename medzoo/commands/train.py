@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from sklearn.utils.class_weight import compute_class_weight
 
 from medzoo.commands.common import run_directory
 from medzoo.datasets.base import DataSplits
-from medzoo.engine.card import build_card
 from medzoo.engine.distributed import (
     SINGLE_PROCESS,
     DistInfo,
@@ -34,7 +34,9 @@ from medzoo.engine.trainer import Trainer, evaluate
 from medzoo.errors import ConfigError
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
-from medzoo.zoo.checkpoint import model_from_checkpoint, save_checkpoint
+from medzoo.zoo.card import InputSpec, ModelCard, Preprocessing, Provenance, now, versions
+from medzoo.zoo.checkpoint import save_checkpoint
+from medzoo.zoo.factory import model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,47 @@ def training_parts(cfg: DictConfig, splits: DataSplits, spec: TransformSpec, dev
     return TrainingParts(model, loaders, optimizer, scheduler, criterion, channels_last)
 
 
+def _data_group(data: dict) -> str | None:
+    """The data config this run used (conf/data/NAME.yaml): Hydra's choice, else the data's name."""
+    try:
+        choice = HydraConfig.get().runtime.choices.get("data")
+    except ValueError:  # not inside a Hydra app (called from Python)
+        choice = None
+    return choice or data.get("name")
+
+
+def card_builder(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module, spec: TransformSpec, precision: str,
+                 channels_last: bool):
+    """A function (metrics, epoch) -> the ModelCard of `model` trained by `cfg` on `splits`."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    prepared = splits.report.get("prepared_settings", {})  # how `medzoo prepare` laid the sources out
+    laid_out = {**prepared, **{k: v for k, v in data.items() if v is not None}}
+    layout = "volume" if splits.spatial_dims == 3 else ("slices" if laid_out.get("layout") == "slices" else "image")
+    channels = laid_out.get("channels")
+    input_spec = InputSpec(
+        size=tuple(splits.input_size), layout=layout, channels=channels if isinstance(channels, int) else None,
+        depth_mode=laid_out.get("depth_mode"), memory_format="channels_last" if channels_last else "contiguous",
+        reader=laid_out.get("reader") or "auto", reader_options=dict(laid_out.get("reader_kwargs") or {}))
+    provenance = Provenance(
+        recipe=cfg.get("recipe_name"), data_name=data.get("name"), data_group=_data_group(data),
+        data_settings={k: v for k, v in data.items() if k != "_target_"}, fingerprint=splits.fingerprint,
+        num_train=len(splits.train.labels), num_val=len(splits.val.labels), num_test=len(splits.test.labels),
+        config=OmegaConf.to_container(cfg, resolve=True), versions=versions(), created=now())
+    card = ModelCard(
+        arch=model.arch, in_chans=splits.in_chans, num_classes=len(splits.classes), classes=tuple(splits.classes),
+        spatial_dims=splits.spatial_dims,
+        model_kwargs={"stem": model.stem, "norm": getattr(model, "norm", "batch"), "width": getattr(model, "width", 1.0)},
+        input=input_spec, preprocessing=Preprocessing.from_steps(**spec.card()),
+        precision=precision, provenance=provenance)
+    # what every reader will check, checked before training starts (e.g. class folder names)
+    ModelCard.from_dict(card.to_dict(), f"the card for this run's checkpoints ({cfg.get('recipe_name') or 'no recipe'})")
+
+    def build(metrics: dict | None = None, epoch: int | None = None) -> ModelCard:
+        return card.with_metrics(metrics or {}, epoch=epoch)
+
+    return build
+
+
 def write_reports(run_dir: Path, metrics: dict, history: list, classes: list[str], plots: bool) -> None:
     """metrics.json and, with plots, training curves, confusion matrices and reliability diagrams."""
     write_json(run_dir / "metrics.json", metrics)
@@ -160,7 +203,7 @@ def train(cfg: DictConfig) -> dict:
     model, loaders, channels_last = parts.model, parts.loaders, parts.channels_last
 
     checkpoints = run_dir / "checkpoints"
-    card = partial(build_card, cfg, splits, model, spec, precision.name)
+    card = card_builder(cfg, splits, model, spec, precision.name, channels_last)
 
     def save_best(trained: torch.nn.Module, info: dict) -> None:
         save_checkpoint(checkpoints / "best.safetensors", trained, card(metrics={"val": info["val"]},
@@ -169,7 +212,7 @@ def train(cfg: DictConfig) -> dict:
     loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers] if dist.is_main else []
     trainer = Trainer(model, parts.optimizer, parts.scheduler, parts.criterion, device=device, precision=precision,
                       settings=cfg.trainer, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
-                      on_best=save_best, loggers=loggers, dist=dist)
+                      on_best=save_best, loggers=loggers, dist=dist, recipe=cfg.get("recipe_name"))
     start = resume_path(cfg.trainer.resume, run_dir)
     if start is not None:
         trainer.resume(start)

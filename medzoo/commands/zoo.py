@@ -15,8 +15,10 @@ from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name
 from medzoo.zoo import hub
+from medzoo.zoo.card import ModelCard
 from medzoo.zoo.card_doc import model_card
-from medzoo.zoo.checkpoint import model_from_checkpoint, read_card, save_checkpoint
+from medzoo.zoo.checkpoint import read_card, save_checkpoint
+from medzoo.zoo.factory import model_from_checkpoint
 
 
 def headline(summary: dict) -> str:
@@ -43,8 +45,11 @@ def info(cfg: DictConfig) -> dict:
     if cfg.name not in entries:
         raise unknown_name("checkpoint", cfg.name, entries)
     entry = entries[cfg.name]
-    stored = entry.card if entry.card is not None and not entry.shipped else read_card(hub.resolve(cfg.name))
-    card = {"name": cfg.name, "sha256": entry.sha256, **stored}
+    if entry.card is not None and not entry.shipped:
+        stored = ModelCard.from_dict(entry.card, f"{hub.MANIFEST}: {cfg.name}")
+    else:
+        stored = read_card(hub.resolve(f"{hub.ZOO_PREFIX}{cfg.name}"))
+    card = {"name": cfg.name, "sha256": entry.sha256, **stored.to_dict()}
     print(json.dumps(card, indent=2, default=str))
     return card
 
@@ -67,20 +72,20 @@ def publish(cfg: DictConfig) -> dict:
                           f"{hub.MAX_PACKAGED_BYTES // 2**20} MB package limit; publish it with ship=false "
                           "urls=[...] (served from the cache or by URL).")
     model16, card16 = model_from_checkpoint(target, device)
-    splits = ["val", "test"] + (["test_deleaked"] if card["config"]["data"].get("clean_split") else [])
-    measured = checkpoint_metrics(model16, card16, splits, cfg.data, cfg.paths.cache_dir, device)
-    training = {k: v for k, v in card.get("metrics", {}).items() if k not in ("val", "test", "test_deleaked")}
+    splits = ["val", "test"] + (["test_deleaked"] if card.provenance.data_settings.get("clean_split") else [])
+    measured = checkpoint_metrics(model16, card16, splits, cfg.data, cfg.paths.cache_dir, device, where=str(target))
+    training = {k: v for k, v in card.metrics.items() if k not in ("val", "test", "test_deleaked")}
     published = {"task": cfg.task, "command": cfg.command, "hardware": cfg.hardware, "train_time": cfg.train_time,
                  "weights_dtype": "float16", "limitations": list(cfg.limitations or []),
                  "notes": list(cfg.get("notes") or [])}
-    card16.update(metrics={**training, **measured}, published=published)
+    card16 = card16.with_metrics({**training, **measured}, published=published)
     save_checkpoint(target, model16, card16, dtype=torch.float16)
-    entry = {"name": cfg.name, "sha256": sha256_file(target), "task": cfg.task,
+    entry = {"name": cfg.name, "sha256": sha256_file(target), "size": target.stat().st_size, "task": cfg.task,
              "file": target.name if cfg.ship else None, "urls": list(cfg.urls or []),
              "summary": {split: {k: measured[split][k] for k in ("accuracy", "auc") if measured[split].get(k) is not None}
                          for split in measured if split != "val"}}
     if not cfg.ship:
-        entry["card"] = card16
+        entry["card"] = card16.to_dict()
     manifest_path = Path(cfg.manifest or package / hub.MANIFEST)
     entries = [e for e in json.loads(manifest_path.read_text()) if e["name"] != cfg.name] + [entry]
     manifest_path.write_text(json.dumps(sorted(entries, key=lambda e: e["name"]), indent=2) + "\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
 from medzoo.errors import DataError
 from medzoo.transforms.layout import depth_to_channels, to_channel_first
 from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo.card import ModelCard
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".ima")
@@ -50,16 +50,16 @@ def _to_uint8(volume: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Preprocessor:
-    """The `pre` and `eval` transforms stored in a checkpoint's card, applied the way the model was trained."""
+    """The `pre` and `eval` steps a checkpoint's card describes, applied the way the model was trained, and its
+    input spec (how a volume or DICOM series is laid out for the model)."""
 
-    card: dict[str, Any]
+    card: ModelCard
+    source: str = "checkpoint"  # the file the card came from, for messages
 
     def __post_init__(self) -> None:
-        self.spec = TransformSpec.from_card(self.card)
+        steps = self.card.preprocessing
+        self.spec = TransformSpec.from_card_steps(steps.backend, steps.pre, steps.eval, self.source)
         self.pipeline = self.spec.pipeline("eval")
-        # how the training data was laid out: the data config, or for a prepared cache its prepare settings
-        self.data = {**self.card.get("data", {}).get("prepared", {}),
-                     **{k: v for k, v in self.card.get("config", {}).get("data", {}).items() if v is not None}}
 
     def array(self, image: np.ndarray) -> torch.Tensor:
         """One channel-first array, as stored in the model's cache -> the model's float32 input."""
@@ -67,30 +67,52 @@ class Preprocessor:
 
     def image(self, pixels: np.ndarray) -> torch.Tensor:
         """An H x W x C uint8 image -> the model's input."""
-        return self.array(to_channel_first(to_channels(pixels, self.card["in_chans"])))
+        return self.array(to_channel_first(to_channels(pixels, self.card.in_chans)))
 
     def file(self, path: Path) -> torch.Tensor:
         """Decode a 2D image file and preprocess it."""
         return self.image(decode_image(path).pixels)
 
-    def items(self, path: Path) -> list[tuple[str, torch.Tensor]]:
+    def items(self, path: str | Path) -> list[tuple[str, torch.Tensor]]:
         """(name, model input) pairs for one input: an image, or a volume / DICOM series as the model
         expects it (3D model: the volume; 2.5D model: slices as channels; 2D model: one item per slice)."""
+        path = Path(path)
         if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
             return [(str(path), self.file(path))]
         from medzoo.datasets.readers import read_volume
 
-        volume = read_volume(path, self.data.get("reader", "auto"), **self.data.get("reader_kwargs", {})).array
+        spec = self.card.input
+        volume = read_volume(path, spec.reader, **reader_options(spec.reader, spec.reader_options, self.source, path)).array
         if volume.ndim == 3:  # a 2D multichannel stack (C, H, W)
             return [(str(path), self.array(volume))]
-        if self.card["spatial_dims"] == 3:
+        if self.card.spatial_dims == 3:
             return [(str(path), self.array(volume))]
-        if self.data.get("layout") == "slices":
-            stack = depth_to_channels(volume, self.card["in_chans"], self.data.get("depth_mode", "resample"))
+        if spec.layout == "slices":
+            stack = depth_to_channels(volume, self.card.in_chans, spec.depth_mode or "resample")
             return [(str(path), self.array(stack))]
         slices = _to_uint8(volume)
         return [(f"{path}#slice{index:03d}", self.image(np.moveaxis(slices[:, index], 0, -1)))
                 for index in range(slices.shape[1])]
+
+
+def reader_options(reader: str, options: dict, source: str, path: Path) -> dict:
+    """A card's reader options, accepted only where they are keyword arguments of the reader that reads `path`."""
+    import inspect
+
+    from medzoo.datasets.readers import READERS
+    from medzoo.datasets.readers.base import reader_for
+
+    if not options:
+        return {}
+    reader = reader_for(path).name if reader == "auto" else reader
+    if reader not in READERS:
+        raise DataError(f"{source}: the card's reader options name no known reader ({reader!r}); refused.")
+    accepted = inspect.signature(READERS[reader].load()).parameters
+    unknown = sorted(set(options) - set(accepted) - {"path"})
+    if unknown or "path" in options:
+        raise DataError(f"{source}: the card's reader options {unknown or ['path']} are not options of the "
+                        f"'{reader}' reader; refused.")
+    return dict(options)
 
 
 @torch.no_grad()

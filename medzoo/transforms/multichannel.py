@@ -1048,10 +1048,6 @@ class Compose:
 def _instantiate(step: Transform | Mapping[str, Any]) -> Transform:
     if not isinstance(step, Mapping):
         return step
-    # imported only for dict steps: spec pulls in albumentations, which array-only users never need
-    from hydra.utils import instantiate
+    from medzoo.transforms.registry import build_step  # the one builder of steps: names from its table only
 
-    from medzoo.transforms.spec import check_targets
-
-    check_targets([dict(step)], "Compose.transforms")
-    return instantiate(dict(step))
+    return build_step(dict(step), "Compose.transforms")

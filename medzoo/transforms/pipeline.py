@@ -1,4 +1,4 @@
-"""Build albumentations pipelines from config lists of `_target_` entries."""
+"""Build albumentations pipelines from lists of registered steps."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from typing import Any
 
 import albumentations as A
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.transforms.layout import to_channel_first, to_channel_last
+from medzoo.transforms.registry import build_step
 
 
 def build_pipeline(steps: Sequence[Any] | None, seed: int | None = None) -> A.Compose:
-    """Instantiate each `_target_` step and compose them (an empty list gives the identity)."""
+    """Build each step through the step registry and compose them (an empty list gives the identity)."""
     if isinstance(steps, DictConfig) or OmegaConf.is_config(steps):
         steps = OmegaConf.to_container(steps, resolve=True)
-    transforms = [instantiate(step) if isinstance(step, dict) else step for step in (steps or [])]
+    transforms = [build_step(step, f"transforms[{i}]") for i, step in enumerate(steps or [])]
     return A.Compose(transforms, seed=seed)
 
 

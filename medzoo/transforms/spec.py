@@ -8,51 +8,24 @@ steps are: `albumentations` (2D, few channels; run on an H x W x C view inside) 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from medzoo.errors import ConfigError
+from medzoo.errors import ConfigError, DataError
 from medzoo.naming import unknown_name
 from medzoo.transforms.batch import Compose as BatchCompose
 from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
-
-# A checkpoint's card is untrusted input: only these packages may be named by its `_target_`s.
-SAFE_TARGET_PREFIXES = ("albumentations.", "medzoo.transforms.", "monai.transforms.")
-
-
-def _targets(node: Any) -> Iterator[str]:
-    """Every `_target_` in a config tree: steps may nest others (albumentations.OneOf takes a list)."""
-    if isinstance(node, dict):
-        if "_target_" in node:
-            yield str(node["_target_"])
-        for value in node.values():
-            yield from _targets(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _targets(value)
-
-
-def check_targets(steps: Sequence[Any], where: str) -> None:
-    """Refuse any `_target_` outside the transform packages, at any depth (a card must not be able to run
-    arbitrary code), and any step that names no target at all."""
-    for step in steps:
-        if not isinstance(step, dict) or "_target_" not in step:
-            raise ConfigError(f"{where}: every transform step needs a `_target_`; got {step!r}")
-        for target in _targets(step):
-            if not target.startswith(SAFE_TARGET_PREFIXES):
-                raise ConfigError(f"{where}: transform target {target!r} is not allowed; transforms must come "
-                                  f"from {', '.join(SAFE_TARGET_PREFIXES)}")
+from medzoo.transforms.registry import BATCH_PREFIX, as_card_steps, as_recipe_steps, build_steps, check_step
 
 
 class ChannelFirstCompose:
     """Channel-first steps in order (medzoo multichannel or MONAI array transforms), reseedable per sample."""
 
     def __init__(self, steps: Sequence[dict]):
-        self.steps = [instantiate(step) for step in steps]
+        self.steps = build_steps(steps)
 
     def set_seed(self, seed: int) -> None:
         for position, step in enumerate(self.steps):
@@ -73,7 +46,8 @@ def _albumentations(steps: Sequence[dict], seed: int | None) -> Callable:
 
 
 def _channel_first(steps: Sequence[dict], seed: int | None) -> Callable:
-    if all(str(step.get("_target_", "")).startswith("medzoo.transforms.multichannel.") for step in steps):
+    if all(isinstance(step, dict) and str(step.get("_target_", "")).startswith("medzoo.transforms.multichannel.")
+           for step in steps):
         from medzoo.transforms.multichannel import Compose  # keeps the input dtype's value range across steps
 
         compose = Compose(steps)
@@ -89,8 +63,6 @@ BACKENDS: dict[str, Callable[[Sequence[dict], int | None], Callable]] = {
 }
 
 
-BATCH_TARGET_PREFIX = "medzoo.transforms.batch."
-
 
 class TransformSpec:
     """The transform lists of a recipe, as plain data that can be stored in a checkpoint card: `pre` (once per
@@ -98,19 +70,23 @@ class TransformSpec:
     a split held on the device (data.device_cache) uses instead."""
 
     def __init__(self, pre: Sequence[Any] = (), train: Sequence[Any] = (), eval: Sequence[Any] = (),
-                 where: str = "transforms", backend: str = "albumentations", batch_train: Sequence[Any] = ()):
+                 where: str = "transforms", backend: str = "albumentations", batch_train: Sequence[Any] = (),
+                 error: type[Exception] = ConfigError):
         if backend not in BACKENDS:
-            raise unknown_name("transforms.backend", backend, BACKENDS)
+            raise error(str(unknown_name(f"{where}.backend", str(backend), BACKENDS)))
         self.backend = backend
-        self.lists = {name: _plain(steps) for name, steps in (("pre", pre), ("train", train), ("eval", eval),
-                                                               ("batch_train", batch_train))}
+        self.lists = {name: _plain(steps) or [] for name, steps in (("pre", pre), ("train", train), ("eval", eval),
+                                                                     ("batch_train", batch_train))}
+        for name, steps in self.lists.items():
+            if not isinstance(steps, list):
+                raise error(f"{where}.{name}: a list of steps expected, got {type(steps).__name__}.")
+            for index, step in enumerate(steps):
+                check_step(step, f"{where}.{name}[{index}]", error)
         outside = [str(step.get("_target_")) for step in self.lists["batch_train"]
-                   if not str(step.get("_target_", "")).startswith(BATCH_TARGET_PREFIX)]
+                   if not str(step.get("_target_", "")).startswith(BATCH_PREFIX)]
         if outside:
             raise ConfigError(f"{where}.batch_train: {', '.join(outside)} are not per-batch transforms; use "
-                              f"{BATCH_TARGET_PREFIX}* steps there.")
-        for name, steps in self.lists.items():
-            check_targets(steps, f"{where}.{name}")
+                              f"{BATCH_PREFIX}* steps there.")
         self._pre = BACKENDS[backend](self.lists["pre"], None) if self.lists["pre"] else None
 
     @classmethod
@@ -120,10 +96,11 @@ class TransformSpec:
                    data.get("backend", "albumentations"), data.get("batch_train") or ())
 
     @classmethod
-    def from_card(cls, card: dict) -> TransformSpec:
-        steps = card["preprocessing"]
-        return cls(steps["pre"], eval=steps["eval"], where="checkpoint card",
-                   backend=steps.get("backend", "albumentations"))
+    def from_card_steps(cls, backend: str, pre: Sequence[Any], eval: Sequence[Any], where: str) -> TransformSpec:
+        """The inference steps a model card describes (`{"name", "params"}` each), checked against the step
+        registry; anything else is a DataError naming `where` (the checkpoint file) and the step."""
+        return cls(_card_steps(pre, f"{where}: preprocessing.pre"), eval=_card_steps(eval, f"{where}: preprocessing.eval"),
+                   where=f"{where}: preprocessing", backend=backend, error=DataError)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """The deterministic `pre` steps on one channel-first image, keeping its dtype (run once per file)."""
@@ -147,12 +124,23 @@ class TransformSpec:
 
     def batch_pipeline(self) -> BatchCompose:
         """The per-batch `batch_train` steps, for (B, C, H, W) tensors on any device."""
-        return BatchCompose([instantiate(step) for step in self.lists["batch_train"]])
+        return BatchCompose(build_steps(self.lists["batch_train"], "transforms.batch_train"))
 
     def card(self) -> dict[str, Any]:
-        """What inference needs: the backend and the `pre` and `eval` steps."""
-        return {"backend": self.backend, "pre": self.lists["pre"], "eval": self.lists["eval"]}
+        """What inference needs, as a model card holds it: the backend and the `pre` and `eval` steps, each a
+        registered step name with plain parameters."""
+        return {"backend": self.backend, "pre": as_card_steps(self.lists["pre"]),
+                "eval": as_card_steps(self.lists["eval"])}
 
 
 def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _card_steps(steps: Any, where: str) -> list[dict[str, Any]]:
+    steps = list(steps) if isinstance(steps, tuple) else steps
+    if not isinstance(steps, list):
+        raise DataError(f"{where}: a list of steps expected.")
+    for index, step in enumerate(steps):
+        check_step(step, f"{where}[{index}]", DataError)
+    return as_recipe_steps(steps)

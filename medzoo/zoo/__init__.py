@@ -1,8 +1,14 @@
-"""The model zoo: one file per model family, one registry, `create_model` as the front door."""
+"""The model zoo: one file per model family, one registry, `create_model` as the front door.
+
+Modules, bottom up: `card` (the typed model card) and `checkpoint` (the file format), `adapt` (channel and
+dimension math), `registry` (names), `hub` (where a published file lives), `factory` (create_model,
+model_from_checkpoint), `export`. Nothing below imports what stands above it.
+"""
 
 # Each family module is imported here, by name, so that its @register_model entrypoints are known;
 # adding a family means adding one line below.
 from medzoo.zoo import resnet  # noqa: F401
-from medzoo.zoo.registry import create_model, is_model, list_models, register_model
+from medzoo.zoo.factory import create_model, model_from_checkpoint
+from medzoo.zoo.registry import is_model, list_models, register_model
 
-__all__ = ["create_model", "is_model", "list_models", "register_model"]
+__all__ = ["create_model", "is_model", "list_models", "model_from_checkpoint", "register_model"]

@@ -12,24 +12,20 @@ conv(W_tgt, [x]*C_tgt) = conv(sum_c W_tgt[:, c], x) = conv(sum_c W_src[:, c], x)
 ("mean", the default), or the 2D kernel placed at the middle depth ("centre", exact on depth-constant volumes
 even at the zero-padded first and last slices).
 
-Loading never unpickles: medzoo checkpoints are safetensors, plain state dicts load with weights_only=True.
+Pure tensor math: reading files is medzoo.zoo.checkpoint's job, choosing what to read medzoo.zoo.factory's.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from medzoo.errors import ConfigError, DataError
-from medzoo.zoo.checkpoint import FORMAT, load_checkpoint
 
 __all__ = [
     "DEPTH_INITS",
@@ -37,17 +33,11 @@ __all__ = [
     "channel_map",
     "inflate_2d_to_3d",
     "load_pretrained",
-    "read_pretrained",
-    "resolve_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEPTH_INITS = ("mean", "centre")
-SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pt", ".pth", ".bin")
-_WRAPPER_KEYS = ("state_dict", "model")  # how training scripts commonly nest a state dict
-_DDP_PREFIX = "module."
 # Row balance is a nicety (the column sums are exact after any step); near-equal counts such as 1000 -> 999
 # converge slowly but start with a ripple below 0.1%.
 _BALANCE_STEPS = 500
@@ -140,7 +130,7 @@ def inflate_2d_to_3d(
 def load_pretrained(
     model: nn.Module,
     source_state: Mapping[str, torch.Tensor],
-    source_card: Mapping[str, Any] | None = None,
+    source_card: Any = None,
     log: logging.Logger = logger,
     *,
     source: str = "pretrained weights",
@@ -153,7 +143,8 @@ def load_pretrained(
     differs. Any other difference is an error that names the layer and both shapes.
 
     Args:
-        source_card: the checkpoint's card; card-less sources (plain state dicts) are described by their shapes.
+        source_card: the checkpoint's card (a ModelCard); card-less sources (plain state dicts) are described
+            by their shapes.
         source: how to name the weights in messages (e.g. the file path).
         depth_init: how 2D kernels are inflated, see `inflate_2d_to_3d`.
     """
@@ -236,88 +227,18 @@ def _drop_changed_head(state: dict[str, torch.Tensor], target: Mapping[str, torc
     return prefix
 
 
-def _check_card_against_state(card: Mapping[str, Any] | None, conv_weight: torch.Tensor, source: str) -> None:
+def _check_card_against_state(card: Any, conv_weight: torch.Tensor, source: str) -> None:
     # The shapes are the truth; a card that contradicts them means a corrupted or hand-edited checkpoint.
-    if not card:
+    if card is None:
         return
     found = {"in_chans": conv_weight.shape[1], "spatial_dims": conv_weight.ndim - 2}
     for key, value in found.items():
-        if key in card and card[key] != value:
-            raise DataError(f"{source}: the card says {key}={card[key]} but the first conv's weights have "
+        said = card.get(key) if isinstance(card, Mapping) else getattr(card, key, None)
+        if said is not None and said != value:
+            raise DataError(f"{source}: the card says {key}={said} but the first conv's weights have "
                             f"{key}={value}; the checkpoint is inconsistent, re-export it.")
 
 
 def _some(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "") if names else "none"
-
-
-def resolve_checkpoint(ref: str | Path) -> Path:
-    """The local file a `pretrained` reference names: a path, or a published zoo name (medzoo.zoo.hub)."""
-    from medzoo.zoo import hub  # hub imports nothing from here; a local import keeps startup light
-
-    return hub.resolve(ref)
-
-
-def read_pretrained(ref: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, Path]:
-    """Weights, card (None for a card-less file) and path of the checkpoint `ref` names, never unpickling."""
-    path = resolve_checkpoint(ref)
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        return (*_read_safetensors(path), path)
-    if suffix in TORCH_SUFFIXES:
-        return _read_torch(path), None, path
-    raise DataError(f"{path}: unknown checkpoint type '{suffix}'. Use a medzoo .safetensors checkpoint or a plain "
-                    f"state dict saved with torch.save ({', '.join(TORCH_SUFFIXES)}).")
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                # Card-less safetensors (e.g. from the Hugging Face Hub) are plain state dicts.
-                return {name: handle.get_tensor(name) for name in handle.keys()}, None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable safetensors file ({exc}); it may be truncated.") from exc
-    return load_checkpoint(path)
-
-
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        # weights_only: a pickle may run any code while it loads; this unpickler only rebuilds tensors.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        reason = _unpickler_reason(exc)
-        raise DataError(f"{path}: refused, not a plain state dict loadable with torch.load(weights_only=True) "
-                        f"({reason}). Pickled objects are never unpickled: from a trusted environment, re-save "
-                        "it with torch.save(model.state_dict(), path).") from exc
-    return _as_state_dict(obj, path)
-
-
-def _unpickler_reason(exc: BaseException) -> str:
-    # torch's message starts with advice to retry with weights_only=False, the one thing medzoo never does;
-    # the line worth showing names the object that was refused.
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    named = [line for line in lines if "WeightsUnpickler error" in line]
-    reason = named[0] if named else (lines[0] if lines else type(exc).__name__)
-    return reason.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
-
-
-def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        kind = type(obj).__name__
-        raise DataError(f"{path}: holds a {kind}, not a state dict of named tensors; save it with "
-                        "torch.save(model.state_dict(), path).")
-    # DistributedDataParallel prefixes every name; the prefix is not part of the architecture.
-    if all(name.startswith(_DDP_PREFIX) for name in obj):
-        return {name[len(_DDP_PREFIX):]: tensor for name, tensor in obj.items()}
-    return dict(obj)
-

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from medzoo.zoo.card import ModelCard
+
 
 def _figure(metrics: dict, key: str) -> str:
     value = metrics.get(key)
@@ -13,10 +15,10 @@ def _figure(metrics: dict, key: str) -> str:
     return f"{value:.4f}" + (f" (95 % CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
 
 
-def model_card(name: str, card: dict[str, Any], published: dict[str, Any]) -> str:
+def model_card(name: str, card: ModelCard, published: dict[str, Any]) -> str:
     """Markdown: what the model is, the data and its fingerprint, how it was made, metrics, limitations."""
-    metrics = card.get("metrics", {})
-    data = card.get("data", {})
+    metrics = card.metrics
+    data = card.provenance
     rows = []
     for split, label in (("test", "official test split"), ("test_deleaked", "de-leaked test subset (no near-copy "
                          "in training)"), ("val", "validation (used for checkpoint selection)")):
@@ -32,23 +34,23 @@ def model_card(name: str, card: dict[str, Any], published: dict[str, Any]) -> st
     return "\n".join([
         f"# {name}",
         "",
-        f"{published.get('task', '')}. Architecture `{card['arch']}` ({card.get('model_kwargs', {})}), "
-        f"{card['in_chans']} input channel(s), {card['num_classes']} classes: {', '.join(card['classes'])}. "
-        f"Input {card.get('input_size')} after the checkpoint's own preprocessing (stored in the file).",
+        f"{published.get('task', '')}. Architecture `{card.arch}` ({card.model_kwargs}), "
+        f"{card.in_chans} input channel(s), {card.num_classes} classes: {', '.join(card.classes)}. "
+        f"Input {card.input_size} after the checkpoint's own preprocessing (stored in the file).",
         "",
-        f"**Intended use:** {card.get('intended_use', '')}.",
+        f"**Intended use:** {card.provenance.intended_use}.",
         "",
         "## How it was made",
         "",
-        f"- Recipe: `{card.get('recipe')}`; command: `{published.get('command', '')}`",
+        f"- Recipe: `{card.recipe}`; command: `{published.get('command', '')}`",
         f"- Hardware and time: {published.get('hardware', 'not recorded')}; {published.get('train_time', '')}",
-        f"- Data: `{data.get('name')}`, {data.get('num_train')} train / {data.get('num_val')} val / "
-        f"{data.get('num_test')} test images; fingerprint `{data.get('fingerprint')}`",
+        f"- Data: `{data.data_name}`, {data.num_train} train / {data.num_val} val / "
+        f"{data.num_test} test images; fingerprint `{data.fingerprint}`",
         f"- Best epoch {metrics.get('best_epoch')} of {metrics.get('epochs')}, chosen on `{metrics.get('monitor')}` "
         "(the test split is never used for training, tuning or checkpoint selection).",
         f"- Weights stored as {published.get('weights_dtype', 'float32')}; every figure below was measured after "
         "that conversion, through the same code path as `medzoo eval`.",
-        f"- Versions: {card.get('versions', {})}",
+        f"- Versions: {card.provenance.versions}",
         "",
         "## Metrics",
         "",

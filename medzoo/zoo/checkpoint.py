@@ -1,4 +1,4 @@
-"""The medzoo checkpoint: safetensors weights with the model's card (JSON metadata) in the same file.
+"""The medzoo checkpoint file: safetensors weights with the model's card (JSON metadata) in the same file.
 
 Loading never unpickles: safetensors holds only tensors and strings. Plain PyTorch state dicts are
 imported with `torch.load(weights_only=True)` only.
@@ -6,8 +6,9 @@ imported with `torch.load(weights_only=True)` only.
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +17,27 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from medzoo.errors import DataError
+from medzoo.zoo.card import ModelCard
 
 FORMAT = "medzoo-checkpoint/1"
-LICENSE_NOTE = "research and teaching only; not a medical device and not for diagnosis"
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_WRAPPER_KEYS = ("state_dict", "model")  # how training scripts commonly nest a state dict
+_DDP_PREFIX = "module."
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, card: dict[str, Any],
+def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard | Mapping[str, Any],
                     dtype: torch.dtype | None = None) -> Path:
     """Write the model's weights (floating ones cast to `dtype` if given, e.g. fp16 for a smaller published
     file) and `card` to `path` atomically (a crash never leaves a partial file)."""
     path = Path(path)
+    card = card if isinstance(card, ModelCard) else ModelCard.from_dict(dict(card), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "card": json.dumps(card, default=str)})
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "card": card.to_json()})
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     umask = os.umask(0)
@@ -41,35 +47,33 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, card: dict[str, An
     return path
 
 
-def read_card(path: str | Path) -> dict[str, Any]:
-    """The card stored in a medzoo checkpoint, without loading its tensors."""
+def read_card(path: str | Path) -> ModelCard:
+    """The card stored in a medzoo checkpoint, parsed and validated, without loading its tensors."""
     with _open(path) as handle:
         return _card(handle.metadata(), path)
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     """Weights and card of a medzoo checkpoint (`.safetensors`)."""
     with _open(path) as handle:
         card = _card(handle.metadata(), path)
         return {name: handle.get_tensor(name) for name in handle.keys()}, card
 
 
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild the model a checkpoint describes and load its weights (strictly)."""
-    from medzoo.zoo.registry import create_model
-
-    state, card = load_checkpoint(path)
-    model = create_model(card["arch"], in_chans=card["in_chans"], num_classes=card["num_classes"],
-                         spatial_dims=card["spatial_dims"], **card.get("model_kwargs", {}))
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), card
-
-
-def trained_channels_last(card: dict[str, Any]) -> bool:
-    """Whether the model ran in channels_last during training; inference uses the same layout so that
-    evaluation reproduces the training run's figures bit for bit."""
-    trainer = card.get("config", {}).get("trainer", {})
-    return bool(trainer.get("channels_last", False)) and card.get("spatial_dims") == 2
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
+    """Weights and card (None for a card-less file) of a .safetensors checkpoint or a plain PyTorch state
+    dict (.pt/.pth/.bin, read with weights_only=True), never unpickling anything else."""
+    suffix = path.suffix.lower()
+    if suffix in TORCH_SUFFIXES:
+        return _read_torch(path), None
+    if suffix not in SAFETENSORS_SUFFIXES:
+        raise DataError(f"{path}: unknown checkpoint type '{suffix}'. Use a medzoo .safetensors checkpoint or a "
+                        f"plain state dict saved with torch.save ({', '.join(TORCH_SUFFIXES)}).")
+    with _open(path) as handle:
+        metadata = handle.metadata() or {}
+        state = {name: handle.get_tensor(name) for name in handle.keys()}
+    # Card-less safetensors (e.g. from the Hugging Face Hub) are plain state dicts.
+    return state, (_card(metadata, path) if metadata.get("format") == FORMAT else None)
 
 
 def _open(path: str | Path):
@@ -79,12 +83,52 @@ def _open(path: str | Path):
     try:
         return safe_open(str(path), framework="pt")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable safetensors checkpoint ({exc}). The file may be truncated or "
-                        "not a medzoo checkpoint; pickled .pt/.pth files are never loaded as checkpoints.") from exc
+        raise DataError(f"{path}: not a readable safetensors checkpoint ({str(exc)[:160]}). The file may be "
+                        "truncated or not a medzoo checkpoint; pickled .pt/.pth files are never loaded as "
+                        "checkpoints.") from exc
 
 
-def _card(metadata: dict[str, str] | None, path: str | Path) -> dict[str, Any]:
+def _card(metadata: dict[str, str] | None, path: str | Path) -> ModelCard:
     if not metadata or metadata.get("format") != FORMAT or "card" not in metadata:
         raise DataError(f"{path}: safetensors file without a medzoo card (format {FORMAT!r}); "
                         "it holds weights only, so the model it belongs to is unknown.")
-    return json.loads(metadata["card"])
+    return ModelCard.from_json(metadata["card"], str(path))
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # weights_only: a pickle may run any code while it loads; this unpickler only rebuilds tensors.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = _unpickler_reason(exc)
+        raise DataError(f"{path}: refused, not a plain state dict loadable with torch.load(weights_only=True) "
+                        f"({reason}). Pickled objects are never unpickled: from a trusted environment, re-save "
+                        "it with torch.save(model.state_dict(), path).") from exc
+    return _as_state_dict(obj, path)
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    # torch's message starts with advice to retry with weights_only=False, the one thing medzoo never does;
+    # the line worth showing names the object that was refused.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "WeightsUnpickler error" in line]
+    reason = named[0] if named else (lines[0] if lines else type(exc).__name__)
+    return reason.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
+
+
+def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        kind = type(obj).__name__
+        raise DataError(f"{path}: holds a {kind}, not a state dict of named tensors; save it with "
+                        "torch.save(model.state_dict(), path).")
+    # DistributedDataParallel prefixes every name; the prefix is not part of the architecture.
+    if all(name.startswith(_DDP_PREFIX) for name in obj):
+        return {name[len(_DDP_PREFIX):]: tensor for name, tensor in obj.items()}
+    return dict(obj)

@@ -1,9 +1,10 @@
 """Published checkpoints: a manifest of names -> file and/or URLs + sha256, resolved offline first.
 
 Resolution order for a reference: an existing local path -> a file shipped inside the package -> the cache
-directory (`$MEDZOO_HOME/checkpoints`) -> a download (https with resume, or `hf://REPO/FILE` through
-huggingface_hub). Every file from the package, the cache or the network is checked against its sha256; a
-mismatch is an error, and a bad download is deleted. `MEDZOO_OFFLINE=1` never touches the network.
+directory (`$MEDZOO_HOME/checkpoints`) -> a download (https with resume, or `hf://OWNER/REPO[@REVISION]/FILE`
+through huggingface_hub). Every file from the package, the cache or the network is checked against its sha256; a
+mismatch is an error, and a bad download is deleted. A download never grows past the entry's `size` (bytes),
+or past `download.max_download_bytes()` for an entry without one. `MEDZOO_OFFLINE=1` never touches the network.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medzoo.download import download_file, offline_from_env, sha256_file
+from medzoo.download import CHUNK, download_file, max_download_bytes, offline_from_env, sha256_file
 from medzoo.errors import DataError
 from medzoo.naming import unknown_name
 from medzoo.paths import medzoo_home
@@ -39,6 +40,7 @@ class Published:
     urls: tuple[str, ...] = ()
     summary: dict[str, Any] = field(default_factory=dict)  # headline metrics, shown by `medzoo zoo list`
     card: dict[str, Any] | None = None  # the full card, kept here for checkpoints not shipped in the package
+    size: int | None = None  # bytes; bounds a download (the download cap when unknown)
 
     @property
     def shipped(self) -> bool:
@@ -66,7 +68,9 @@ def is_published(ref: str) -> bool:
 
 
 def _verified(path: Path, entry: Published) -> bool:
-    return path.is_file() and sha256_file(path) == entry.sha256
+    if not path.is_file() or (entry.size is not None and path.stat().st_size != entry.size):
+        return False  # a file of the wrong size is not hashed
+    return sha256_file(path) == entry.sha256
 
 
 def _packaged(entry: Published) -> Path | None:
@@ -81,18 +85,64 @@ def _packaged(entry: Published) -> Path | None:
     return path
 
 
+def _bound(entry: Published) -> tuple[int, str | None]:
+    """The most bytes a download of `entry` may hold, and where that bound comes from (None: the download cap)."""
+    if entry.size is not None:
+        return entry.size, f"the size of '{entry.name}' in the zoo manifest"
+    return max_download_bytes(), None
+
+
+def _hf_parts(url: str) -> tuple[str, str | None, str]:
+    """(repo id, revision or None, file path) of `hf://OWNER/REPO[@REVISION]/FILE` (or `hf://REPO/FILE`, an old
+    repo without an owner, when the path has only two parts)."""
+    parts = url[len("hf://"):].split("/")
+    if len(parts) < 2 or not all(parts):
+        raise DataError(f"{url}: not a Hugging Face Hub URL; write hf://OWNER/REPO[@REVISION]/FILE.")
+    owned = len(parts) > 2
+    repo, _, revision = "/".join(parts[:2] if owned else parts[:1]).partition("@")
+    return repo, revision or None, "/".join(parts[2:] if owned else parts[1:])
+
+
+def _fetch_hf(entry: Published, url: str, part: Path) -> None:
+    """Fetch `hf://REPO/FILE` through huggingface_hub, then copy it to `part`, both within the entry's bound."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    bound, bound_from = _bound(entry)
+    fix = ("the file in that repository has changed or is not the one expected: use another URL" if bound_from
+           else "if the file is real, set MEDZOO_MAX_DOWNLOAD_BYTES to a larger number of bytes")
+    repo, revision, filename = _hf_parts(url)
+    try:  # the declared size, refused before huggingface_hub downloads the body
+        declared = get_hf_file_metadata(hf_hub_url(repo_id=repo, filename=filename, revision=revision)).size
+    except Exception:  # no metadata (offline, a network error): hf_hub_download reports it; the copy is bounded
+        declared = None
+    if declared is not None and declared > bound:
+        raise DataError(f"checkpoint '{entry.name}' at {url} declares {declared:,} bytes, more than its bound of "
+                        f"{bound:,} bytes ({bound_from or 'the download cap'}); not downloaded. {fix[0].upper()}"
+                        f"{fix[1:]}.")
+    fetched = Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision))
+    size = fetched.stat().st_size
+    copied = 0
+    if size <= bound:
+        with open(fetched, "rb") as src, open(part, "wb") as dst:
+            while block := src.read(min(CHUNK, bound + 1 - copied)):  # the file may still grow: read one byte past
+                copied += len(block)
+                if copied > bound:
+                    break
+                dst.write(block)
+    if size > bound or copied > bound:
+        part.unlink(missing_ok=True)
+        raise DataError(f"checkpoint '{entry.name}' from {url}: huggingface_hub fetched {max(size, copied):,} bytes "
+                        f"({fetched}), more than its bound of {bound:,} bytes ({bound_from or 'the download cap'}); "
+                        f"nothing was copied to {part.parent}. {fix[0].upper()}{fix[1:]}.")
+
+
 def _download(entry: Published, url: str, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
     if url.startswith("hf://"):
-        from huggingface_hub import hf_hub_download
-
-        repo, _, filename = url[len("hf://"):].partition("/")
-        fetched = Path(hf_hub_download(repo_id=repo, filename=filename))
-        part = target.with_name(target.name + ".part")
-        part.write_bytes(fetched.read_bytes())
+        _fetch_hf(entry, url, part)
     else:
-        part = target.with_name(target.name + ".part")
-        download_file(url, part)
+        download_file(url, part, max_bytes=entry.size, bound_from=_bound(entry)[1])
     digest = sha256_file(part)
     if digest != entry.sha256:
         part.unlink(missing_ok=True)
@@ -103,18 +153,38 @@ def _download(entry: Published, url: str, target: Path) -> Path:
     return target
 
 
+PATH_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+ZOO_PREFIX = "zoo:"
+
+
+def looks_like_path(ref: str) -> bool:
+    """A reference with a folder separator or a checkpoint suffix names a file; any other is a zoo name."""
+    return any(sep in ref for sep in ("/", os.sep)) or ref.lower().endswith(PATH_SUFFIXES) or ref.startswith("~")
+
+
 def resolve(ref: str | os.PathLike) -> Path:
-    """A checkpoint path for `ref`: a local file, or a published name resolved offline first."""
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return path
+    """A checkpoint path for `ref`: a file when `ref` looks like a path, else a published zoo name resolved
+    offline first. A bare name that is both a zoo entry and a file here is an error naming both."""
+    text = os.fspath(ref)
+    path = Path(text).expanduser()
     entries = manifest()
-    if str(ref) not in entries:
-        if os.sep in str(ref) or str(ref).endswith((".safetensors", ".pt", ".pth")):
-            raise DataError(f"checkpoint not found: {path}. Pass an existing file, or a zoo name "
-                            f"({', '.join(entries) or 'none published'}; `medzoo zoo list`).")
-        raise unknown_name("checkpoint", str(ref), entries)
-    entry = entries[str(ref)]
+    explicit = text.startswith(ZOO_PREFIX)  # zoo:NAME always means the zoo entry
+    text = text[len(ZOO_PREFIX):] if explicit else text
+    if not explicit and (isinstance(ref, os.PathLike) or looks_like_path(text)):
+        if path.is_file():
+            return path
+        raise DataError(f"checkpoint not found: {path}. Pass an existing file, or a zoo name "
+                        f"({', '.join(entries) or 'none published'}; `medzoo zoo list`).")
+    if text not in entries:
+        if path.is_file() and not explicit:
+            raise DataError(f"'{text}' is not a zoo checkpoint; to use the local file, write it as a path: "
+                            f"ckpt=./{text}")
+        raise unknown_name("checkpoint", text, entries)
+    if path.exists() and not explicit:
+        raise DataError(f"'{text}' is ambiguous: it is the zoo checkpoint '{text}' and also the local file "
+                        f"{path.resolve()}. Write ckpt=zoo:{text} for the zoo checkpoint or ckpt=./{text} for the "
+                        "file.")
+    entry = entries[text]
     packaged = _packaged(entry)
     if packaged is not None:
         return packaged

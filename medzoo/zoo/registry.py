@@ -1,19 +1,16 @@
-"""The model registry: `@register_model` entrypoints, `create_model`, `list_models`, `is_model`."""
+"""The model registry: `@register_model` entrypoints by name, `list_models`, `is_model` (building is factory.py's)."""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
-from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name
-from medzoo.zoo.adapt import load_pretrained, read_pretrained
 
-__all__ = ["create_model", "is_model", "list_models", "register_model"]
+__all__ = ["entrypoint", "is_model", "list_models", "register_model"]
 
 EntryPoint = Callable[..., torch.nn.Module]
 F = TypeVar("F", bound=EntryPoint)
@@ -50,49 +47,8 @@ def is_model(name: str) -> bool:
     return name in _model_entrypoints
 
 
-def create_model(
-    name: str,
-    *,
-    in_chans: int | None = None,
-    num_classes: int | None = None,
-    spatial_dims: int | None = None,
-    pretrained: str | Path | None = None,
-    depth_init: str = "centre",
-    **kwargs: Any,
-) -> torch.nn.Module:
-    """Build the registered model `name`.
-
-    Args:
-        name: a name from `list_models()`, e.g. "resnet18".
-        in_chans: input channels (any count, e.g. 1 for MRI, 64 for a slice stack).
-        num_classes: outputs of the classifier; 0 gives a model that returns pooled features.
-        spatial_dims: 2 for images, 3 for volumes.
-            These three default to the checkpoint card's values with `pretrained`, else to 3, 1000 and 2.
-        pretrained: path to a medzoo .safetensors checkpoint or a plain state dict (.pt/.pth, loaded with
-            weights_only=True); other channel/class counts and 2D -> 3D are adapted (medzoo.zoo.adapt).
-        depth_init: how 2D kernels become 3D ones when a 2D checkpoint feeds a 3D model: "centre" (the 2D
-            kernel at the middle depth: a depth-constant volume gives exactly the 2D output) or "mean" (I3D).
-        **kwargs: family-specific options, e.g. `stem` and `input_size` for ResNets; with `pretrained`
-            they default to the card's `model_kwargs`.
-    """
+def entrypoint(name: str) -> EntryPoint:
+    """The entrypoint registered as `name`; an unknown name lists the closest ones."""
     if name not in _model_entrypoints:
         raise unknown_name("model", name, list_models())
-    if pretrained is None:
-        card: dict[str, Any] = {}
-    else:
-        state, card_or_none, path = read_pretrained(pretrained)
-        card = card_or_none or {}
-        if card.get("arch") not in (None, name):
-            raise ConfigError(f"{path} holds a '{card['arch']}' checkpoint, not a '{name}': call "
-                              f"create_model('{card['arch']}', pretrained=...) or pass a '{name}' checkpoint.")
-        # The architecture options (e.g. the stem) belong to the weights; explicit arguments still win.
-        kwargs = {**card.get("model_kwargs", {}), **kwargs}
-    model = _model_entrypoints[name](
-        in_chans=card.get("in_chans", 3) if in_chans is None else in_chans,
-        num_classes=card.get("num_classes", 1000) if num_classes is None else num_classes,
-        spatial_dims=card.get("spatial_dims", 2) if spatial_dims is None else spatial_dims,
-        **kwargs,
-    )
-    if pretrained is not None:
-        load_pretrained(model, state, card_or_none, source=str(path), depth_init=depth_init)
-    return model
+    return _model_entrypoints[name]

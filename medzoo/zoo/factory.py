@@ -1,0 +1,113 @@
+"""The zoo's front door: `create_model` (with pretrained weights adapted) and `model_from_checkpoint`.
+
+Imports run one way: this module uses the registry (names), the checkpoint file format, the card, the hub
+(where a name's file lives) and the adaptation math; none of them imports it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medzoo.errors import ConfigError, DataError, UnknownNameError
+from medzoo.zoo import hub
+from medzoo.zoo.adapt import load_pretrained
+from medzoo.zoo.card import ModelCard
+from medzoo.zoo.checkpoint import load_checkpoint, read_weights
+from medzoo.zoo.registry import entrypoint, is_model, list_models
+
+__all__ = ["create_model", "model_from_checkpoint", "read_pretrained"]
+
+
+def read_pretrained(ref: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard | None, Path]:
+    """Weights, card (None for a card-less file) and path of the checkpoint `ref` names (a path or a zoo
+    name, see `hub.resolve`), never unpickling."""
+    path = hub.resolve(ref)
+    state, card = read_weights(path)
+    return state, card, path
+
+
+def create_model(
+    name: str,
+    *,
+    in_chans: int | None = None,
+    num_classes: int | None = None,
+    spatial_dims: int | None = None,
+    pretrained: str | Path | None = None,
+    depth_init: str = "centre",
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """Build the registered model `name`.
+
+    Args:
+        name: a name from `list_models()`, e.g. "resnet18".
+        in_chans: input channels (any count, e.g. 1 for MRI, 64 for a slice stack).
+        num_classes: outputs of the classifier; 0 gives a model that returns pooled features.
+        spatial_dims: 2 for images, 3 for volumes.
+            These three default to the checkpoint card's values with `pretrained`, else to 3, 1000 and 2.
+        pretrained: a zoo name or a path to a medzoo .safetensors checkpoint or a plain state dict
+            (.pt/.pth, loaded with weights_only=True); other channel/class counts and 2D -> 3D are adapted
+            (medzoo.zoo.adapt).
+        depth_init: how 2D kernels become 3D ones when a 2D checkpoint feeds a 3D model: "centre" (the 2D
+            kernel at the middle depth: a depth-constant volume gives exactly the 2D output) or "mean" (I3D).
+        **kwargs: family-specific options, e.g. `stem` and `input_size` for ResNets; with `pretrained`
+            they default to the card's `model_kwargs`.
+    """
+    build = entrypoint(name)
+    card: ModelCard | None = None
+    if pretrained is not None:
+        state, card, path = read_pretrained(pretrained)
+        if card is not None and card.arch != name:
+            raise ConfigError(f"{path} holds a '{card.arch}' checkpoint, not a '{name}': call "
+                              f"create_model('{card.arch}', pretrained=...) or pass a '{name}' checkpoint.")
+        # The architecture options (e.g. the stem) belong to the weights; explicit arguments still win.
+        kwargs = {**(card.model_kwargs if card else {}), **kwargs}
+    model = build(
+        in_chans=(card.in_chans if card else 3) if in_chans is None else in_chans,
+        num_classes=(card.num_classes if card else 1000) if num_classes is None else num_classes,
+        spatial_dims=(card.spatial_dims if card else 2) if spatial_dims is None else spatial_dims,
+        **kwargs,
+    )
+    if pretrained is not None:
+        load_pretrained(model, state, card, source=str(path), depth_init=depth_init)
+    return model
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """Rebuild the model a checkpoint's card describes and load its weights, after checking every tensor's
+    name and shape against the model the card describes; any difference is a DataError naming the file."""
+    state, card = load_checkpoint(path)
+    if not is_model(card.arch):
+        error = UnknownNameError(f"model '{card.arch}'")
+        raise DataError(f"{path}: the card names architecture '{card.arch}', which this medzoo does not have "
+                        f"({', '.join(list_models())}); {error} Upgrade medzoo or use another checkpoint.")
+    # The tensors in the file bound what the card may ask to build: its channel and class counts must be
+    # dimensions of the weights it carries, so a card cannot make the model larger than the file.
+    dims = card.spatial_dims + 2
+    if not any(t.ndim == dims and t.shape[1] == card.in_chans for t in state.values()):
+        raise DataError(f"{path}: the card says in_chans={card.in_chans}, spatial_dims={card.spatial_dims}, but no "
+                        "conv weight in the file has that shape; the card does not belong to these weights.")
+    if card.num_classes and not any(t.ndim == 2 and t.shape[0] == card.num_classes for t in state.values()):
+        raise DataError(f"{path}: the card says num_classes={card.num_classes}, but no classifier weight in the "
+                        "file has that many rows; the card does not belong to these weights.")
+    try:
+        model = entrypoint(card.arch)(in_chans=card.in_chans, num_classes=card.num_classes,
+                                      spatial_dims=card.spatial_dims, **card.model_kwargs)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: cannot build the model its card describes ({exc}).") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{name} {tuple(state[name].shape)} (model: {tuple(tensor.shape)})" for name, tensor in expected.items()
+             if name in state and state[name].shape != tensor.shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"wrong shape {', '.join(wrong[:3])}" if wrong else "") if part)
+        raise DataError(f"{path}: the weights do not fit the model its card describes ({detail}); the file is "
+                        "damaged or its card was edited. Use the checkpoint as medzoo wrote it.")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), card

@@ -76,10 +76,10 @@ def test_the_switch_and_its_errors():
     assert not wants_device_cache("auto", split(), CPU)  # auto holds a split on CUDA devices only
     with pytest.raises(ConfigError, match="true, false or auto"):
         wants_device_cache("yes", split(), CPU)
-    with pytest.raises(ConfigError, match="batch_train"):
+    with pytest.raises(ConfigError, match="transforms.train is empty"):
         DeviceResidentLoader(split(), batch.Compose([]), 4, seed=0, device=CPU)
-    with pytest.raises(ConfigError, match="not per-batch transforms"):
-        TransformSpec(batch_train=[{"_target_": "medzoo.transforms.multichannel.HorizontalFlip"}])
+    with pytest.raises(ConfigError, match="batch_train is no longer read"):
+        TransformSpec.from_config({"batch_train": [{"_target_": "medzoo.transforms.batch.HorizontalFlip"}]})
 
 
 def test_build_loaders_holds_the_training_split_when_asked():

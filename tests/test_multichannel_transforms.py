@@ -29,6 +29,9 @@ CASES = [
     ("affine-reflect", "Affine", {"rotate": (-30, 30), "scale": (0.6, 0.8), "border_mode": "reflect"}, 2e-2),
     ("affine-replicate", "Affine", {"rotate": (10, 30), "scale": 0.7, "border_mode": "replicate"}, 2e-2),
     ("affine-fill", "Affine", {"rotate": (10, 30), "scale": 0.7, "fill": 0.5}, 2e-2),
+    # albumentations' rules (the twin of its Affine): x and y zoom drawn apart, shifts in whole pixels
+    ("affine-albumentations", "Affine", {"rotate": (-30, 30), "scale": (0.8, 1.2), "translate_percent": (-0.1, 0.1),
+                                         "keep_ratio": False, "whole_pixels": True}, 2e-2),
     ("resize", "Resize", {"height": 24, "width": 40}, 1e-5),
     ("resize-nearest", "Resize", {"height": 20, "width": 50, "interpolation": "nearest"}, 0.0),
     ("rrc", "RandomResizedCrop", {"size": (24, 28), "scale": (0.2, 1.0)}, 1e-5),
@@ -392,7 +395,7 @@ def test_stack_2d5_config_is_monai_reference_augmentation():
         candidates = [np.rot90(flip, k, axes=(1, 2)) for flip in (scaled, scaled[..., ::-1]) for k in range(4)]
         stds.append(min(float((out - c).std()) for c in candidates))
     assert max(stds) <= 0.1 * 1.05 and 0.03 < float(np.mean(stds)) < 0.07
-    # batch_train (data.device_cache) runs the same steps per batch: same layout, range and noise law
+    # the batch twins (data.device_cache) run the same steps per batch: same layout, range and noise law
     per_batch = spec.batch_pipeline().set_seed(0)
     assert [type(t).__name__ for t in per_batch.transforms] == [type(t).__name__ for t in train.transforms]
     out = per_batch(torch.from_numpy(np.stack([stack] * 40))).numpy()

@@ -56,8 +56,8 @@ def batch_seed(seed: int, epoch: int, rank: int, step: int) -> int:
 
 def _check_transforms(transforms: Compose, setting: str) -> None:
     if not len(transforms.transforms):
-        raise ConfigError(f"{setting} needs per-batch transforms: set transforms.batch_train to "
-                          "medzoo.transforms.batch steps (at least the Normalize of the eval pipeline).")
+        raise ConfigError(f"{setting} needs per-batch transforms: transforms.train is empty (give it at least "
+                          "the Normalize of the eval pipeline; its per-batch twins run on the device).")
 
 
 def wants_device_cache(setting: bool | str | None, split: CachedSplit, device: torch.device) -> bool:

@@ -41,7 +41,7 @@ def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: 
     """Shuffled, augmented training batches; ordered evaluation batches for val and test.
 
     Training batches are augmented per sample by CPU workers (`transforms.train`), or per batch on the
-    device (`transforms.batch_train`) from a split held there (data.device_cache) or from workers that hand
+    device (the batch twins of `transforms.train`) from a split held there (data.device_cache) or from workers that hand
     over the samples as stored (data.device_augment).
     """
     batch = int(data_cfg.batch_size)  # per process: the global batch is batch x world size

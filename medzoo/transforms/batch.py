@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medzoo.errors import ConfigError
 from medzoo.transforms import multichannel as mc
 from medzoo.transforms.multichannel import value_range
 
@@ -156,16 +157,19 @@ def _pixel_to_normalised(height: int, width: int) -> torch.Tensor:
 
 
 def affine_theta(angle: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
-                 height: int, width: int) -> torch.Tensor:
+                 height: int, width: int, scale_y: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 2, 3) `affine_grid` matrices (output -> input, normalised) of `multichannel.affine_matrix`."""
     rad = torch.deg2rad(angle.double().cpu())
-    cos, sin = torch.cos(rad) * scale.double().cpu(), torch.sin(rad) * scale.double().cpu()
+    sx = scale.double().cpu()
+    sy = sx if scale_y is None else scale_y.double().cpu()
+    a, b = torch.cos(rad) * sx, torch.sin(rad) * sy
+    c, d = -torch.sin(rad) * sx, torch.cos(rad) * sy
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     forward = torch.zeros(angle.shape[0], 3, 3, dtype=torch.float64)
-    forward[:, 0, 0], forward[:, 0, 1] = cos, sin
-    forward[:, 1, 0], forward[:, 1, 1] = -sin, cos
-    forward[:, 0, 2] = cx + tx.double().cpu() - cos * cx - sin * cy
-    forward[:, 1, 2] = cy + ty.double().cpu() + sin * cx - cos * cy
+    forward[:, 0, 0], forward[:, 0, 1] = a, b
+    forward[:, 1, 0], forward[:, 1, 1] = c, d
+    forward[:, 0, 2] = cx + tx.double().cpu() - a * cx - b * cy
+    forward[:, 1, 2] = cy + ty.double().cpu() - c * cx - d * cy
     forward[:, 2, 2] = 1.0
     norm = _pixel_to_normalised(height, width)
     return (norm @ torch.linalg.inv(forward) @ torch.linalg.inv(norm))[:, :2]
@@ -176,15 +180,21 @@ class Affine(BatchTransform, mc.Affine):
 
     def sample_batch(self, generator: torch.Generator, shape: tuple[int, ...]) -> BatchParams:
         batch, _, height, width = shape
-        return {"angle": _uniform(self.rotate, batch, generator),
-                "scale": _uniform(self.scale, batch, generator),
-                "tx": _uniform(self.translate_percent, batch, generator) * width,
-                "ty": _uniform(self.translate_percent, batch, generator) * height}
+        params = {"angle": _uniform(self.rotate, batch, generator),
+                  "scale": _uniform(self.scale, batch, generator),
+                  "tx": _uniform(self.translate_percent, batch, generator) * width,
+                  "ty": _uniform(self.translate_percent, batch, generator) * height}
+        if self.whole_pixels:
+            params["tx"], params["ty"] = torch.trunc(params["tx"]), torch.trunc(params["ty"])
+        if not self.keep_ratio:
+            params["scale_y"] = _uniform(self.scale, batch, generator)
+        return params
 
     def apply(self, x: torch.Tensor, params: BatchParams, max_value: float | None = None) -> torch.Tensor:
         xf = _float(x)
         height, width = xf.shape[-2:]
-        theta = affine_theta(params["angle"], params["scale"], params["tx"], params["ty"], height, width)
+        theta = affine_theta(params["angle"], params["scale"], params["tx"], params["ty"], height, width,
+                             params.get("scale_y"))
         grid = F.affine_grid(theta.to(xf.device, xf.dtype), list(xf.shape), align_corners=False)
         # grid_sample pads with zeros only; shifting by `fill` makes the padding equal `fill`
         shift = self.fill if self.border_mode == "constant" and self.fill != 0.0 else 0.0
@@ -451,6 +461,83 @@ class CoarseDropout(BatchTransform, mc.CoarseDropout):
         inside = ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)).any(dim=1, keepdim=True)
         inside = inside & params["apply"].view(-1, 1, 1, 1)
         return xf.masked_fill(inside, self.fill)
+
+
+class _Quality(BatchTransform):
+    """Base of the degradations that have no per-sample medzoo twin: albumentations' own step is the
+    per-sample version, with the same parameter names."""
+
+    def __init__(self, p: float = 0.5):
+        if not 0.0 <= float(p) <= 1.0:
+            raise ConfigError(f"{type(self).__name__}: p must be in [0, 1], got {p!r}")
+        self.p = float(p)
+        super().__init__()
+
+
+class Downscale(_Quality):
+    """albumentations' Downscale with its default nearest/nearest pair: each sample shrunk by its own factor
+    and enlarged back, as one index gather for the batch (OpenCV's INTER_NEAREST index rule, exactly)."""
+
+    def __init__(self, scale_range: Sequence[float] = (0.25, 0.25), p: float = 0.5):
+        super().__init__(p)
+        self.scale_range = mc._range(scale_range, "Downscale.scale_range")
+        if not 0.0 < self.scale_range[0] <= self.scale_range[1] < 1.0:
+            raise ConfigError(f"Downscale.scale_range must lie in (0, 1), got {scale_range!r}")
+
+    def sample_batch(self, generator: torch.Generator, shape: tuple[int, ...]) -> BatchParams:
+        return {"scale": _uniform(self.scale_range, shape[0], generator)}
+
+    @staticmethod
+    def source_index(length: int, scale: torch.Tensor) -> torch.Tensor:
+        """(B, length) source pixel of each output pixel: cv2.resize(fx=scale) down, then back to `length`."""
+        scale = scale.double().cpu()[:, None]
+        small = torch.round(length * scale).clamp(min=1)  # cv2 rounds the shrunk size (saturate_cast)
+        out = torch.arange(length, dtype=torch.float64)[None]
+        up = torch.minimum(torch.floor(out * (1.0 / (length / small))), small - 1)
+        return torch.minimum(torch.floor(up * (1.0 / scale)), torch.tensor(length - 1.0)).long()
+
+    def apply(self, x: torch.Tensor, params: BatchParams, max_value: float | None = None) -> torch.Tensor:
+        xf = _float(x)
+        batch, _, height, width = xf.shape
+        rows = self.source_index(height, params["scale"]).to(xf.device)
+        cols = self.source_index(width, params["scale"]).to(xf.device)
+        picked = xf.gather(2, rows[:, None, :, None].expand(-1, xf.shape[1], -1, width))
+        picked = picked.gather(3, cols[:, None, None, :].expand(-1, xf.shape[1], height, -1))
+        return _select(params["apply"], picked, xf)
+
+
+class ImageCompression(_Quality):
+    """albumentations' ImageCompression (JPEG or WebP at a random quality) on the samples that fire.
+
+    There is no JPEG codec on the device: those samples go to the CPU as 8-bit images, through OpenCV's
+    codec (albumentations' own function, so the result is the per-sample step's), and back.
+    """
+
+    def __init__(self, compression_type: str = "jpeg", quality_range: Sequence[int] = (99, 100), p: float = 0.5):
+        super().__init__(p)
+        if compression_type not in ("jpeg", "webp"):
+            raise ConfigError(f"ImageCompression.compression_type must be 'jpeg' or 'webp', got {compression_type!r}")
+        low, high = (int(v) for v in mc._range(quality_range, "ImageCompression.quality_range"))
+        if not 1 <= low <= high <= 100:
+            raise ConfigError(f"ImageCompression.quality_range must lie in [1, 100], got {quality_range!r}")
+        self.compression_type, self.quality_range = compression_type, (low, high)
+
+    def sample_batch(self, generator: torch.Generator, shape: tuple[int, ...]) -> BatchParams:
+        return {"quality": _integers(self.quality_range[0], self.quality_range[1], shape[0], generator)}
+
+    def apply(self, x: torch.Tensor, params: BatchParams, max_value: float | None = None) -> torch.Tensor:
+        from albumentations.augmentations.pixel.functional import image_compression
+
+        xf, top = _float(x), _top(self, max_value, x)
+        out = xf.clone()
+        suffix = ".jpg" if self.compression_type == "jpeg" else ".webp"
+        for index in torch.nonzero(params["apply"].cpu()).flatten().tolist():
+            pixels = (xf[index] * (255.0 / top)).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+            coded = image_compression(np.ascontiguousarray(pixels.cpu().numpy()),
+                                      int(params["quality"][index]), suffix)
+            coded = torch.from_numpy(coded.reshape(pixels.shape)).permute(2, 0, 1)
+            out[index] = coded.to(xf.device, xf.dtype) * (top / 255.0)
+        return out
 
 
 class Compose:

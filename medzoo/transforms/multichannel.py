@@ -294,17 +294,21 @@ class RandomRotate90(Transform):
         return np.rot90(array, params["k"], axes=(1, 2))
 
 
-def affine_matrix(angle: float, scale: float, tx: float, ty: float, height: int, width: int) -> np.ndarray:
+def affine_matrix(angle: float, scale: float, tx: float, ty: float, height: int, width: int,
+                  scale_y: float | None = None) -> np.ndarray:
     """The 2 x 3 forward (source -> destination pixel) matrix: scale and rotate about the centre, then shift.
 
-    The same convention as albumentations' Affine: the centre is ((W - 1) / 2, (H - 1) / 2) and a positive
-    angle turns the image counter-clockwise on screen.
+    The same convention as albumentations' Affine: the centre is ((W - 1) / 2, (H - 1) / 2), a positive
+    angle turns the image counter-clockwise on screen, and `scale_y` (default: `scale`) scales the y axis
+    before the rotation.
     """
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     rad = math.radians(angle)
-    cos, sin = math.cos(rad) * scale, math.sin(rad) * scale
-    return np.array([[cos, sin, cx + tx - cos * cx - sin * cy],
-                     [-sin, cos, cy + ty + sin * cx - cos * cy]], dtype=np.float64)
+    sy = scale if scale_y is None else scale_y
+    a, b = math.cos(rad) * scale, math.sin(rad) * sy
+    c, d = -math.sin(rad) * scale, math.cos(rad) * sy
+    return np.array([[a, b, cx + tx - a * cx - b * cy],
+                     [c, d, cy + ty - c * cx - d * cy]], dtype=np.float64)
 
 
 class Affine(Transform):
@@ -315,13 +319,18 @@ class Affine(Transform):
         translate_percent: shift as a fraction of the width/height, or a (low, high) range drawn per axis.
         rotate: degrees or (low, high) range; positive is counter-clockwise.
         border_mode: "constant" (filled with `fill`), "reflect" or "replicate".
+        keep_ratio: one zoom factor for both axes; False draws the x and y factors independently
+            (albumentations' default).
+        whole_pixels: shifts truncated to whole pixels (albumentations' rule) instead of exact fractions.
     """
 
     def __init__(self, scale: float | Sequence[float] = (1.0, 1.0),
                  translate_percent: float | Sequence[float] = (0.0, 0.0),
                  rotate: float | Sequence[float] = (0.0, 0.0), interpolation: str = "bilinear",
-                 border_mode: str = "constant", fill: float = 0.0, p: float = 0.5):
+                 border_mode: str = "constant", fill: float = 0.0, keep_ratio: bool = True,
+                 whole_pixels: bool = False, p: float = 0.5):
         super().__init__(p)
+        self.keep_ratio, self.whole_pixels = bool(keep_ratio), bool(whole_pixels)
         self.scale = _range(scale, "Affine.scale")
         self.translate_percent = _range(translate_percent, "Affine.translate_percent")
         self.rotate = _range(rotate, "Affine.rotate")
@@ -333,14 +342,20 @@ class Affine(Transform):
 
     def sample_params(self, rng: np.random.Generator, shape: tuple[int, ...]) -> Params:
         height, width = shape[-2:]
-        return {"angle": float(rng.uniform(*self.rotate)), "scale": float(rng.uniform(*self.scale)),
-                "tx": float(rng.uniform(*self.translate_percent)) * width,
-                "ty": float(rng.uniform(*self.translate_percent)) * height}
+        params = {"angle": float(rng.uniform(*self.rotate)), "scale": float(rng.uniform(*self.scale)),
+                  "tx": float(rng.uniform(*self.translate_percent)) * width,
+                  "ty": float(rng.uniform(*self.translate_percent)) * height}
+        if self.whole_pixels:
+            params["tx"], params["ty"] = float(int(params["tx"])), float(int(params["ty"]))
+        if not self.keep_ratio:
+            params["scale_y"] = float(rng.uniform(*self.scale))
+        return params
 
     def apply(self, array: np.ndarray, params: Params, max_value: float | None = None,
               inplace: bool = False) -> np.ndarray:
         channels, height, width = array.shape
-        matrix = affine_matrix(params["angle"], params["scale"], params["tx"], params["ty"], height, width)
+        matrix = affine_matrix(params["angle"], params["scale"], params["tx"], params["ty"], height, width,
+                               params.get("scale_y"))
         out = _new_output((channels, height, width))
         flags = INTERPOLATIONS[self.interpolation]
         border, fill = BORDER_MODES[self.border_mode], (self.fill,) * 4

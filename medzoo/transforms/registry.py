@@ -39,7 +39,7 @@ _MULTICHANNEL = (
     "Affine", "BrightnessContrast", "CoarseDropout", "Gamma", "GaussianBlur", "GaussianNoise", "HorizontalFlip",
     "Normalize", "RandomIntensityNetwork", "RandomResizedCrop", "RandomRotate90", "Resize", "VerticalFlip",
 )
-_BATCH = _MULTICHANNEL
+_BATCH = _MULTICHANNEL + ("Downscale", "ImageCompression")  # the last two: twins of albumentations steps
 
 # name -> (module, attribute), imported on first use; containers take a list of steps as `transforms`
 _TABLE: dict[str, tuple[str, str]] = {

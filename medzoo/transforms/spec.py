@@ -18,7 +18,8 @@ from medzoo.errors import ConfigError, DataError
 from medzoo.naming import unknown_name
 from medzoo.transforms.batch import Compose as BatchCompose
 from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
-from medzoo.transforms.registry import BATCH_PREFIX, as_card_steps, as_recipe_steps, build_steps, check_step
+from medzoo.transforms.registry import as_card_steps, as_recipe_steps, build_steps, check_step
+from medzoo.transforms.twins import batch_twins
 
 
 class ChannelFirstCompose:
@@ -66,34 +67,32 @@ BACKENDS: dict[str, Callable[[Sequence[dict], int | None], Callable]] = {
 
 class TransformSpec:
     """The transform lists of a recipe, as plain data that can be stored in a checkpoint card: `pre` (once per
-    file), per-sample `train` and `eval`, and `batch_train`, the per-batch (device) version of `train` that
-    a split held on the device (data.device_cache) uses instead."""
+    file), per-sample `train` and `eval`. A split augmented on the device (data.device_cache,
+    data.device_augment) runs the batch twins of `train` (medzoo.transforms.twins): one list, two places."""
 
     def __init__(self, pre: Sequence[Any] = (), train: Sequence[Any] = (), eval: Sequence[Any] = (),
-                 where: str = "transforms", backend: str = "albumentations", batch_train: Sequence[Any] = (),
+                 where: str = "transforms", backend: str = "albumentations",
                  error: type[Exception] = ConfigError):
         if backend not in BACKENDS:
             raise error(str(unknown_name(f"{where}.backend", str(backend), BACKENDS)))
-        self.backend = backend
-        self.lists = {name: _plain(steps) or [] for name, steps in (("pre", pre), ("train", train), ("eval", eval),
-                                                                     ("batch_train", batch_train))}
+        self.backend, self.where = backend, where
+        self.lists = {name: _plain(steps) or [] for name, steps in (("pre", pre), ("train", train), ("eval", eval))}
         for name, steps in self.lists.items():
             if not isinstance(steps, list):
                 raise error(f"{where}.{name}: a list of steps expected, got {type(steps).__name__}.")
             for index, step in enumerate(steps):
                 check_step(step, f"{where}.{name}[{index}]", error)
-        outside = [str(step.get("_target_")) for step in self.lists["batch_train"]
-                   if not str(step.get("_target_", "")).startswith(BATCH_PREFIX)]
-        if outside:
-            raise ConfigError(f"{where}.batch_train: {', '.join(outside)} are not per-batch transforms; use "
-                              f"{BATCH_PREFIX}* steps there.")
         self._pre = BACKENDS[backend](self.lists["pre"], None) if self.lists["pre"] else None
 
     @classmethod
     def from_config(cls, cfg: Any, where: str = "transforms") -> TransformSpec:
         data = _plain(cfg) or {}
+        if data.get("batch_train"):
+            raise ConfigError(f"{where}.batch_train is no longer read: the per-batch steps are the twins of "
+                              f"{where}.train (medzoo.transforms.twins), so the augmentation is stated once. "
+                              "Remove batch_train.")
         return cls(data.get("pre", ()), data.get("train", ()), data.get("eval", ()), where,
-                   data.get("backend", "albumentations"), data.get("batch_train") or ())
+                   data.get("backend", "albumentations"))
 
     @classmethod
     def from_card_steps(cls, backend: str, pre: Sequence[Any], eval: Sequence[Any], where: str) -> TransformSpec:
@@ -123,8 +122,10 @@ class TransformSpec:
         return BACKENDS[self.backend](self.lists[stage], seed)
 
     def batch_pipeline(self) -> BatchCompose:
-        """The per-batch `batch_train` steps, for (B, C, H, W) tensors on any device."""
-        return BatchCompose(build_steps(self.lists["batch_train"], "transforms.batch_train"))
+        """The batch twins of the `train` steps, for (B, C, H, W) tensors on any device; a step without a
+        twin is a ConfigError naming it."""
+        where = f"{self.where}.train"
+        return BatchCompose(build_steps(batch_twins(self.lists["train"], where), f"{where} (per-batch twins)"))
 
     def card(self) -> dict[str, Any]:
         """What inference needs, as a model card holds it: the backend and the `pre` and `eval` steps, each a

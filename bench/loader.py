@@ -57,8 +57,10 @@ import medzoo.conf
 from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import PreparedDataset, canonical_layout, prepare
 from medzoo.datasets.readers import read_volume
-from medzoo.testing import write_dicom_series
 from medzoo.transforms.spec import TransformSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the file builders
+from tests.dicom_builders import write_dicom_series  # noqa: E402
 
 SEED = 0
 GOALS = {"cache_vs_memcpy": 0.5, "cache_aug_vs_monai_pipeline": 10.0, "nii_vs_monai_loadimage": 2.0,

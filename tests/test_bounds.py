@@ -31,9 +31,9 @@ from medzoo.datasets.readers import read_volume
 from medzoo.datasets.readers.dicom_native import file_meta
 from medzoo.download import MAX_DOWNLOAD_ENV, download_file
 from medzoo.errors import ConfigError, DataError
-from medzoo.testing import write_dicom_slice
 from medzoo.zoo import hub
 from tests.conftest import SHARED_DATA
+from tests.dicom_builders import write_dicom_slice
 from tests.loopback import serve
 
 REPO = Path(__file__).resolve().parents[1]

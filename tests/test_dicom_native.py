@@ -17,7 +17,7 @@ from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 import medzoo.datasets.readers.dicom as dicom_reader
 from medzoo.datasets.readers import read_volume
 from medzoo.datasets.readers.dicom_native import read_native
-from medzoo.testing import write_dicom_series, write_dicom_slice
+from tests.dicom_builders import write_dicom_series, write_dicom_slice
 
 PYDICOM_FILES = Path(get_testdata_file("MR_small.dcm")).parent  # the files inside pydicom's wheel
 REAL_SERIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "volumes" / "dicom" / "SAG-anon-128"

@@ -30,8 +30,8 @@ from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.images import decode_image
 from medzoo.datasets.readers import read_volume
 from medzoo.errors import DataError
-from medzoo.testing import write_dicom_series, write_dicom_slice
 from medzoo.transforms.spec import TransformSpec
+from tests.dicom_builders import write_dicom_series, write_dicom_slice
 from tests.helpers import make_image_folder
 
 # Rounds of seeded damage per format and original file (4 cases each): 13,310 cases in all, ~10 s on a 2-core

@@ -1,5 +1,6 @@
-"""Imports go one way: read from the source (every `import`, module level or inside a function), the modules of
-`medzoo/zoo` form no circle, and each layer imports only the layers below it."""
+"""Imports go one way: read from the source (every `import`, module level or inside a function), no modules of
+`medzoo` form a circle, each layer imports only the layers below it, and commands share code through modules
+below them, never by importing each other."""
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,10 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from medzoo.zoo import hub` imports the module medzoo.zoo.hub, not only the package
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            # `from medzoo.zoo import hub` imports the module medzoo.zoo.hub; `from medzoo.zoo import
+            # create_model` the package itself
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [name for name in submodules if name in known] or [node.module]
         else:
             continue
         found.update(name for name in names if name in known)
@@ -82,3 +85,44 @@ def test_the_file_format_is_at_the_bottom_and_the_factory_above_it():
     assert graph["medzoo.zoo.adapt"] == set(), "the adaptation math imports no zoo module"
     assert graph["medzoo.zoo.checkpoint"] <= {"medzoo.zoo.card"}, "the file format builds on the card only"
     assert {"medzoo.zoo.checkpoint", "medzoo.zoo.adapt"} <= graph["medzoo.zoo.factory"]
+
+
+# Lower numbers are lower layers; a module may import its own layer and those below. Sub-packages not named
+# here sit with their parent.
+LAYERS = {
+    "medzoo.errors": 0, "medzoo.naming": 0, "medzoo.paths": 0, "medzoo.download": 0, "medzoo.recipes": 0,
+    "medzoo.conf": 0,
+    "medzoo.transforms": 1, "medzoo.zoo": 1, "medzoo.datasets.readers": 1,
+    "medzoo.datasets": 2, "medzoo.audit": 2,
+    "medzoo.engine": 3,
+    "medzoo.commands": 4,
+    "medzoo.cli": 5, "medzoo": 5,
+}
+
+
+def layer(module: str) -> int:
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in LAYERS:
+            return LAYERS[".".join(parts[:end])]
+    raise AssertionError(f"{module} has no layer: add its package to LAYERS in {__file__}")
+
+
+def test_no_circle_anywhere_in_the_package():
+    graph = import_graph(PACKAGE_ROOT)
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_every_layer_imports_only_itself_and_the_layers_below():
+    upward = [f"{module} (layer {layer(module)}) imports {target} (layer {layer(target)})"
+              for module, targets in sorted(import_graph(PACKAGE_ROOT).items()) for target in sorted(targets)
+              if layer(target) > layer(module)]
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_commands_share_code_through_modules_below_them():
+    shared = {"medzoo.commands", "medzoo.commands.common"}
+    crossing = [f"{module} imports {target}" for module, targets in sorted(import_graph(PACKAGE_ROOT).items())
+                if module.startswith("medzoo.commands.") and module not in shared
+                for target in sorted(targets) if target.startswith("medzoo.commands.") and target not in shared]
+    assert not crossing, "commands importing each other:\n" + "\n".join(crossing)

@@ -21,8 +21,8 @@ from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import PreparedDataset, prepare, sources_from_csv, sources_from_folder
 from medzoo.datasets.readers import read_volume
 from medzoo.errors import DataError
-from medzoo.testing import write_dicom_series
 from medzoo.transforms import multichannel as mc
+from tests.dicom_builders import write_dicom_series
 
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
 SHAPE = (6, 12, 10)  # D, H, W

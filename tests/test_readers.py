@@ -27,8 +27,8 @@ from medzoo.datasets.readers.nifti import read_nifti, read_nifti_channels
 from medzoo.datasets.readers.numpy_io import read_npy, read_npz
 from medzoo.datasets.readers.tiff import read_tiff
 from medzoo.errors import DataError, UnknownNameError
-from medzoo.testing import write_dicom_slice
 from tests.conftest import SHARED_DATA
+from tests.dicom_builders import write_dicom_slice
 
 STROKE = SHARED_DATA / "volumes" / "nifti" / "stroke"
 SAG_ANON = SHARED_DATA / "volumes" / "dicom" / "SAG-anon-128"

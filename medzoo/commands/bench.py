@@ -13,8 +13,8 @@ import torch
 from omegaconf import DictConfig
 
 from medzoo.commands.common import run_directory
-from medzoo.commands.train import load_splits, training_parts
 from medzoo.engine.precision import Precision
+from medzoo.engine.recipe_parts import load_splits, training_parts
 from medzoo.engine.reports import write_json
 from medzoo.engine.runtime import resolve_device, seed_everything
 from medzoo.engine.throughput import measure_inference, measure_training

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from medzoo.commands.evaluate import checkpoint_metrics
 from medzoo.download import sha256_file
+from medzoo.engine.checkpoint_metrics import checkpoint_metrics
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name

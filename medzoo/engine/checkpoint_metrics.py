@@ -1,0 +1,125 @@
+"""A checkpoint's metrics on the splits of installed data, through its own preprocessing: the measurement
+behind `medzoo eval` and `medzoo zoo publish`. The data config comes from medzoo's installed configs (the
+user's `data=NAME`, else the card's recipe or data group); the card's data settings are only values checked
+against it, and nothing of the card is instantiated."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from medzoo.engine.loaders import eval_loader
+from medzoo.engine.precision import Precision
+from medzoo.engine.reports import write_predictions
+from medzoo.engine.trainer import detailed_metrics, predict_probs
+from medzoo.errors import ConfigError, DataError
+from medzoo.naming import unknown_name
+from medzoo.recipes import recipe_files
+from medzoo.transforms.registry import check_plain
+from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo.card import ModelCard
+
+log = logging.getLogger(__name__)
+# Settings of the card's data section that belong to the machine evaluating, not to the checkpoint.
+LOCAL_SETTINGS = ("cache_dir",)
+
+
+def data_groups() -> list[str]:
+    """The data configs medzoo installs (conf/data/NAME.yaml)."""
+    folder = Path(str(resources.files("medzoo.conf") / "data"))
+    return sorted(path.stem for path in folder.glob("*.yaml"))
+
+
+def installed_data_config(card: ModelCard, source: str | None, where: str) -> DictConfig:
+    """The data config to evaluate on, from installed configs only: `data=NAME` on the command line, else the
+    card's recipe, else the data config the card names. Nothing of the card is instantiated."""
+    if source:
+        if source not in data_groups():
+            raise unknown_name("data config (data=NAME)", source, data_groups())
+        overrides = [f"data={source}"]
+    elif card.recipe and card.recipe in recipe_files():
+        overrides = [f"recipe={card.recipe}"]
+    elif card.provenance.data_group in data_groups():
+        overrides = [f"data={card.provenance.data_group}"]
+    else:
+        raise ConfigError(f"{where}: its recipe {card.recipe!r} and data config {card.provenance.data_group!r} are "
+                          f"not installed here; name the data to evaluate on: data=NAME ({', '.join(data_groups())}) "
+                          "data.root=DIR.")
+    return compose(config_name="train", overrides=overrides).data
+
+
+def _fits(value: Any, schema: Any) -> bool:
+    if value is None:
+        return True
+    if schema is None:
+        return isinstance(value, (str, int, float, bool))
+    if isinstance(schema, str):  # settings such as num_workers or batch_ring take "auto", a number or a flag
+        return isinstance(value, (str, int, float, bool))
+    if isinstance(schema, bool) or isinstance(value, bool):
+        return isinstance(schema, bool) and isinstance(value, bool)
+    if isinstance(schema, (int, float)):
+        return isinstance(value, (int, float))
+    if isinstance(schema, (list, dict)):
+        return isinstance(value, (list, dict, str))
+    return False
+
+
+def data_config(card: ModelCard, overrides: DictConfig, cache_dir: str, where: str = "checkpoint") -> DictConfig:
+    """The installed data config (see `installed_data_config`) with the card's data settings as values, checked
+    against it, and every non-null command-line override on top."""
+    user = {k: v for k, v in OmegaConf.to_container(overrides, resolve=True).items() if v is not None}
+    base = installed_data_config(card, user.pop("source", None), where)
+    schema = OmegaConf.to_container(base, resolve=True)
+    values = {}
+    for key, value in card.provenance.data_settings.items():
+        if key.startswith("_") or key in LOCAL_SETTINGS:
+            continue
+        if key not in schema:
+            log.warning("%s: card data setting '%s' is not a setting of this data config; ignored", where, key)
+            continue
+        check_plain(value, f"{where}: card data setting '{key}'", error=DataError)  # no `_target_` at any depth
+        if not _fits(value, schema[key]):
+            raise DataError(f"{where}: card data setting '{key}' is {value!r}, which does not fit the data config's "
+                            f"{schema[key]!r}; the card was edited or comes from another medzoo. Pass data.{key}=...")
+        values[key] = value
+    merged = OmegaConf.merge(base, OmegaConf.create(values), OmegaConf.create(user))
+    with open_dict(merged):
+        merged.cache_dir = cache_dir
+    return merged
+
+
+def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: list[str], data_overrides: DictConfig,
+                       cache_dir: str, device: torch.device, precision_name: str | None = None,
+                       predictions_dir: Path | None = None, where: str = "checkpoint") -> dict[str, dict]:
+    """Metrics of a loaded checkpoint on `split_names`, through installed data configs and the checkpoint's own
+    preprocessing; with `predictions_dir`, also each sample's prediction as predictions_<split>.csv there."""
+    spec = TransformSpec.from_card_steps(card.preprocessing.backend, card.preprocessing.pre,
+                                         card.preprocessing.eval, where)
+    data_cfg = data_config(card, data_overrides, cache_dir, where)
+    splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)
+    if list(splits.classes) != list(card.classes):
+        raise DataError(f"the data's classes {splits.classes} differ from the checkpoint's {list(card.classes)}; "
+                        "point data.root at the dataset the checkpoint was trained for.")
+    if splits.in_chans != card.in_chans:
+        raise DataError(f"the data has {splits.in_chans} channel(s), the checkpoint expects {card.in_chans}; "
+                        f"use data prepared the same way (for stacks: medzoo prepare data.layout=slices "
+                        f"data.channels={card.in_chans}).")
+    precision = Precision.resolve(precision_name or card.precision, device)
+    channels_last = card.channels_last
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    metrics = {}
+    for name in split_names:
+        probs, labels = predict_probs(model, eval_loader(splits, name, spec, data_cfg, device), device, precision,
+                                      channels_last)
+        metrics[name] = detailed_metrics(probs, labels, splits.classes)
+        if predictions_dir is not None:
+            write_predictions(predictions_dir / f"predictions_{name}.csv", splits.split(name).keys, probs, labels,
+                              splits.classes)
+    return metrics

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from medzoo.errors import MedzooError
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+
+from medzoo.errors import ConfigError, MedzooError
 
 
 @dataclass(frozen=True)
@@ -57,14 +63,57 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def _search_path(argv: list[str]) -> list[str]:
+    """The entries of `hydra.searchpath=[...]` on the command line (where recipes of one's own live)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    found: list[str] = []
+    for arg in argv:
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            try:
+                value = OverridesParser.create().parse_overrides([arg])[0].value()
+            except OverrideParseException:  # Hydra reports it, with its own message, when it parses argv
+                continue
+            found += [str(entry) for entry in (value if isinstance(value, list) else [value])]
+    return found
+
+
 def _check_names(argv: list[str]) -> None:
-    """Fail early, with the closest names, on an unknown recipe."""
+    """Fail early, with the closest names, on an unknown recipe (shipped, or in a `hydra.searchpath` folder)."""
     from medzoo.recipes import check_recipe
 
+    search_path = _search_path(argv)
     for arg in argv:
         if arg.startswith("recipe="):
             for name in arg.split("=", 1)[1].split(","):
-                check_recipe(name)
+                check_recipe(name, search_path)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def import_user_modules(names: Any) -> None:
+    """Import the modules that the `imports=[mylab.models, ...]` setting names, before the command runs, so that
+    what they register (`register_model`, `register_step`, `register_reader`) is known to it.
+
+    This runs the user's own code by their own choice: the names come from the command line or a recipe, never
+    from a checkpoint, a card, a cache or a data file (nothing medzoo reads from a file names code to import).
+    A module is found on the Python path: `PYTHONPATH=DIR medzoo ...`, or an installed package.
+    """
+    names = OmegaConf.to_container(names) if OmegaConf.is_config(names) else names
+    if not names:
+        return
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n) for n in names):
+        raise ConfigError(f"imports={names}: a list of module names expected, e.g. imports=[mylab.models].")
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name and not name.startswith(f"{exc.name}."):  # found, but something it imports is not
+                raise
+            raise ConfigError(f"imports: no module '{name}' on the Python path; put its folder on PYTHONPATH "
+                              "(PYTHONPATH=DIR medzoo ...) or install it.") from exc
 
 
 def run_command(name: str, argv: list[str]) -> None:
@@ -85,9 +134,18 @@ def run_command(name: str, argv: list[str]) -> None:
     @hydra.main(config_path="conf", config_name=command.config, version_base="1.3")
     def app(cfg):
         try:
+            import_user_modules(OmegaConf.select(cfg, "imports", default=None))
             return job(cfg)
         except MedzooError as exc:
             print(f"medzoo {name}: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except InstantiationException as exc:  # a recipe's class refused a setting: say that, not Hydra's wrap
+            cause = exc.__cause__
+            while cause is not None and not isinstance(cause, MedzooError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            print(f"medzoo {name}: error: {cause}", file=sys.stderr)
             sys.exit(2)
 
     sys.argv = [f"medzoo-{name}", *argv]

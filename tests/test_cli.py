@@ -66,6 +66,21 @@ def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
     assert result.returncode == 2 and "Did you mean: resnet18" in result.stderr
 
 
+@pytest.mark.parametrize(("setting", "key"), [
+    ("trainer.precision=fp9", "trainer.precision"),
+    ("data.on_error=ignore", "data.on_error"),
+    ("data.val_fraction=1.5", "data.val_fraction"),
+    ("data.cache=cloud", "data.cache"),
+    ("trainer.freeze=[nosuchlayer]", "trainer.freeze"),
+])
+def test_a_wrong_setting_is_one_line_naming_the_key(tmp_path, synthetic_root, setting, key):
+    result = medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY, setting,
+                    f"hydra.run.dir={tmp_path}", check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[")]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and len(lines) == 1 and key in lines[0], result.stderr[-2000:]
+
+
 def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     run = tmp_path / "train"
     medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY, "model.width=0.5",

@@ -15,6 +15,7 @@ from medzoo.datasets import shm
 from medzoo.datasets.batch_ring import RingDataLoader, ring_for
 from medzoo.datasets.cache import CachedSplit
 from medzoo.datasets.shm import resolve_workers
+from medzoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class DataSplits:
             return self.extra_tests[name]
         if name not in ("train", "val", "test"):
             known = ", ".join(["train", "val", "test", *self.extra_tests])
-            raise ValueError(f"unknown split '{name}': use split= one of {known}")
+            raise ConfigError(f"unknown split '{name}': use split= one of {known}")
         return getattr(self, name)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS
-from medzoo.errors import DataError
+from medzoo.errors import ConfigError, DataError
 
 ON_ERROR = ("raise", "skip")
 # How many problem entries a DataError lists by name (the count is always given).
@@ -106,7 +106,7 @@ def list_class_folders(split_dir: Path, class_map: Mapping[str, str], root: Path
     Also returns a `SplitScan` (without records) that lists the skipped and ignored entries.
     """
     if on_error not in ON_ERROR:
-        raise ValueError(f"data.on_error must be 'raise' or 'skip', not {on_error!r}")
+        raise ConfigError(f"data.on_error must be 'raise' or 'skip', not {on_error!r}")
     root = split_dir.parent if root is None else root
     resolved = root.resolve()
     if not split_dir.is_dir():

@@ -33,9 +33,9 @@ class ImageFolderSource:
                  cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
                  clean_split: str | None = None, dedup: bool = False, **loader_settings):
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"data.on_error must be 'raise' or 'skip', not {on_error!r}")
+            raise ConfigError(f"data.on_error must be 'raise' or 'skip', not {on_error!r}")
         if cache not in ("disk", "memory"):
-            raise ValueError(f"data.cache must be 'disk' or 'memory', not {cache!r}")
+            raise ConfigError(f"data.cache must be 'disk' or 'memory', not {cache!r}")
         self.name, self.root, self.folder, self.fetch = name, root, folder or name, fetch
         self.train_dir, self.test_dir, self.class_map = train_dir, test_dir, dict(class_map or {})
         self.channels, self.val_fraction, self.split_seed = channels, val_fraction, split_seed

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from medzoo.datasets.cache import CachedSplit, DecodeReport
-from medzoo.errors import DataError
+from medzoo.errors import ConfigError, DataError
 
 
 def subset(split: CachedSplit, indices: np.ndarray) -> CachedSplit:
@@ -29,7 +29,7 @@ def stratified_split(split: CachedSplit, val_fraction: float, seed: int,
     names the fraction in errors.
     """
     if not 0 < val_fraction < 1:
-        raise ValueError(f"{setting} must be between 0 and 1, not {val_fraction}")
+        raise ConfigError(f"{setting} must be between 0 and 1, not {val_fraction}")
     count, classes = len(split.labels), len(np.unique(split.labels))
     carved = math.ceil(val_fraction * count)
     if min(carved, count - carved) < classes:

@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name
 
 
@@ -50,7 +51,7 @@ def freeze(model: torch.nn.Module, prefixes: list[str]) -> int:
             param.requires_grad_(False)
             frozen += param.numel()
     if prefixes and not frozen:
-        raise ValueError(f"trainer.freeze={prefixes} names no parameters; use module names such as conv1, layer1")
+        raise ConfigError(f"trainer.freeze={prefixes} names no parameters; use module names such as conv1, layer1")
     return frozen
 
 

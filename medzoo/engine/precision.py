@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medzoo.errors import ConfigError
+
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -27,14 +29,14 @@ class Precision:
     def resolve(cls, requested: str, device: torch.device) -> Precision:
         """Turn `auto` into the fastest safe choice for `device`."""
         if requested not in PRECISIONS:
-            raise ValueError(f"trainer.precision must be one of {PRECISIONS}, not {requested!r}")
+            raise ConfigError(f"trainer.precision must be one of {PRECISIONS}, not {requested!r}")
         if requested == "auto":
             if device.type == "cuda":
                 requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
             else:
                 requested = "bf16" if cpu_has_bf16() else "fp32"
         if requested == "fp16" and device.type != "cuda":
-            raise ValueError("trainer.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU.")
+            raise ConfigError("trainer.precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU.")
         return cls(requested, device.type)
 
     @property

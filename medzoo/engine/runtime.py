@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from medzoo.errors import ConfigError
+
 
 def resolve_device(requested: str = "auto") -> torch.device:
     """`auto`: the first CUDA device when there is one, else the CPU."""
@@ -15,7 +17,7 @@ def resolve_device(requested: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={requested} but no CUDA device is available; use trainer.device=cpu.")
+        raise ConfigError(f"trainer.device={requested} but no CUDA device is available; use trainer.device=cpu.")
     return device
 
 

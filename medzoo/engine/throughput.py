@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from medzoo.engine.precision import Precision
 from medzoo.engine.trainer import Trainer
+from medzoo.errors import ConfigError
 
 
 class TimedLoader:
@@ -75,7 +76,7 @@ def measure_training(trainer: Trainer, loader: DataLoader, steps: int, warmup_st
     warmup_steps = min(warmup_steps, len(loader) - 1)
     steps = min(steps, len(loader) - warmup_steps)
     if steps < 1:
-        raise ValueError(f"the loader has {len(loader)} batch(es); timing needs at least 2 (lower the batch size)")
+        raise ConfigError(f"the loader has {len(loader)} batch(es); timing needs at least 2 (lower the batch size)")
     batches = iter(loader)
     if warmup_steps > 0:
         trainer.train_one_epoch(TimedLoader(loader, warmup_steps, batches), 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medzoo.errors import ConfigError
+
 
 def to_channel_first(array: np.ndarray, channel_axis: int = -1, contiguous: bool = True) -> np.ndarray:
     """Move `channel_axis` to the front: HWC -> CHW, DHWC -> CDHW, for any number of channels.
@@ -45,7 +47,7 @@ def depth_to_channels(volume: np.ndarray, channels: int | None = None, mode: str
 def fit_depth(volume: np.ndarray, depth: int, mode: str) -> np.ndarray:
     """Bring a C x D x H x W volume to `depth` slices by centred crop, centred zero padding, or resampling."""
     if mode not in DEPTH_MODES:
-        raise ValueError(f"unknown depth mode '{mode}': use one of {', '.join(DEPTH_MODES)}")
+        raise ConfigError(f"unknown depth mode '{mode}': use one of {', '.join(DEPTH_MODES)}")
     have = volume.shape[1]
     if have == depth:
         return volume

@@ -687,3 +687,19 @@ def test_series_the_test_compresses_with_rle_reads_like_the_uncompressed_one(tmp
     out = read_volume(tmp_path / "series")
     np.testing.assert_array_equal(out.array[0], volume)
     assert out.meta["transfer_syntaxes"] == ["RLE Lossless"]
+
+
+def test_predict_lists_every_format_the_readers_read(tmp_path):
+    """One table of formats: what `medzoo predict` picks up is what the readers read (`.dicom` included)."""
+    from medzoo.datasets.readers.base import DICOM_SUFFIXES, READERS, reader_for, volume_suffixes
+    from medzoo.engine.inference import list_inputs
+
+    files = [tmp_path / f"volume{index}{suffix}" for index, suffix in enumerate(volume_suffixes())
+             if suffix not in DICOM_SUFFIXES]
+    for path in files:
+        path.write_bytes(b"x")
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "slice1.dicom").write_bytes(b"x")
+    assert set(list_inputs(tmp_path)) == {*files, series}
+    assert reader_for(series / "slice1.dicom") is READERS["dicom"]

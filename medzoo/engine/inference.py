@@ -9,35 +9,33 @@ import numpy as np
 import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
+from medzoo.datasets.prepared import canonical_layout
+from medzoo.datasets.readers.base import DICOM_SUFFIXES, is_dicom_series, volume_suffixes
 from medzoo.errors import DataError
-from medzoo.transforms.layout import depth_to_channels, to_channel_first
+from medzoo.transforms.layout import to_channel_first
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo.card import ModelCard
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".npy", ".npz", ".tif", ".tiff")
-DICOM_SUFFIXES = (".dcm", ".ima")
-
 
 def _is_volume(path: Path) -> bool:
-    return path.name.lower().endswith(VOLUME_SUFFIXES) and path.suffix.lower() not in IMAGE_EXTENSIONS
-
-
-def _is_dicom_series(path: Path) -> bool:
-    return path.is_dir() and any(p.suffix.lower() in DICOM_SUFFIXES for p in path.iterdir() if p.is_file())
+    """A volume file; DICOM files count through their series folder, not one by one."""
+    suffix = path.suffix.lower()
+    return (path.name.lower().endswith(volume_suffixes()) and suffix not in IMAGE_EXTENSIONS
+            and suffix not in DICOM_SUFFIXES)
 
 
 def list_inputs(inputs: str | Path) -> list[Path]:
     """Inputs below `inputs`: image files, volume files (NIfTI, NumPy, TIFF) and DICOM series folders."""
     path = Path(inputs).expanduser()
-    if path.is_file() or _is_dicom_series(path):
+    if path.is_file() or is_dicom_series(path):
         return [path]
     if not path.is_dir():
         raise DataError(f"inputs not found: {path}. Set inputs=FILE_OR_DIR (an image, a volume, a DICOM folder).")
     found = [p for p in sorted(path.rglob("*"))
-             if (p.is_file() and (p.suffix.lower() in IMAGE_EXTENSIONS or _is_volume(p))) or _is_dicom_series(p)]
+             if (p.is_file() and (p.suffix.lower() in IMAGE_EXTENSIONS or _is_volume(p))) or is_dicom_series(p)]
     if not found:
         raise DataError(f"nothing to predict under {path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}), "
-                        f"volumes ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folders. Set inputs=FILE_OR_DIR.")
+                        f"volumes ({', '.join(volume_suffixes())}) or DICOM series folders. Set inputs=FILE_OR_DIR.")
     return found
 
 
@@ -85,10 +83,9 @@ class Preprocessor:
         volume = read_volume(path, spec.reader, **reader_options(spec.reader, spec.reader_options, self.source, path)).array
         if volume.ndim == 3:  # a 2D multichannel stack (C, H, W)
             return [(str(path), self.array(volume))]
-        if self.card.spatial_dims == 3:
-            return [(str(path), self.array(volume))]
-        if spec.layout == "slices":
-            stack = depth_to_channels(volume, self.card.in_chans, spec.depth_mode or "resample")
+        if self.card.spatial_dims == 3 or spec.layout == "slices":  # laid out as `medzoo prepare` lays it out
+            layout = "volume" if self.card.spatial_dims == 3 else "slices"
+            stack = canonical_layout(volume, layout, path, self.card.in_chans, spec.depth_mode or "resample")
             return [(str(path), self.array(stack))]
         slices = _to_uint8(volume)
         return [(f"{path}#slice{index:03d}", self.image(np.moveaxis(slices[:, index], 0, -1)))

@@ -1,4 +1,5 @@
-"""The `Volume` every reader returns, the reader registry, and `read_volume`, the one front door.
+"""The `Volume` every reader returns, the reader registry (`READERS`, `register_reader`), and `read_volume`, the
+one front door.
 
 Layout after any reader: channel-first, `(C, D, H, W)` for volumes and `(C, H, W)` for 2D images, where
 D is the slice axis (DICOM slice order, TIFF page order, NIfTI canonical z), H the rows and W the columns.
@@ -152,17 +153,69 @@ class ReaderSpec:
         return getattr(importlib.import_module(module), function)
 
 
+# A file with one of these suffixes is DICOM; a folder holding one is a DICOM series.
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+
 # The one explicit list of readers. Targets are imported lazily so that reading a .npy file never pays for
 # importing pydicom or tifffile.
 _PACKAGE = "medzoo.datasets.readers"
 READERS: dict[str, ReaderSpec] = {spec.name: spec for spec in (
     ReaderSpec("nifti", f"{_PACKAGE}.nifti:read_nifti", (".nii", ".nii.gz"), "NIfTI-1/2 volume, reoriented to RAS+"),
-    ReaderSpec("dicom", f"{_PACKAGE}.dicom:read_dicom_series", (".dcm",),
+    ReaderSpec("dicom", f"{_PACKAGE}.dicom:read_dicom_series", DICOM_SUFFIXES,
                "a folder holding one DICOM series (or one .dcm file)"),
     ReaderSpec("tiff", f"{_PACKAGE}.tiff:read_tiff", (".tif", ".tiff"), "TIFF image or multipage stack"),
     ReaderSpec("npy", f"{_PACKAGE}.numpy_io:read_npy", (".npy",), "NumPy array, memory-mapped"),
     ReaderSpec("npz", f"{_PACKAGE}.numpy_io:read_npz", (".npz",), "one array of a NumPy .npz archive"),
 )}
+
+
+def volume_suffixes() -> tuple[str, ...]:
+    """Every file suffix a reader claims (lower case)."""
+    return tuple(suffix for spec in READERS.values() for suffix in spec.suffixes)
+
+
+def is_dicom_series(path: str | Path) -> bool:
+    """A folder that holds at least one DICOM file (by suffix)."""
+    path = Path(path)
+    return path.is_dir() and any(p.suffix.lower() in DICOM_SUFFIXES for p in path.iterdir() if p.is_file())
+
+
+def register_reader(name: str, function: Callable[..., Volume], suffixes: Sequence[str],
+                    description: str = "") -> ReaderSpec:
+    """Add a reader of your own to `READERS`; returns its spec.
+
+    From then on `read_volume`, `medzoo prepare` (data.reader=auto or NAME) and a card's `input.reader` pick it for
+    files ending in one of `suffixes`, like the readers above. A card or a cache names a reader by `name` only:
+    the function is found here, never imported from what a file says.
+
+    Args:
+        function: `function(path, **options) -> Volume` (see `make_volume`), defined at the top level of a module,
+            since a reader is found again by `module:function` as the built-in ones are.
+        suffixes: file endings, lower case with their dot (".mha", ".nii.gz"); none may belong to another reader.
+    """
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum() or name == "auto":
+        raise ConfigError(f"reader name {name!r}: use letters, digits, '_' and '-' (and not 'auto').")
+    target = f"{function.__module__}:{function.__qualname__}"
+    spec = ReaderSpec(name, target, tuple(suffixes), description or (function.__doc__ or "").strip().split("\n")[0])
+    if name in READERS and READERS[name] != spec:
+        raise ConfigError(f"reader '{name}' is already registered ({READERS[name].target}); choose another name.")
+    for suffix in spec.suffixes:
+        if not (isinstance(suffix, str) and suffix.startswith(".") and len(suffix) > 1 and suffix == suffix.lower()):
+            raise ConfigError(f"reader '{name}': suffix {suffix!r} must be lower case and start with a dot, e.g. "
+                              "'.mha'.")
+        taken = [other.name for other in READERS.values() if other.name != name and suffix in other.suffixes]
+        if taken:
+            raise ConfigError(f"reader '{name}': suffix '{suffix}' already belongs to reader '{taken[0]}'; pass "
+                              f"reader={taken[0]} or reader={name} to choose per run instead.")
+    try:
+        found = spec.load()
+    except (ImportError, AttributeError):
+        found = None
+    if found is not function:
+        raise ConfigError(f"reader '{name}': {target} cannot be found again by its module and name; define the "
+                          "reader function at the top level of an importable module.")
+    READERS[name] = spec
+    return spec
 
 
 def supported_formats() -> str:

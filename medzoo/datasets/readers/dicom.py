@@ -42,7 +42,14 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume, max_array_bytes
+from medzoo.datasets.readers.base import (
+    DICOM_SUFFIXES,
+    Volume,
+    check_array_bytes,
+    check_finite,
+    make_volume,
+    max_array_bytes,
+)
 from medzoo.datasets.readers.dicom_native import PREAMBLE, file_meta, read_native
 from medzoo.errors import DataError
 
@@ -53,8 +60,7 @@ GAP_TOLERANCE = 0.5
 # Direction cosines and spacings within this tolerance count as equal (scanners round them differently).
 GEOMETRY_TOLERANCE = 1e-3
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-# A file with one of these suffixes that is not DICOM is an error, not a skipped stray file.
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+# A file with one of these suffixes (DICOM_SUFFIXES) that is not DICOM is an error, not a skipped stray file.
 # Tags of the image pixel and image plane modules: a file holding any of them is an image, even when cut short.
 IMAGE_TAGS = ("PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "PixelSpacing", "ImagePositionPatient",
               "ImageOrientationPatient")

@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--cases", default=None, help="comma-separated case indices to run (default: all)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     precision = Precision.resolve("auto", device)
@@ -158,7 +159,10 @@ def main() -> None:
     steps = args.steps or (4 if args.quick else 30)
     workers = args.workers if args.workers is not None else (0 if device.type == "cpu" else 8)
     results = []
-    for case in cases:
+    chosen = set(args.cases.split(",")) if args.cases else None
+    for index, case in enumerate(cases):
+        if chosen is not None and str(index) not in chosen:
+            continue
         loader = make_data(case, steps, workers, device)
         variants = [(False, False)] + ([(True, False)] if case.spatial_dims == 2 else [])
         if not args.no_compile and not args.quick:
@@ -166,24 +170,38 @@ def main() -> None:
         for channels_last, compile_model in variants:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            engine, wait = engine_run(case, loader, device, precision, channels_last, compile_model)
-            peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-            plain = plain_run(case, loader, device, precision, channels_last, compile_model)
-            row = {"model": case.model, "spatial_dims": case.spatial_dims, "size": case.size, "channels": case.channels,
-                   "batch_size": case.batch, "loader": case.loader, "precision": precision.name, "channels_last": channels_last,
-                   "compile": compile_model, "images_per_s": engine, "plain_images_per_s": plain,
+            described = {"model": case.model, "spatial_dims": case.spatial_dims, "size": case.size,
+                         "channels": case.channels, "batch_size": case.batch, "loader": case.loader,
+                         "precision": precision.name, "channels_last": channels_last, "compile": compile_model}
+            try:  # one failing case (e.g. a non-finite loss) must not cost the figures of the others
+                engine, wait = engine_run(case, loader, device, precision, channels_last, compile_model)
+                peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+                plain = plain_run(case, loader, device, precision, channels_last, compile_model)
+            except Exception as exc:  # noqa: BLE001 - recorded in the results and printed
+                results.append({**described, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} failed: {exc}",
+                      flush=True)
+                write_results(args.json, device, steps, workers, results)
+                continue
+            row = {**described, "images_per_s": engine, "plain_images_per_s": plain,
                    "data_wait_fraction": wait, "engine_vs_plain": engine / plain, "peak_mem_gb": peak}
             results.append(row)
+            write_results(args.json, device, steps, workers, results)  # after every case: a cut run keeps its rows
             print(f"{case.model:<9} {case.spatial_dims}D {case.size:>4} C={case.channels:<5} {case.loader:<14} "
                   f"cl={channels_last!s:<5} "
                   f"compile={compile_model!s:<5} {engine:9.1f} img/s  plain {plain:9.1f}  ratio {engine / plain:.3f}  "
                   f"wait {wait:.3f}" + (f"  peak {peak:.1f} GB" if peak is not None else ""), flush=True)
+
+
+def write_results(path: Path | None, device: torch.device, steps: int, workers: int, results: list[dict]) -> None:
+    if path is None:
+        return
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'})"
+    measured = [r["engine_vs_plain"] for r in results if "engine_vs_plain" in r]
     payload = {"device": name, "date": date.today().isoformat(), "threads": torch.get_num_threads(),
                "versions": versions(), "steps": steps, "workers": workers, "results": results,
-               "median_engine_vs_plain": statistics.median(r["engine_vs_plain"] for r in results)}
-    if args.json:
-        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+               "median_engine_vs_plain": statistics.median(measured) if measured else None}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ string-keyed mappings of those). Recipes write it as `{_target_: NAME, **params}
 through `hydra.utils.instantiate`, OmegaConf interpolation, or an import path read from the input. A name is
 looked up exactly: `albumentations.Resize` is in the table, `medzoo.transforms.intensity.np.savetxt` is not.
 
-Add a step of your own with `register_step("mylab.MyStep", MyStep)` before building a recipe that names it.
+Add a step of your own with `register_step("mylab.MyStep", MyStep)` before building a recipe that names it; on
+the command line, in a module that `imports=[mylab.steps]` names (medzoo.cli.import_user_modules).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ def check_step(step: Any, where: str, error: type[Exception] = ConfigError) -> t
     name, params = split_step(step, where, error)
     if not is_step(name):
         raise error(f"{where}: transform step '{name}' is not allowed: it is not in medzoo's step registry "
-                    "(medzoo.transforms.registry.step_names()).")
+                    "(medzoo.transforms.registry.step_names()). A step of your own: register_step in a module "
+                    "that the command imports (imports=[MODULE]).")
     for key, value in params.items():
         if key.startswith(_RESERVED_PREFIX):
             raise error(f"{where}: '{key}' is not allowed in a step's parameters (steps are built by name from "

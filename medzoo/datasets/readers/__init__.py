@@ -1,6 +1,7 @@
 """Readers for volumes and slice stacks: NIfTI, DICOM series, TIFF, NumPy -> channel-first `Volume`.
 
-`read_volume(path)` picks the reader by suffix (a folder is a DICOM series); `READERS` lists them all.
+`read_volume(path)` picks the reader by suffix (a folder is a DICOM series); `READERS` lists them all, and
+`register_reader` adds one of your own.
 """
 
 from __future__ import annotations
@@ -8,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from medzoo.datasets.readers.base import READERS, ReaderSpec, Volume, check_finite, make_volume, read_volume
+from medzoo.datasets.readers.base import (
+    READERS,
+    ReaderSpec,
+    Volume,
+    check_finite,
+    make_volume,
+    read_volume,
+    register_reader,
+)
 
 # The per-format functions import their library (nibabel, pydicom, tifffile) only when first used.
 _LAZY = {
@@ -16,7 +25,7 @@ _LAZY = {
     "read_tiff": "tiff", "read_npy": "numpy_io", "read_npz": "numpy_io",
 }
 
-__all__ = ["READERS", "ReaderSpec", "Volume", "check_finite", "make_volume", "read_volume", *_LAZY]
+__all__ = ["READERS", "ReaderSpec", "Volume", "check_finite", "make_volume", "read_volume", "register_reader", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

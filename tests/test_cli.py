@@ -72,6 +72,9 @@ def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
     ("data.val_fraction=1.5", "data.val_fraction"),
     ("data.cache=cloud", "data.cache"),
     ("trainer.freeze=[nosuchlayer]", "trainer.freeze"),
+    ("trainer.max_epochs=-1", "trainer.max_epochs"),
+    ("+trainer.max_epoch=1", "trainer.max_epoch"),
+    ("data.batch_size=0", "data.batch_size"),
 ])
 def test_a_wrong_setting_is_one_line_naming_the_key(tmp_path, synthetic_root, setting, key):
     result = medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY, setting,

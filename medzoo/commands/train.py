@@ -24,6 +24,7 @@ from medzoo.engine.precision import Precision
 from medzoo.engine.recipe_parts import load_splits, training_parts
 from medzoo.engine.reports import plot_confusion, plot_curves, plot_reliability, write_json
 from medzoo.engine.runtime import resolve_device, seed_everything
+from medzoo.engine.settings import TrainerSettings
 from medzoo.engine.trainer import Trainer, evaluate
 from medzoo.errors import ConfigError
 from medzoo.transforms.spec import TransformSpec
@@ -105,7 +106,11 @@ def write_reports(run_dir: Path, metrics: dict, history: list, classes: list[str
 
 def train(cfg: DictConfig) -> dict:
     """Run the recipe in `cfg`; returns the metrics written to metrics.json."""
-    device = resolve_device(cfg.trainer.device)
+    settings = TrainerSettings.from_config(cfg.trainer)  # every trainer setting checked before any work
+    if not isinstance(cfg.data.get("batch_size"), int) or isinstance(cfg.data.batch_size, bool) \
+            or cfg.data.batch_size < 1:
+        raise ConfigError(f"data.batch_size={cfg.data.get('batch_size')!r}: a whole number >= 1 expected.")
+    device = resolve_device(settings.device)
     dist = init_distributed(device.type)
     device = torch.device("cuda", dist.local_rank) if dist.enabled and device.type == "cuda" else device
     run_dir = Path(broadcast(str(run_directory()), dist))  # rank 0's run dir for every rank
@@ -129,7 +134,7 @@ def train(cfg: DictConfig) -> dict:
 
     loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers] if dist.is_main else []
     trainer = Trainer(model, parts.optimizer, parts.scheduler, parts.criterion, device=device, precision=precision,
-                      settings=cfg.trainer, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
+                      settings=settings, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
                       on_best=save_best, loggers=loggers, dist=dist, recipe=cfg.get("recipe_name"))
     start = resume_path(cfg.trainer.resume, run_dir)
     if start is not None:

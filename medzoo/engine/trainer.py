@@ -19,6 +19,7 @@ from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, gather_predictio
 from medzoo.engine.metrics import classification_metrics
 from medzoo.engine.mixing import build_mixer
 from medzoo.engine.precision import Precision
+from medzoo.engine.settings import TrainerSettings
 from medzoo.engine.state import (
     check_resume_state,
     load_part,
@@ -94,11 +95,12 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: torch.nn.Module, *,
-                 device: torch.device, precision: Precision, settings: Any, channels_last: bool, classes: list[str],
+                 device: torch.device, precision: Precision, settings: TrainerSettings | Any, channels_last: bool, classes: list[str],
                  run_dir: Path, on_best: Callable[[torch.nn.Module, dict], None], loggers: list[Any] = (),
                  dist: DistInfo = SINGLE_PROCESS, recipe: str | None = None):
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
-        self.device, self.precision, self.settings, self.classes = device, precision, settings, classes
+        self.device, self.precision, self.classes = device, precision, classes
+        self.settings = settings = TrainerSettings.from_config(settings)
         self.run_dir, self.on_best, self.loggers = run_dir, on_best, list(loggers)
         self.channels_last = channels_last
         self.scaler = precision.grad_scaler()
@@ -112,7 +114,7 @@ class Trainer:
         self.step_model = torch.compile(step_model, mode=settings.compile_mode) if settings.compile else step_model
         self.state_path = run_dir / "checkpoints" / "last.pt"
         self.record = resume_record(model, classes, recipe)  # what the resume states say they belong to
-        self.mixer = build_mixer(settings.get("mix"))
+        self.mixer = build_mixer(settings.mix)
 
     # --- one epoch ----------------------------------------------------------------------------------
     def train_one_epoch(self, loader: DataLoader, epoch: int) -> dict[str, float]:

@@ -153,3 +153,26 @@ def test_finetune_recipe_adapts_the_published_checkpoint(tmp_path):
     # The published weights were loaded, and the 4-class head replaced by a 2-class one (zoo.adapt's log line).
     loaded = [line for line in log.splitlines() if "loaded " in line and "brain_tumor_resnet18_cpu" in line]
     assert loaded and "adapted: fc: new head 4 -> 2 classes" in loaded[0], log[-3000:]
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("explain=gradcm", "Did you mean: gradcam"),
+    ("on_error=ignore", "on_error=ignore"),
+    ("batch_size=0", "batch_size=0"),
+])
+def test_predict_refuses_a_wrong_setting_before_any_work(tmp_path, setting, expected):
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(image)
+    result = medzoo("predict", "ckpt=breastmnist_resnet18", f"inputs={image}", setting,
+                    f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[")]
+    assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+    assert not (tmp_path / "run" / "predictions.csv").exists()
+
+
+def test_predict_names_its_own_key_for_skipping_bad_files(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = medzoo("predict", "ckpt=breastmnist_resnet18", f"inputs={broken}", f"hydra.run.dir={tmp_path / 'run'}",
+                    check=False)
+    assert result.returncode == 2 and "on_error=skip" in result.stderr and "data.on_error" not in result.stderr

@@ -15,15 +15,29 @@ from medzoo.engine.inference import Preprocessor, list_inputs, probabilities
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_json
 from medzoo.engine.runtime import resolve_device
-from medzoo.errors import DataError
+from medzoo.errors import ConfigError, DataError
+from medzoo.naming import unknown_name
 from medzoo.zoo import hub
 from medzoo.zoo.factory import model_from_checkpoint
 
 log = logging.getLogger(__name__)
+ON_ERROR = ("raise", "skip")
+EXPLAIN = (None, "gradcam")
+
+
+def check_choice(key: str, value: object, choices: tuple) -> None:
+    """A setting that takes one of a few values: anything else is a ConfigError with the closest ones."""
+    if value not in choices:
+        names = [str(choice).lower() if choice is None else choice for choice in choices]
+        raise ConfigError(f"{key}={value}: {unknown_name(key, str(value), names)}")
 
 
 def predict(cfg: DictConfig) -> list[dict]:
     """Write predictions.csv and predictions.json into the run dir; returns the rows."""
+    check_choice("on_error", cfg.on_error, ON_ERROR)
+    check_choice("explain", cfg.explain, EXPLAIN)
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size={cfg.batch_size!r}: a whole number >= 1 expected.")
     run_dir = run_directory()
     device = resolve_device(cfg.trainer.device)
     path = hub.resolve(cfg.ckpt)
@@ -35,8 +49,8 @@ def predict(cfg: DictConfig) -> list[dict]:
         try:
             items += preprocess.items(path)
         except DataError as exc:
-            if cfg.on_error != "skip":
-                raise
+            if cfg.on_error != "skip":  # the readers' hint names the training key; predict's own is on_error
+                raise DataError(str(exc).replace("data.on_error=skip", "on_error=skip")) from exc
             skipped.append({"path": str(path), "error": str(exc)})
     overlays = run_dir / "gradcam"
     for start in range(0, len(items), int(cfg.batch_size)):

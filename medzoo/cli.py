@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -88,6 +89,33 @@ def _check_names(argv: list[str]) -> None:
         if arg.startswith("recipe="):
             for name in arg.split("=", 1)[1].split(","):
                 check_recipe(name, search_path)
+        elif "=" in arg and arg.split("=", 1)[0].lstrip("+~") in config_groups():
+            group, value = arg.lstrip("+~").split("=", 1)
+            for name in value.split(","):  # a sweep names several
+                _check_group_choice(group, name, search_path)
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Hydra config group -> the choices medzoo installs (conf/GROUP/NAME.yaml)."""
+    from importlib import resources
+
+    root = Path(str(resources.files("medzoo.conf")))
+    return {folder.name: sorted(path.stem for path in folder.glob("*.yaml"))
+            for folder in sorted(root.iterdir()) if folder.is_dir() and any(folder.glob("*.yaml"))}
+
+
+def _check_group_choice(group: str, name: str, search_path: list[str]) -> None:
+    """One line listing the choices for a config group typo (`model=resnet51`), instead of Hydra's
+    multi-line search-path report; choices in `hydra.searchpath` folders count too."""
+    from medzoo.naming import unknown_name
+
+    if name in ("null", "") or name in config_groups()[group]:
+        return
+    own = [Path(entry[len("file://"):]).expanduser() / group / f"{name}.yaml"
+           for entry in search_path if entry.startswith("file://")]
+    if any(path.exists() for path in own) or any(not entry.startswith("file://") for entry in search_path):
+        return
+    raise ConfigError(f"{group}={name}: {unknown_name(f'{group} config', name, config_groups()[group])}")
 
 
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

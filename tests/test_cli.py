@@ -75,6 +75,7 @@ def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
     ("trainer.max_epochs=-1", "trainer.max_epochs"),
     ("+trainer.max_epoch=1", "trainer.max_epoch"),
     ("data.batch_size=0", "data.batch_size"),
+    ("model=resnet51", "Did you mean: resnet50"),
 ])
 def test_a_wrong_setting_is_one_line_naming_the_key(tmp_path, synthetic_root, setting, key):
     result = medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY, setting,

@@ -39,8 +39,9 @@ def class_weights(setting, labels: np.ndarray, num_classes: int) -> torch.Tensor
 def build_model(cfg: DictConfig, splits: DataSplits, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """The recipe's model, shaped by the data (channels, classes, input size), on `device`."""
     options = {"norm": cfg.model.get("norm", "batch"), "stem": cfg.model.stem, "input_size": min(splits.input_size)}
-    if cfg.model.get("width") is not None:
-        options["width"] = cfg.model.width
+    for key in ("width", "conv", "shortcut"):  # conv=acs: a 2D ResNet's kernels run on volumes (zoo/acs.py)
+        if cfg.model.get(key) is not None:
+            options[key] = cfg.model[key]
     if cfg.model.get("pretrained"):  # the architecture options belong to the weights, unless set explicitly
         options = {k: v for k, v in options.items() if k == "input_size" or v not in ("auto", "batch")}
     model = create_model(cfg.model.name, in_chans=splits.in_chans, num_classes=len(splits.classes),

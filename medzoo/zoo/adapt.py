@@ -169,8 +169,10 @@ def load_pretrained(
         state = inflated
         adapted["inflated"] = f"2D -> 3D: {count} kernels ({depth_init} over depth)"
     elif src_dims != tgt_dims:
-        raise ConfigError(f"{source} holds {src_dims}D weights and the model is {tgt_dims}D; only 2D -> 3D is "
-                          f"adapted: set spatial_dims={src_dims}.")
+        fix = ("use conv='standard' for 3D kernels" if getattr(model, "conv", None) == "acs"
+               else f"set spatial_dims={src_dims}")
+        raise ConfigError(f"{source} holds {src_dims}D weights and the model's kernels are {tgt_dims}D; only 2D -> 3D "
+                          f"is adapted: {fix}.")
 
     src_chans, tgt_chans = state[conv_key].shape[1], target[conv_key].shape[1]
     if src_chans != tgt_chans:
@@ -234,6 +236,9 @@ def _check_card_against_state(card: Any, conv_weight: torch.Tensor, source: str)
     found = {"in_chans": conv_weight.shape[1], "spatial_dims": conv_weight.ndim - 2}
     for key, value in found.items():
         said = card.get(key) if isinstance(card, Mapping) else getattr(card, key, None)
+        options = (card.get("model_kwargs") if isinstance(card, Mapping) else getattr(card, "model_kwargs", None)) or {}
+        if key == "spatial_dims" and options.get("conv") == "acs":
+            said = 2  # an ACS model's kernels are 2D whatever its spatial_dims
         if said is not None and said != value:
             raise DataError(f"{source}: the card says {key}={said} but the first conv's weights have "
                             f"{key}={value}; the checkpoint is inconsistent, re-export it.")

@@ -33,9 +33,12 @@ MEMORY_FORMATS = ("contiguous", "channels_last")
 PRECISIONS = ("bf16", "fp16", "fp32")
 BACKENDS = ("albumentations", "channel_first")
 # Architecture options a card may set (the model families' constructor keywords), with their allowed values.
-MODEL_OPTIONS: dict[str, tuple[type, ...]] = {"stem": (str,), "norm": (str,), "width": (int, float)}
+MODEL_OPTIONS: dict[str, tuple[type, ...]] = {"stem": (str,), "norm": (str,), "width": (int, float), "conv": (str,),
+                                              "shortcut": (str,)}
 STEMS = ("imagenet", "small", "auto")
 NORMS = ("batch", "group", "instance")
+CONVS = ("standard", "acs")
+SHORTCUTS = ("projection", "zero_pad")
 VERSIONED = ("medzoo", "torch", "monai", "albumentations", "numpy")
 # A class name becomes a CSV column, a JSON key and an HTML cell: letters, digits and a few separators.
 _CLASS_NAME = re.compile(r"\w[\w .,+()\-]{0,127}")
@@ -118,6 +121,11 @@ class ModelCard:
     @property
     def input_size(self) -> list[int] | None:
         return list(self.input.size) if self.input.size is not None else None
+
+    @property
+    def kernel_dims(self) -> int:
+        """Spatial dimensions of the conv kernels in the file: 2 for an ACS model, whose 2D kernels run on volumes."""
+        return 2 if self.model_kwargs.get("conv") == "acs" else self.spatial_dims
 
     @property
     def channels_last(self) -> bool:
@@ -296,6 +304,10 @@ def _parse(data: dict[str, Any], source: str) -> ModelCard:
     kwargs = _Fields(model_kwargs, "model_kwargs", source)
     kwargs.choice("stem", STEMS, None, optional=True)
     kwargs.choice("norm", NORMS, None, optional=True)
+    kwargs.choice("conv", CONVS, None, optional=True)
+    kwargs.choice("shortcut", SHORTCUTS, None, optional=True)
+    if model_kwargs.get("conv") == "acs" and spatial_dims != 3:
+        raise top.fail("model_kwargs.conv", "is 'acs', which runs 2D kernels on volumes, but spatial_dims is not 3")
     width = kwargs.get("width", (int, float), None, optional=True)
     if width is not None and not (math.isfinite(width) and 0 < width <= MAX_WIDTH):
         raise top.fail("model_kwargs.width", f"is {width}, outside (0, {MAX_WIDTH}]")

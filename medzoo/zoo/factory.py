@@ -1,11 +1,13 @@
 """The zoo's front door: `create_model` (with pretrained weights adapted) and `model_from_checkpoint`.
 
 Imports run one way: this module uses the registry (names), the checkpoint file format, the card, the hub
-(where a name's file lives) and the adaptation math; none of them imports it.
+(where a name's file lives), the reading of weights from outside the zoo and the adaptation math; none of them
+imports it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,12 @@ from medzoo.zoo import hub
 from medzoo.zoo.adapt import load_pretrained
 from medzoo.zoo.card import ModelCard
 from medzoo.zoo.checkpoint import load_checkpoint, read_weights
+from medzoo.zoo.external import ExternalWeights, recognise_resnet
 from medzoo.zoo.registry import entrypoint, is_model, list_models
 
 __all__ = ["create_model", "model_from_checkpoint", "read_pretrained"]
+
+log = logging.getLogger(__name__)
 
 
 def read_pretrained(ref: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard | None, Path]:
@@ -46,28 +51,37 @@ def create_model(
         in_chans: input channels (any count, e.g. 1 for MRI, 64 for a slice stack).
         num_classes: outputs of the classifier; 0 gives a model that returns pooled features.
         spatial_dims: 2 for images, 3 for volumes.
-            These three default to the checkpoint card's values with `pretrained`, else to 3, 1000 and 2.
-        pretrained: a zoo name or a path to a medzoo .safetensors checkpoint or a plain state dict
-            (.pt/.pth, loaded with weights_only=True); other channel/class counts and 2D -> 3D are adapted
-            (medzoo.zoo.adapt).
+            These three default to the checkpoint's values with `pretrained` (its card's, or what a card-less
+            file's tensors show), else to 3, 1000 and 2.
+        pretrained: a zoo name, a path to a medzoo .safetensors checkpoint or to a card-less ResNet state dict
+            (.safetensors, or .pt/.pth/.bin loaded with weights_only=True) in torchvision's, timm's or MedicalNet's
+            names, or a Hub model id `hf-hub:OWNER/REPO[@REVISION]` (e.g. hf-hub:timm/resnet18.a1_in1k); other
+            channel/class counts and 2D -> 3D are adapted (medzoo.zoo.adapt).
         depth_init: how 2D kernels become 3D ones when a 2D checkpoint feeds a 3D model: "centre" (the 2D
             kernel at the middle depth: a depth-constant volume gives exactly the 2D output) or "mean" (I3D).
-        **kwargs: family-specific options, e.g. `stem` and `input_size` for ResNets; with `pretrained`
-            they default to the card's `model_kwargs`.
+        **kwargs: family-specific options, e.g. `stem`, `input_size` and `conv="acs"` (2D kernels on volumes, so
+            2D weights serve a 3D model unchanged) for ResNets; with `pretrained` they default to the card's
+            `model_kwargs`, or to what a card-less file's tensors fix (stem, width, shortcut).
     """
     build = entrypoint(name)
-    card: ModelCard | None = None
+    described: ModelCard | ExternalWeights | None = None
     if pretrained is not None:
         state, card, path = read_pretrained(pretrained)
         if card is not None and card.arch != name:
             raise ConfigError(f"{path} holds a '{card.arch}' checkpoint, not a '{name}': call "
                               f"create_model('{card.arch}', pretrained=...) or pass a '{name}' checkpoint.")
+        if card is None:  # torchvision, timm, MedicalNet or a plain medzoo state dict: the tensors describe it
+            described = recognise_resnet(state, str(path))
+            state = described.state
+            log.info("%s: %s", path, described.describe())
+        else:
+            described = card
         # The architecture options (e.g. the stem) belong to the weights; explicit arguments still win.
-        kwargs = {**(card.model_kwargs if card else {}), **kwargs}
+        kwargs = {**described.model_kwargs, **kwargs}
     model = build(
-        in_chans=(card.in_chans if card else 3) if in_chans is None else in_chans,
-        num_classes=(card.num_classes if card else 1000) if num_classes is None else num_classes,
-        spatial_dims=(card.spatial_dims if card else 2) if spatial_dims is None else spatial_dims,
+        in_chans=(described.in_chans if described else 3) if in_chans is None else in_chans,
+        num_classes=(described.num_classes if described else 1000) if num_classes is None else num_classes,
+        spatial_dims=(described.spatial_dims if described else 2) if spatial_dims is None else spatial_dims,
         **kwargs,
     )
     if pretrained is not None:
@@ -85,10 +99,11 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
                         f"({', '.join(list_models())}); {error} Upgrade medzoo or use another checkpoint.")
     # The tensors in the file bound what the card may ask to build: its channel and class counts must be
     # dimensions of the weights it carries, so a card cannot make the model larger than the file.
-    dims = card.spatial_dims + 2
+    dims = card.kernel_dims + 2
     if not any(t.ndim == dims and t.shape[1] == card.in_chans for t in state.values()):
-        raise DataError(f"{path}: the card says in_chans={card.in_chans}, spatial_dims={card.spatial_dims}, but no "
-                        "conv weight in the file has that shape; the card does not belong to these weights.")
+        raise DataError(f"{path}: the card says in_chans={card.in_chans}, spatial_dims={card.spatial_dims}"
+                        f"{' (2D kernels: ACS)' if card.kernel_dims != card.spatial_dims else ''}, but no conv weight "
+                        "in the file has that shape; the card does not belong to these weights.")
     if card.num_classes and not any(t.ndim == 2 and t.shape[0] == card.num_classes for t in state.values()):
         raise DataError(f"{path}: the card says num_classes={card.num_classes}, but no classifier weight in the "
                         "file has that many rows; the card does not belong to these weights.")

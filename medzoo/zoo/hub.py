@@ -5,6 +5,9 @@ directory (`$MEDZOO_HOME/checkpoints`) -> a download (https with resume, or `hf:
 through huggingface_hub). Every file from the package, the cache or the network is checked against its sha256; a
 mismatch is an error, and a bad download is deleted. A download never grows past the entry's `size` (bytes),
 or past `download.max_download_bytes()` for an entry without one. `MEDZOO_OFFLINE=1` never touches the network.
+
+A Hub model id, `hf-hub:OWNER/REPO[@REVISION]` (timm's way of naming weights), has no manifest entry: its file
+is checked against the sha256 the Hub declares for it and bounded by the download cap (`resolve_hf_hub`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -136,7 +140,7 @@ def _fetch_hf(entry: Published, url: str, part: Path) -> None:
                         f"nothing was copied to {part.parent}. {fix[0].upper()}{fix[1:]}.")
 
 
-def _download(entry: Published, url: str, target: Path) -> Path:
+def _download(entry: Published, url: str, target: Path, hash_from: str = "the manifest's") -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     if url.startswith("hf://"):
@@ -146,7 +150,7 @@ def _download(entry: Published, url: str, target: Path) -> Path:
     digest = sha256_file(part)
     if digest != entry.sha256:
         part.unlink(missing_ok=True)
-        raise DataError(f"checkpoint '{entry.name}' from {url}: sha256 {digest} does not match the manifest's "
+        raise DataError(f"checkpoint '{entry.name}' from {url}: sha256 {digest} does not match {hash_from} "
                         f"{entry.sha256}; the download was deleted. The file at that URL has changed or is "
                         "damaged: try again later or use another URL.")
     os.replace(part, target)
@@ -163,9 +167,12 @@ def looks_like_path(ref: str) -> bool:
 
 
 def resolve(ref: str | os.PathLike) -> Path:
-    """A checkpoint path for `ref`: a file when `ref` looks like a path, else a published zoo name resolved
-    offline first. A bare name that is both a zoo entry and a file here is an error naming both."""
+    """A checkpoint path for `ref`: a file when `ref` looks like a path, a Hub model for `hf-hub:OWNER/REPO`, else
+    a published zoo name resolved offline first. A bare name that is both a zoo entry and a file here is an
+    error naming both."""
     text = os.fspath(ref)
+    if not isinstance(ref, os.PathLike) and text.startswith(HF_HUB_PREFIX):
+        return resolve_hf_hub(text)
     path = Path(text).expanduser()
     entries = manifest()
     explicit = text.startswith(ZOO_PREFIX)  # zoo:NAME always means the zoo entry
@@ -207,3 +214,68 @@ def resolve(ref: str | os.PathLike) -> Path:
             errors.append(f"{url}: {exc}")
     raise DataError(f"checkpoint '{entry.name}' could not be downloaded ({'; '.join(errors)}). Work offline by "
                     f"copying {entry.filename} into {cache_dir()}.")
+
+
+HF_HUB_PREFIX = "hf-hub:"
+# The weights files of a timm model repository, in the order timm itself tries them.
+HF_HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def resolve_hf_hub(ref: str) -> Path:
+    """The weights file of `hf-hub:OWNER/REPO[@REVISION]`, in the cache under the commit the revision names.
+
+    With no manifest entry to hold a sha256, the file must match the sha256 the Hub declares for it (the id of
+    its LFS object) and stay within the download cap; a mismatch deletes it. A cached file is used after the
+    Hub has been asked which commit and hash the revision names now, so an id never serves stale weights.
+    """
+    repo, _, revision = ref[len(HF_HUB_PREFIX):].partition("@")
+    if not _HF_REPO.fullmatch(repo) or ".." in repo or (revision and not re.fullmatch(r"[\w.-]+", revision)):
+        raise DataError(f"{ref}: not a Hugging Face Hub model id; write hf-hub:OWNER/REPO or hf-hub:OWNER/REPO@REVISION "
+                        "(e.g. hf-hub:timm/resnet18.a1_in1k).")
+    if offline_from_env():
+        raise DataError(f"{ref} needs the Hugging Face Hub and MEDZOO_OFFLINE is set: download {HF_HUB_WEIGHTS[0]} "
+                        f"from https://huggingface.co/{repo} and pass its path, or unset MEDZOO_OFFLINE.")
+    filename, meta = _hf_hub_weights(ref, repo, revision or None)
+    sha256 = (meta.etag or "").strip('"').lower()
+    if not _SHA256.fullmatch(sha256):  # a file kept in git rather than LFS has a git hash here
+        raise DataError(f"{ref}: the Hub declares no sha256 for {filename} (ETag {meta.etag!r}), so the file cannot "
+                        "be verified; download it and pass its path.")
+    if not _COMMIT.fullmatch(meta.commit_hash or ""):  # it names a cache folder: never a path of the server's choice
+        raise DataError(f"{ref}: the Hub answered with no commit hash for {filename} ({meta.commit_hash!r}); try "
+                        "again, or download the file and pass its path.")
+    entry = Published(name=ref, sha256=sha256, task="weights from the Hugging Face Hub")
+    target = cache_dir() / "hf-hub" / repo.replace("/", "--") / meta.commit_hash / filename
+    if _verified(target, entry):
+        return target
+    try:
+        return _download(entry, f"hf://{repo}@{meta.commit_hash}/{filename}", target, "the Hub's declared sha256")
+    except OSError as exc:
+        raise DataError(f"{ref}: could not download {filename} ({_first_line(exc)}); try again, or download it and "
+                        "pass its path.") from exc
+
+
+def _hf_hub_weights(ref: str, repo: str, revision: str | None) -> tuple[str, Any]:
+    """The first of HF_HUB_WEIGHTS that `repo` holds, with the Hub's metadata for it."""
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError
+    except ImportError as exc:
+        raise DataError(f"{ref}: reading Hub ids needs huggingface_hub; pip install huggingface_hub, or download the "
+                        "weights and pass their path.") from exc
+    for filename in HF_HUB_WEIGHTS:
+        try:
+            return filename, get_hf_file_metadata(hf_hub_url(repo_id=repo, filename=filename, revision=revision))
+        except EntryNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:  # no network, no such repository or revision, a gated repository
+            raise DataError(f"{ref}: the Hugging Face Hub gave no {filename} for {repo} ({_first_line(exc)}); check "
+                            "the id and the network, or download the weights and pass their path.") from exc
+    raise DataError(f"{ref}: {repo} holds neither {' nor '.join(HF_HUB_WEIGHTS)}; name a timm model repository or "
+                    "pass a path to a weights file.")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -1,23 +1,28 @@
 """ResNet-10/18/34/50 for 2D images and 3D volumes, built on MONAI's ResNet.
 
 The layer names (conv1, bn1, layer1..4, downsample.0/1, fc) and the shortcut (1x1 conv without bias,
-then batch norm) follow torchvision, so torchvision-style state dicts line up key for key.
+then batch norm) follow torchvision, so torchvision-style state dicts line up key for key. Two options exist for
+reusing weights from elsewhere: `conv="acs"` runs the 2D kernels on volumes (medzoo.zoo.acs), and
+`shortcut="zero_pad"` is the parameter-free shortcut of MedicalNet's ResNet-18/34 (He et al.'s option A).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets.resnet import ResNet as MonaiResNet
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from torch import nn
 
 from medzoo.errors import ConfigError
+from medzoo.zoo.acs import convert_to_acs
 from medzoo.zoo.registry import register_model
 
-__all__ = ["STEMS", "ResNet", "resolve_stem", "resnet10", "resnet18", "resnet34", "resnet50"]
+__all__ = ["CONVS", "SHORTCUTS", "STEMS", "ResNet", "ZeroPadShortcut", "resolve_stem", "resnet10", "resnet18", "resnet34", "resnet50"]
 
 STEMS = ("auto", "imagenet", "small")
 # Below this size the imagenet stem's 4x downsampling leaves layer4 with a 1x1 (or smaller) map,
@@ -28,6 +33,11 @@ _BLOCK_INPLANES = [64, 128, 256, 512]
 # makes a DDP run equal to a one-process run of the same global batch (SyncBatchNorm needs CUDA).
 NORMS: dict[str, str | tuple] = {"batch": "batch", "group": ("group", {"num_groups": 32}),
                                  "instance": ("instance", {"affine": True})}
+# "standard": 2D convs for images, 3D convs for volumes; "acs": 2D kernels run on volumes over three views.
+CONVS = ("standard", "acs")
+# Where a block changes the channel count or the resolution: a 1x1 conv + norm ("projection", torchvision's
+# and timm's), or a strided identity padded with zero channels ("zero_pad", MedicalNet's ResNet-18/34).
+SHORTCUTS = {"projection": "B", "zero_pad": "A"}
 
 
 def resolve_stem(stem: str, input_size: int | None) -> str:
@@ -37,6 +47,24 @@ def resolve_stem(stem: str, input_size: int | None) -> str:
     if stem != "auto":
         return stem
     return "small" if input_size is not None and input_size < SMALL_INPUT_LIMIT else "imagenet"
+
+
+class ZeroPadShortcut(nn.Module):
+    """The "zero_pad" shortcut (He et al.'s option A, MedicalNet's ResNet-18/34): the input at the block's stride,
+    padded with zero channels up to `planes`; no parameters."""
+
+    def __init__(self, planes: int, stride: int) -> None:
+        super().__init__()
+        self.planes, self.stride = planes, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A 1-wide average pool with a stride (MONAI's and MedicalNet's) is this strided slice. MONAI then pads
+        # `out.data`, which stops the gradient through the shortcut; padding `out` keeps it.
+        out = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (x.ndim - 2)]
+        return F.pad(out, (0, 0) * (x.ndim - 2) + (0, self.planes - out.shape[1]))
+
+    def extra_repr(self) -> str:
+        return f"planes={self.planes}, stride={self.stride}"
 
 
 def _check_positive_int(key: str, value: Any, minimum: int) -> None:
@@ -63,6 +91,8 @@ class ResNet(MonaiResNet):
         input_size: int | None = None,
         norm: str = "batch",
         width: float = 1.0,
+        conv: str = "standard",
+        shortcut: str = "projection",
     ) -> None:
         """Build a ResNet.
 
@@ -76,6 +106,10 @@ class ResNet(MonaiResNet):
             norm: "batch", "group" (32 groups) or "instance".
             width: channel multiplier of every stage (64-128-256-512 at 1.0; 0.5 keeps a quarter of the
                 parameters, for a checkpoint small enough to ship).
+            conv: "standard", or "acs" (spatial_dims=3 only): every conv keeps a 2D kernel and runs it over the
+                axial, coronal and sagittal views of the volume, so a 2D model's weights load unchanged.
+            shortcut: "projection" (1x1 conv + norm where a block changes shape) or "zero_pad" (strided
+                identity padded with zero channels, no parameters: MedicalNet's ResNet-18/34).
         """
         _check_positive_int("in_chans", in_chans, 1)
         _check_positive_int("num_classes", num_classes, 0)
@@ -92,6 +126,13 @@ class ResNet(MonaiResNet):
                               f"{NORMS['group'][1]['num_groups']} groups do not divide: pick another width.")
         if norm not in NORMS:
             raise ConfigError(f"unknown norm '{norm}': set norm to one of {', '.join(NORMS)}.")
+        if conv not in CONVS:
+            raise ConfigError(f"unknown conv '{conv}': set conv to one of {', '.join(CONVS)}.")
+        if conv == "acs" and spatial_dims != 3:
+            raise ConfigError("conv='acs' runs 2D kernels on volumes: set spatial_dims=3 (a 2D model is the "
+                              "standard one).")
+        if shortcut not in SHORTCUTS:
+            raise ConfigError(f"unknown shortcut '{shortcut}': set shortcut to one of {', '.join(SHORTCUTS)}.")
         resolved = resolve_stem(stem, input_size)
         imagenet = resolved == "imagenet"
         # read by _make_layer, which MONAI's __init__ calls before it returns
@@ -106,7 +147,7 @@ class ResNet(MonaiResNet):
             # MONAI defaults to stride 1 here, which costs 4x (2D) / 8x (3D) the compute of the usual stem.
             conv1_t_stride=2 if imagenet else 1,
             no_max_pool=not imagenet,
-            shortcut_type="B",
+            shortcut_type=SHORTCUTS[shortcut],
             norm=NORMS[norm],
             widen_factor=float(width),
             bias_downsample=False,  # torchvision's projection has no bias: batch norm follows it
@@ -115,11 +156,21 @@ class ResNet(MonaiResNet):
         if not imagenet:
             # An Identity keeps forward_features free of stem branches and makes the module tree honest.
             self.maxpool = nn.Identity()
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                if isinstance(block.downsample, partial):  # MONAI's "A" shortcut: a function, not a module
+                    block.downsample = ZeroPadShortcut(block.downsample.keywords["planes"],
+                                                       block.downsample.keywords["stride"])
+        if conv == "acs":
+            # Built as a 3D ResNet (3D norms and pools), then every 3D conv becomes an ACS conv with a 2D kernel.
+            convert_to_acs(self)
 
         self.arch = arch
         self.stem = resolved
         self.norm = norm
         self.width = float(width)
+        self.conv = conv
+        self.shortcut = shortcut
         self.in_chans = in_chans
         self.spatial_dims = spatial_dims
         self.num_features = widths[-1] * block.expansion

@@ -1,2 +1,2 @@
 """Dataset audit: exact and near duplicates, cross-split leaks, label conflicts, unreadable files, class balance,
-image sizes, and a metadata shortcut check (`medzoo audit`)."""
+image sizes, a metadata shortcut check and, with `audit.label_issues=true`, suspected label errors (`medzoo audit`)."""

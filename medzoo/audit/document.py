@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 STYLE = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;color:#222}"
          "table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;"
          "text-align:left}th{background:#f2f2f2}td.n{text-align:right}code{background:#f5f5f5}")
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An image file beside the report (a path relative to it), usable as a table cell."""
+
+    path: str
+    alt: str = ""
+    width: int | None = None
 
 
 class Document:
@@ -75,15 +85,24 @@ class Document:
         return "\n".join(out) + "\n"
 
 
+def _picture_html(picture: Picture) -> str:
+    width = f' width="{picture.width}"' if picture.width else ""
+    return f'<img src="{html.escape(picture.path)}" alt="{html.escape(picture.alt)}"{width}>'
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _text(value: Any) -> str:
-    return html.escape(_format(value))
+    return _picture_html(value) if isinstance(value, Picture) else html.escape(_format(value))
 
 
 def _md_cell(value: Any) -> str:
+    if isinstance(value, Picture):
+        # Markdown image syntax: the link text must not close the bracket, the path goes in <...>.
+        alt = value.alt.replace("[", "(").replace("]", ")").replace("|", "/")
+        return f"![{alt}](<{value.path}>)"
     return _format(value).replace("|", "\\|")
 
 

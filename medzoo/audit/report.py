@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from medzoo.audit.document import Document
+from medzoo.audit.document import Document, Picture
 from medzoo.audit.duplicates import Duplicates, Pair
 from medzoo.audit.hashing import ImageFacts
+from medzoo.audit.label_issues import LabelIssues
 from medzoo.audit.settings import AuditSettings
 from medzoo.audit.stats import class_balance, image_sizes
 
@@ -33,6 +34,7 @@ class AuditResult:
     shortcut: dict[str, Any]
     settings: AuditSettings
     seconds: float
+    label_issues: LabelIssues | None = None  # with audit.label_issues=true
 
     @property
     def splits(self) -> list[str]:
@@ -87,7 +89,28 @@ def summarize(result: AuditResult) -> dict[str, Any]:
                                                          "shortcut", "train_to_test", "skipped")
                      if k in result.shortcut},
         "settings": asdict(result.settings),
+        **({"label_issues": label_issue_summary(result)} if result.label_issues is not None else {}),
     }
+
+
+def label_issue_counts(result: AuditResult) -> dict[str, dict[str, dict[str, int]]]:
+    """Files judged and flagged per split and given class: {split: {class: {"checked": n, "flagged": m}}}."""
+    found, facts = result.label_issues, result.facts
+    flagged = Counter((facts[i.index].split, i.given) for i in found.issues)
+    checked = Counter((facts[i].split, facts[i].label) for i in found.checked)
+    return {split: {name: {"checked": checked[split, label], "flagged": flagged[split, label]}
+                    for label, name in enumerate(result.classes)} for split in result.splits}
+
+
+def label_issue_summary(result: AuditResult) -> dict[str, Any]:
+    """summary.json's `label_issues`: the counts and how they were found."""
+    found = result.label_issues
+    if found.skipped:
+        return {"skipped": found.skipped}
+    return {"flagged": len(found.issues), "checked": len(found.checked), "per_split_class": label_issue_counts(result),
+            "features": found.features, "dims": found.dims, "folds": found.folds,
+            "out_of_sample_accuracy": found.accuracy, "seconds": round(found.seconds, 2),
+            "checkpoints": found.checkpoints, "notes": found.notes}
 
 
 def build_report(result: AuditResult, summary: dict[str, Any]) -> Document:
@@ -147,6 +170,10 @@ def build_report(result: AuditResult, summary: dict[str, Any]) -> Document:
                     p.aligned] for p in conflicts[:limit]])
     else:
         doc.text("None: no duplicate pair carries two different labels.")
+
+    if result.label_issues is not None:
+        doc.heading("Suspected label errors")
+        _label_issue_section(doc, result)
 
     near = sorted((p for p in pairs if p.kind == "near"), key=lambda p: p.aligned)
     if near:
@@ -217,6 +244,11 @@ def implications(result: AuditResult, summary: dict[str, Any]) -> list[str]:
     if summary["unreadable"]:
         out.append(f"{summary['unreadable']} file(s) could not be decoded (listed below): fix or remove them, or "
                    "train with data.on_error=skip.")
+    found = result.label_issues
+    if found is not None and not found.skipped and found.issues:
+        out.append(f"{len(found.issues)} of {len(found.checked)} images look mislabelled to a classifier that never "
+                   "saw them (label_issues.csv, most suspicious first). They are candidates, not verdicts: look at "
+                   "them before relabelling or dropping any, starting from the top of the list.")
     shortcut = result.shortcut
     if "skipped" in shortcut:
         out.append(f"The shortcut check was skipped: {shortcut['skipped']}.")
@@ -258,6 +290,37 @@ def _shortcut_section(doc: Document, result: AuditResult) -> None:
         t = shortcut["train_to_test"]
         doc.text(f"Fitted on {result.train_split} and scored on {result.test_split}: accuracy {t['accuracy']:.4f}, "
                  f"balanced accuracy {t['balanced_accuracy']:.4f}.")
+
+
+def _label_issue_section(doc: Document, result: AuditResult) -> None:
+    found, facts, classes, st = result.label_issues, result.facts, result.classes, result.settings
+    if found.skipped:
+        doc.text(f"Skipped: {found.skipped}.")
+        return
+    doc.text(f"{len(found.issues)} of {len(found.checked)} decoded images are suspected of carrying a wrong label "
+             f"(cleanlab's confident learning, filter_by={st.label_filter}). Each image's class probabilities come "
+             f"from a logistic regression (C={st.label_c}) fitted on the other {found.folds - 1} of {found.folds} "
+             f"folds, never on the image itself or a duplicate of it; features: {found.features} ({found.dims} "
+             f"values per image). That classifier agrees with the given labels on {found.accuracy:.1%} of the "
+             f"images; found in {found.seconds:.1f} s.")
+    for note in found.notes:
+        doc.text(note)
+    counts = label_issue_counts(result)
+    doc.table(["split", "class", "images judged", "flagged", "share"],
+              [[split, name, c["checked"], c["flagged"], f"{c['flagged'] / c['checked']:.1%}" if c["checked"] else "-"]
+               for split in result.splits for name, c in counts[split].items()])
+    if not found.issues:
+        return
+    moves = Counter((classes[i.given], classes[i.suggested]) for i in found.issues)
+    doc.text("Given label -> suggested label:")
+    doc.table(["given", "suggested", "flagged"], [[a, b, n] for (a, b), n in sorted(moves.items())])
+    shown = found.issues[:max(st.max_listed, st.label_thumbnails)]
+    doc.text(f"The most suspicious{f' {len(shown)} of {len(found.issues)}' if len(shown) < len(found.issues) else ''} "
+             "(score: the out-of-sample probability of the given label; every one is in label_issues.csv):")
+    doc.table(["", "image", "given", "suggested", "score"],
+              [[Picture(found.thumbnails[i.index], facts[i.index].key, st.label_thumb_size)
+                if i.index in found.thumbnails else "", facts[i.index].key, classes[i.given], classes[i.suggested],
+                i.score] for i in shown])
 
 
 def _span(values: list[int] | None) -> str:

@@ -1,4 +1,5 @@
-"""`medzoo audit data=NAME data.root=DIR`: duplicates, leaks, label conflicts, sizes and shortcuts of a dataset."""
+"""`medzoo audit data=NAME data.root=DIR`: duplicates, leaks, label conflicts, sizes and shortcuts of a dataset, and
+with `audit.label_issues=true` suspected label errors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medzoo.audit.duplicates import find_duplicates
 from medzoo.audit.hashing import fingerprint_records
+from medzoo.audit.label_issues import search_label_issues, write_label_issues, write_thumbnails
 from medzoo.audit.manifest import clean_split
 from medzoo.audit.report import AuditResult, build_report, summarize, write_pairs
 from medzoo.audit.settings import AuditSettings
@@ -22,8 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def audit(cfg: DictConfig) -> dict:
-    """Audit `cfg.data` and write report.md/.html, pairs.csv, clean_split.json and summary.json; returns the
-    summary."""
+    """Audit `cfg.data` and write report.md/.html, pairs.csv, clean_split.json and summary.json (and
+    label_issues.csv with thumbnails under label_issues/ when audit.label_issues is true); returns the summary."""
     run_dir = run_directory()
     started = time.perf_counter()
     settings = AuditSettings.from_config(OmegaConf.to_container(cfg.audit, resolve=True))
@@ -36,8 +38,14 @@ def audit(cfg: DictConfig) -> dict:
     duplicates = find_duplicates(prints, settings)
     manifest = clean_split(prints.facts, duplicates, classes, source.train_dir, source.test_dir)
     shortcut = shortcut_check(prints.facts, source.train_dir, source.test_dir, settings)
+    records = train + test
+    found = None
+    if settings.label_issues:
+        found = search_label_issues(records, prints, duplicates.groups, settings, source.name, classes)
+        write_label_issues(run_dir / "label_issues.csv", found, [f.key for f in prints.facts], classes)
+        write_thumbnails(run_dir, found, records, settings.label_thumbnails, settings.label_thumb_size)
     result = AuditResult(source.name, source.resolve(), classes, source.train_dir, source.test_dir, prints.facts,
-                         duplicates, manifest, shortcut, settings, time.perf_counter() - started)
+                         duplicates, manifest, shortcut, settings, time.perf_counter() - started, found)
 
     summary = summarize(result)
     write_pairs(run_dir / "pairs.csv", result)
@@ -51,4 +59,7 @@ def audit(cfg: DictConfig) -> dict:
              "%d/%d test files leaked -> %s", summary["files"], summary["seconds"], summary["exact_pairs"],
              summary["near_pairs"], summary["cross_split_pairs"], summary["label_conflict_pairs"],
              summary["unreadable"], summary["test_leaked"], summary["test_files"], run_dir / "report.md")
+    if found is not None:
+        log.info("label issues: %d of %d images flagged (%s) in %.1f s -> %s", len(found.issues), len(found.checked),
+                 found.skipped or found.features, found.seconds, run_dir / "label_issues.csv")
     return summary

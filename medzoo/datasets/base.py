@@ -32,6 +32,8 @@ class DataSplits:
     fingerprint: str = ""
     report: dict = field(default_factory=dict)
     extra_tests: dict[str, CachedSplit] = field(default_factory=dict)  # e.g. test_deleaked
+    # one stratum per training sample (e.g. source x class): batches drawn with every stratum equally likely
+    train_strata: np.ndarray | None = None
 
     @property
     def in_chans(self) -> int:
@@ -149,6 +151,21 @@ class SeededSampler(Sampler):
             yield index, (base + index * 2_654_435_761) % 2**32
 
 
+class BalancedSampler(SeededSampler):
+    """A SeededSampler whose epoch draws `len(strata)` indices with replacement, each stratum (e.g. a source x
+    class cell) equally likely and samples within a stratum uniformly; same (seed, epoch) -> same draw."""
+
+    def __init__(self, strata: np.ndarray, seed: int, rank: int = 0, world_size: int = 1, even: bool = True):
+        super().__init__(len(strata), True, seed, rank, world_size, even)
+        _, inverse, counts = np.unique(np.asarray(strata), return_inverse=True, return_counts=True)
+        self.weights = torch.as_tensor(1.0 / (counts[inverse] * len(counts)), dtype=torch.float64)
+
+    def indices(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
+        return order[: self._usable()][self.rank :: self.world_size].tolist()
+
+
 def sample_nbytes(sample: Any) -> int:
     """Bytes of the tensors and arrays in one sample (nested tuples, lists and dicts): what collate stacks."""
     if isinstance(sample, torch.Tensor):
@@ -173,7 +190,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
                 drop_last: bool = False, pin_memory: bool | None = None,
                 device: str | torch.device | None = None, rank: int = 0, world_size: int = 1,
                 sample_bytes: int | None = None, prefetch_factor: int | None = None,
-                batch_ring: bool | str = "auto") -> DataLoader:
+                batch_ring: bool | str = "auto", strata: np.ndarray | None = None) -> DataLoader:
     """A DataLoader with a seeded (and, under DDP, rank-sharded) sampler and settings that fit the machine.
 
     Workers, pinned memory, prefetching and persistent workers come from `shm.loader_settings`: memory is
@@ -190,6 +207,7 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
         prefetch_factor: batches in flight per worker; None chooses by batch size.
         batch_ring: "auto", True or False: where /dev/shm can be checked, workers write large unpinned batches
             into shared slots that are reused (`batch_ring.BatchRing`), not into a new segment each.
+        strata: with shuffle, one stratum per sample: draw with every stratum equally likely (`BalancedSampler`).
     """
     workers = resolve_workers(num_workers)
     if device is None:
@@ -204,7 +222,8 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
     if pin_memory is False:
         settings["pin_memory"] = False
     log.debug("loader: batch %d, %d-byte samples, %s", batch_size, sample_bytes, settings)
-    sampler = SeededSampler(len(dataset), shuffle, seed, rank, world_size, even=shuffle)
+    sampler = BalancedSampler(strata, seed, rank, world_size) if shuffle and strata is not None \
+        else SeededSampler(len(dataset), shuffle, seed, rank, world_size, even=shuffle)
     ring = ring_for(batch_ring, first, batch_size, settings, free)
     if ring is not None:
         return RingDataLoader(dataset, ring=ring, batch_size=batch_size, sampler=sampler, drop_last=drop_last,

@@ -46,7 +46,8 @@ def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: 
     """
     batch = int(data_cfg.batch_size)  # per process: the global batch is batch x world size
     drop_last = len(splits.train.labels) // dist.world_size > batch
-    if wants_device_cache(data_cfg.get("device_cache"), splits.train, device):
+    # balanced batches (splits.train_strata) come from the seeded sampler, which the device-resident path lacks
+    if splits.train_strata is None and wants_device_cache(data_cfg.get("device_cache"), splits.train, device):
         train = DeviceResidentLoader(splits.train, spec.batch_pipeline(), batch, seed=seed, device=device,
                                      drop_last=drop_last, rank=dist.rank, world_size=dist.world_size)
     else:
@@ -55,7 +56,8 @@ def build_loaders(splits: DataSplits, spec: TransformSpec, data_cfg: Any, seed: 
             else ArrayDataset(splits.train, spec.pipeline("train"))
         train = make_loader(dataset, batch, shuffle=True, seed=seed, num_workers=data_cfg.get("num_workers", 0),
                             drop_last=drop_last, pin_memory=device.type == "cuda", rank=dist.rank,
-                            world_size=dist.world_size, batch_ring=data_cfg.get("batch_ring", "auto"))
+                            world_size=dist.world_size, batch_ring=data_cfg.get("batch_ring", "auto"),
+                            strata=splits.train_strata)
         if on_device:
             train = DeviceAugmentedLoader(train, spec.batch_pipeline(), seed=seed, device=device, rank=dist.rank)
     return Loaders(train, eval_loader(splits, "val", spec, data_cfg, device, dist),

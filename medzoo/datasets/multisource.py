@@ -1,0 +1,236 @@
+"""Several labelled 2D sources in one DataSplits: one class vocabulary, each sample's source and patient kept,
+validation carved group-aware, per-source validation and test splits for per-source metrics.
+
+Keys are `SOURCE:relative/path`, so a sample's source is the text before the first colon (`source_of`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+from medzoo.datasets.base import DataSplits
+from medzoo.datasets.cache import CachedSplit, DecodeReport, load_or_build
+from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.image_folder import ImageFolderSource
+from medzoo.datasets.roots import resolve_root
+from medzoo.datasets.splits import subset
+from medzoo.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+BALANCE = (None, "source_class")
+
+
+def source_of(key: str) -> str:
+    """The source name of a multi-source sample key (`SOURCE:path`)."""
+    return key.split(":", 1)[0]
+
+
+class SlicesCsvSource:
+    """Slices listed in a CSV (`file`, `class`, `patient`, optional `sequence`): TCGA-LGG's `slices.csv`.
+
+    It has no official test split: `test_fraction` of its patients (whole patients) is held out as its test.
+    """
+
+    def __init__(self, root: str | None = None, folder: str = "tcga-lgg-slices", csv_name: str = "slices.csv",
+                 class_map: Mapping[str, str] | None = None, sequences: Sequence[str] | None = None,
+                 test_fraction: float = 0.0, split_seed: int = 0, marker: str = "flair"):
+        if not 0 <= test_fraction < 1:
+            raise ConfigError(f"test_fraction of a slices source must be in [0, 1), not {test_fraction}")
+        self.root, self.folder, self.csv_name = root, folder, csv_name
+        self.class_map, self.sequences = dict(class_map or {}), list(sequences) if sequences else None
+        self.test_fraction, self.split_seed, self.marker = test_fraction, split_seed, marker
+
+    def rows(self) -> tuple[Path, list[dict]]:
+        """The data root and the CSV rows kept (by sequence), each with its vocabulary class in `class`."""
+        root = resolve_root(self.root, self.folder, self.marker)
+        path = root / self.csv_name
+        if not path.is_file():
+            raise DataError(f"slice list not found: {path}. Point the source's root at the folder that holds "
+                            f"{self.csv_name} (data.sources.NAME.root=PATH).")
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        missing = {"file", "class", "patient"} - set(rows[0] if rows else {})
+        if missing:
+            raise DataError(f"{path}: column(s) {sorted(missing)} missing; expected file, class, patient.")
+        if self.sequences:
+            rows = [r for r in rows if r.get("sequence") in self.sequences]
+        for row in rows:
+            row["class"] = self.class_map.get(row["class"], row["class"])
+        return root, rows
+
+    def split_patients(self, patients: Sequence[str]) -> set[str]:
+        """The held-out test patients (none with test_fraction 0)."""
+        unique = sorted(set(patients))
+        if not self.test_fraction:
+            return set()
+        splitter = GroupShuffleSplit(n_splits=1, test_size=self.test_fraction, random_state=self.split_seed)
+        _, test_idx = next(splitter.split(unique, groups=unique))
+        return {unique[i] for i in test_idx}
+
+
+class MultiSourceData:
+    """Sources (image folders and slice lists) mapped onto one class vocabulary, in one DataSplits.
+
+    Args:
+        sources: name -> source (an `ImageFolderSource` whose class_map maps its folders onto the vocabulary,
+            or a `SlicesCsvSource`). The first source with a test folder gives the `test` split; other test
+            splits are extra tests `test_<name>`.
+        classes: the vocabulary; every source's classes must be in it (a source may lack some).
+        balance: `source_class` draws training batches with each (source, class) cell equally likely.
+    """
+
+    def __init__(self, name: str, sources: Mapping[str, object], classes: Sequence[str], channels: int = 1,
+                 val_fraction: float = 0.15, split_seed: int = 0, balance: str | None = None,
+                 cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
+                 on_error: str = "raise", **loader_settings):
+        if balance not in BALANCE:
+            raise ConfigError(f"data.balance must be null or 'source_class', not {balance!r}")
+        if not sources:
+            raise ConfigError("data.sources is empty: name at least one source.")
+        bad = [n for n in sources if ":" in n or not n]
+        if bad:
+            raise ConfigError(f"data.sources names {bad} must be non-empty and hold no ':'.")
+        self.name, self.classes = name, list(classes)
+        self.sources = {n: build_source(n, s, cache_dir) if isinstance(s, Mapping) else s for n, s in sources.items()}
+        self.channels, self.val_fraction, self.split_seed, self.balance = channels, val_fraction, split_seed, balance
+        self.cache_dir = Path(cache_dir).expanduser() if cache == "disk" and cache_dir else None
+        self.decode_workers, self.on_error = decode_workers, on_error
+        self.loader_settings = loader_settings
+
+    # --- records -------------------------------------------------------------------------------------
+    def _vocab(self, source: str, names: Sequence[str]) -> list[int]:
+        unknown = sorted(set(names) - set(self.classes))
+        if unknown:
+            raise ConfigError(f"source '{source}': class(es) {unknown} are not in data.classes {self.classes}; "
+                              f"map them in data.sources.{source}.class_map.")
+        return [self.classes.index(n) for n in names]
+
+    def _folder_records(self, name: str, src: ImageFolderSource):
+        """(train records, test records, groups key -> group, deleaked test keys or None) of an image folder."""
+        train, test, classes = src.records()
+        index = self._vocab(name, classes)
+        remap = lambda recs: [FileRecord(r.path, index[r.label], f"{name}:{r.key}") for r in recs]  # noqa: E731
+        manifest = src.manifest(train, test, classes)
+        groups, deleaked = {}, None
+        if manifest:  # near-duplicate groups from the audit: they never straddle train and val
+            groups = {f"{name}:{k}": f"{name}:dup{g['id']}" for g in manifest["groups"] for k in g["members"]}
+            deleaked = {f"{name}:{k}" for k in manifest["test_deleaked"]}
+        return remap(train), remap(test), groups, deleaked
+
+    def _slice_records(self, name: str, src: SlicesCsvSource):
+        root, rows = src.rows()
+        index = dict(zip(sorted({r["class"] for r in rows}), self._vocab(name, sorted({r["class"] for r in rows})),
+                         strict=True))
+        held = src.split_patients([r["patient"] for r in rows])
+        train, test, groups = [], [], {}
+        for row in rows:
+            record = FileRecord(root / row["file"], index[row["class"]], f"{name}:{row['file']}")
+            (test if row["patient"] in held else train).append(record)
+            groups[record.key] = f"{name}:patient:{row['patient']}"
+        return train, test, groups, None
+
+    # --- load ----------------------------------------------------------------------------------------
+    def load(self, preprocess: Callable[[np.ndarray], np.ndarray], preprocess_spec: str) -> DataSplits:
+        """Decode (or read from the cache) every source, carve validation group-aware, and name the tests."""
+        build = dict(channels=self.channels, preprocess=preprocess, preprocess_spec=preprocess_spec,
+                     on_error=self.on_error, workers=self.decode_workers)
+        trains, tests, groups, extra, report = [], {}, {}, {}, {"sources": {}}
+        for name, src in self.sources.items():
+            if isinstance(src, ImageFolderSource):
+                train_rec, test_rec, grp, deleaked = self._folder_records(name, src)
+            elif isinstance(src, SlicesCsvSource):
+                train_rec, test_rec, grp, deleaked = self._slice_records(name, src)
+            else:
+                raise ConfigError(f"data.sources.{name}: {type(src).__name__} is not a multi-source kind "
+                                  "(ImageFolderSource or SlicesCsvSource).")
+            groups.update(grp)
+            trains.append(load_or_build(self.cache_dir, f"{self.name}-{name}-train", train_rec, **build))
+            if test_rec:
+                tests[name] = load_or_build(self.cache_dir, f"{self.name}-{name}-test", test_rec, **build)
+                if deleaked is not None:
+                    extra[f"test_deleaked_{name}"] = _keep(tests[name], deleaked)
+            report["sources"][name] = {"train_files": len(train_rec), "test_files": len(test_rec),
+                                       "patients_known": isinstance(src, SlicesCsvSource),
+                                       "near_duplicate_groups": deleaked is not None}
+        if not tests:
+            raise DataError("no source has a test split: give one an image folder test_dir or a test_fraction.")
+        pool = _concat(trains)
+        names = list(self.sources)
+        source_idx = np.array([names.index(source_of(k)) for k in pool.keys])
+        train, val = group_split(pool, source_idx * len(self.classes) + pool.labels,
+                                 [groups.get(k, k) for k in pool.keys], self.val_fraction, self.split_seed)
+        test_name = next(iter(tests))
+        for name, split in tests.items():
+            if name != test_name:
+                extra[f"test_{name}"] = split
+        if f"test_deleaked_{test_name}" in extra:  # the name every report and plot already knows
+            extra["test_deleaked"] = extra.pop(f"test_deleaked_{test_name}")
+        for name in names:  # per-source validation: evaluated (and reported) like any extra split
+            extra[f"val_{name}"] = _keep(val, {k for k in val.keys if source_of(k) == name})
+        report.update(group_aware_val=True, balance=self.balance, test_split=test_name,
+                      counts={split: source_class_counts(data, names, self.classes)
+                              for split, data in {"train": train, "val": val, **{f"test_{n}": t for n, t in
+                                                                                tests.items()}}.items()})
+        strata = None
+        if self.balance == "source_class":
+            strata = np.array([names.index(source_of(k)) for k in train.keys]) * len(self.classes) + train.labels
+        return DataSplits(train, val, test=tests[test_name], classes=self.classes, spatial_dims=2,
+                          fingerprint=_fingerprint(pool.keys + [k for t in tests.values() for k in t.keys]),
+                          report=report, extra_tests=extra, train_strata=strata)
+
+
+def build_source(name: str, settings: Mapping, cache_dir: str | None = None) -> ImageFolderSource | SlicesCsvSource:
+    """A source from its settings: `kind` image_folder (ImageFolderSource's arguments; `name` defaults to the
+    source's) or slices_csv (SlicesCsvSource's). Plain values, so the card can carry them."""
+    settings = dict(settings)
+    kind = settings.pop("kind", None)
+    if kind == "image_folder":
+        settings.setdefault("name", name)
+        settings.setdefault("cache_dir", cache_dir)
+        return ImageFolderSource(**settings)
+    if kind == "slices_csv":
+        return SlicesCsvSource(**settings)
+    raise ConfigError(f"data.sources.{name}.kind={kind!r}: use image_folder or slices_csv.")
+
+
+def group_split(split: CachedSplit, strata: np.ndarray, groups: Sequence[str], val_fraction: float,
+                seed: int) -> tuple[CachedSplit, CachedSplit]:
+    """Train / val with no group (patient or near-duplicate group) on both sides, stratified by `strata`."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be between 0 and 1, not {val_fraction}")
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / val_fraction)), shuffle=True, random_state=seed)
+    train_idx, val_idx = next(folds.split(np.arange(len(strata)), strata, np.asarray(groups)))
+    return subset(split, train_idx), subset(split, val_idx)
+
+
+def source_class_counts(split: CachedSplit, sources: Sequence[str], classes: Sequence[str]) -> dict:
+    """{source: {class: count}} of a split."""
+    counts = {s: dict.fromkeys(classes, 0) for s in sources}
+    for key, label in zip(split.keys, split.labels, strict=True):
+        counts[source_of(key)][classes[label]] += 1
+    return counts
+
+
+def _keep(split: CachedSplit, keys: set[str]) -> CachedSplit:
+    return subset(split, np.array([i for i, k in enumerate(split.keys) if k in keys], dtype=np.int64))
+
+
+def _concat(splits: Sequence[CachedSplit]) -> CachedSplit:
+    shapes = {s.images.shape[1:] for s in splits}
+    if len(shapes) > 1:
+        raise DataError(f"sources decode to different shapes {sorted(shapes)}: the transforms' `pre` steps must "
+                        "end with a fixed-size resize, and data.channels must be one value for all sources.")
+    report = DecodeReport(skipped=[x for s in splits for x in s.report.skipped])
+    return CachedSplit(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
+                       [k for s in splits for k in s.keys], report)
+
+
+def _fingerprint(keys: Sequence[str]) -> str:
+    return "keys-sha256:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()

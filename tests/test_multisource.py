@@ -1,0 +1,182 @@
+"""Several sources in one DataSplits (issue 20): class maps, group-aware validation, per-source splits, balance."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medzoo.datasets.base import BalancedSampler, DataSplits, make_loader
+from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.image_folder import ImageFolderSource
+from medzoo.datasets.multisource import MultiSourceData, SlicesCsvSource, source_of
+from medzoo.datasets.splits import stratified_split
+from medzoo.engine.metrics import classification_metrics
+from medzoo.errors import ConfigError
+
+VOCAB = ["glioma", "meningioma", "notumor", "pituitary"]
+FOLDER_MAP = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor",
+              "pituitary_tumor": "pituitary"}
+
+
+def _png(path: Path, rng: np.random.Generator) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    """A 4-class image-folder source (Training/Testing) and a 2-class slice source with 12 patients."""
+    rng = np.random.default_rng(0)
+    folders = tmp_path / "bt"
+    for split, count in (("Training", 10), ("Testing", 3)):
+        for name in FOLDER_MAP:
+            for i in range(count):
+                _png(folders / split / name / f"{name[0]} ({i}).jpg".replace(".jpg", ".png"), rng)
+    slices = tmp_path / "lgg"
+    rows = []
+    for p in range(12):
+        patient = f"TCGA_XX_{p:04d}"
+        for s in range(8):  # 8 slices per patient, both classes: a slice split would straddle patients
+            cls = "glioma_tumor" if s % 2 else "no_tumor"
+            for seq in ("flair", "t1c"):
+                rel = f"{seq}/{cls}/{patient}_{s}.png"
+                _png(slices / rel, rng)
+                rows.append({"file": rel, "sequence": seq, "class": cls, "patient": patient, "slice_index": s,
+                             "institution": "XX"})
+    with (slices / "slices.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folders, slices
+
+
+def _data(roots, **kw) -> MultiSourceData:
+    folders, slices = roots
+    sources = {"brain_tumor": ImageFolderSource("brain_tumor", root=str(folders), class_map=FOLDER_MAP,
+                                                cache="memory"),
+               "tcga_lgg": SlicesCsvSource(root=str(slices), class_map={"glioma_tumor": "glioma",
+                                                                        "no_tumor": "notumor"},
+                                           sequences=["flair", "t1c"], test_fraction=0.25)}
+    return MultiSourceData("ms", sources, VOCAB, cache="memory", **{"val_fraction": 0.25, **kw})
+
+
+def _load(data: MultiSourceData) -> DataSplits:
+    return data.load(lambda pixels: pixels, "identity")
+
+
+def _patient(key: str) -> str:
+    return Path(key).stem.rsplit("_", 1)[0]
+
+
+def test_class_maps_put_every_source_on_one_vocabulary(roots):
+    splits = _load(_data(roots))
+    assert splits.classes == VOCAB
+    everything = [splits.train, splits.val, splits.test, splits.extra_tests["test_tcga_lgg"]]
+    by_source = Counter((source_of(k), VOCAB[label]) for s in everything for k, label in zip(s.keys, s.labels))
+    assert {c for s, c in by_source if s == "tcga_lgg"} == {"glioma", "notumor"}  # only what it has
+    assert {c for s, c in by_source if s == "brain_tumor"} == set(VOCAB)
+    # a TCGA glioma_tumor file is labelled glioma, a no_tumor file notumor
+    for split in everything:
+        for key, label in zip(split.keys, split.labels):
+            folder = key.split(":", 1)[1].split("/")[1]
+            assert VOCAB[label] == {**FOLDER_MAP}[folder]
+    # the official Testing split stays the test split, whole
+    assert {source_of(k) for k in splits.test.keys} == {"brain_tumor"} and len(splits.test.keys) == 12
+    assert all(k.startswith("brain_tumor:Testing/") for k in splits.test.keys)
+
+
+def test_unmapped_class_names_the_setting(roots):
+    folders, _ = roots
+    data = MultiSourceData("ms", {"bt": ImageFolderSource("bt", root=str(folders), cache="memory")}, VOCAB,
+                           cache="memory")
+    with pytest.raises(ConfigError, match="data.sources.bt.class_map"):
+        _load(data)
+
+
+def test_validation_and_test_keep_each_patient_on_one_side(roots):
+    splits = _load(_data(roots))
+    tcga = lambda s: {_patient(k) for k in s.keys if source_of(k) == "tcga_lgg"}  # noqa: E731
+    train, val, test = tcga(splits.train), tcga(splits.val), tcga(splits.extra_tests["test_tcga_lgg"])
+    assert val and test and train
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert len(train | val | test) == 12
+
+
+def test_a_split_that_ignores_patients_would_straddle_them(roots):
+    """The check above can fail: a plain slice-level split of the same pool puts patients on both sides."""
+    splits = _load(_data(roots))
+    pool = CachedSplit(np.concatenate([splits.train.images, splits.val.images]),
+                       np.concatenate([splits.train.labels, splits.val.labels]), splits.train.keys + splits.val.keys)
+    train, val = stratified_split(pool, 0.25, 0)
+    patients = lambda s: {_patient(k) for k in s.keys if source_of(k) == "tcga_lgg"}  # noqa: E731
+    assert patients(train) & patients(val)
+
+
+def test_per_source_splits_partition_validation_and_give_per_class_metrics(roots):
+    splits = _load(_data(roots))
+    val_bt, val_lgg = splits.extra_tests["val_brain_tumor"], splits.extra_tests["val_tcga_lgg"]
+    assert sorted(val_bt.keys + val_lgg.keys) == sorted(splits.val.keys)
+    assert {source_of(k) for k in val_bt.keys} == {"brain_tumor"}
+    assert {source_of(k) for k in val_lgg.keys} == {"tcga_lgg"}
+    # a model right on brain_tumor and always "glioma" on tcga: the per-source figures tell them apart
+    probs = np.eye(4)[splits.val.labels]
+    probs[[i for i, k in enumerate(splits.val.keys) if source_of(k) == "tcga_lgg"]] = np.eye(4)[0]
+    lookup = dict(zip(splits.val.keys, probs))
+    on = lambda s: classification_metrics(np.stack([lookup[k] for k in s.keys]), s.labels, VOCAB)  # noqa: E731
+    assert on(val_bt)["accuracy"] == 1.0
+    lgg = on(val_lgg)
+    assert lgg["per_class"]["notumor"]["recall"] == 0.0 and lgg["per_class"]["glioma"]["recall"] == 1.0
+    counts = splits.report["counts"]["val"]
+    assert counts["tcga_lgg"]["meningioma"] == 0 and sum(counts["tcga_lgg"].values()) == len(val_lgg.keys)
+
+
+def test_balanced_sampling_draws_each_source_class_cell_equally(roots):
+    splits = _load(_data(roots, balance="source_class"))
+    strata = splits.train_strata
+    assert strata is not None and len(np.unique(strata)) == 6  # 4 brain_tumor cells + 2 tcga cells
+    assert max(Counter(strata.tolist()).values()) > 1.5 * min(Counter(strata.tolist()).values())  # imbalanced
+    sampler = BalancedSampler(strata, seed=0)
+    drawn = Counter()
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        drawn.update(strata[i] for i in sampler.indices())
+    freq = np.array([drawn[s] for s in np.unique(strata)]) / sum(drawn.values())
+    assert np.allclose(freq, 1 / 6, atol=0.01), freq
+    sampler.set_epoch(3)
+    first = sampler.indices()
+    sampler.set_epoch(3)
+    assert sampler.indices() == first and len(first) == len(strata)
+
+
+def test_loader_uses_the_balanced_sampler_only_when_asked(roots):
+    from medzoo.datasets.base import ArrayDataset
+    splits = _load(_data(roots, balance="source_class"))
+    dataset = ArrayDataset(splits.train, None)
+    loader = make_loader(dataset, 8, shuffle=True, seed=0, num_workers=0, strata=splits.train_strata)
+    assert isinstance(loader.sampler, BalancedSampler)
+    assert not isinstance(make_loader(dataset, 8, shuffle=True, seed=0, num_workers=0).sampler, BalancedSampler)
+    assert _load(_data(roots)).train_strata is None
+
+
+def test_unknown_balance_is_a_config_error(roots):
+    with pytest.raises(ConfigError, match="data.balance"):
+        _data(roots, balance="class")
+
+
+def test_sources_build_from_plain_settings_as_in_the_data_config(roots):
+    """conf/data/brain_tumor_multisource.yaml gives sources as plain values (`kind`), which the card can carry."""
+    folders, slices = roots
+    data = MultiSourceData("ms", {
+        "brain_tumor": {"kind": "image_folder", "root": str(folders), "class_map": FOLDER_MAP, "cache": "memory"},
+        "tcga_lgg": {"kind": "slices_csv", "root": str(slices), "test_fraction": 0.25,
+                     "class_map": {"glioma_tumor": "glioma", "no_tumor": "notumor"}}}, VOCAB, cache="memory")
+    assert isinstance(data.sources["brain_tumor"], ImageFolderSource)
+    assert isinstance(data.sources["tcga_lgg"], SlicesCsvSource)
+    assert set(_load(data).extra_tests) == {"test_tcga_lgg", "val_brain_tumor", "val_tcga_lgg"}
+    with pytest.raises(ConfigError, match="data.sources.x.kind"):
+        MultiSourceData("ms", {"x": {"kind": "nifti"}}, VOCAB)

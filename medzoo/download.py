@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medzoo.errors import ConfigError, DataError
+from medzoo.limits import env_bytes
 
 CHUNK = 1 << 16
 TIMEOUT_S = 60.0
@@ -31,17 +32,8 @@ def offline_from_env() -> bool:
 
 def max_download_bytes() -> int:
     """The download cap: $MEDZOO_MAX_DOWNLOAD_BYTES when set, else MAX_DOWNLOAD_BYTES."""
-    raw = os.environ.get(MAX_DOWNLOAD_ENV, "").strip()
-    if not raw:
-        return MAX_DOWNLOAD_BYTES
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(f"{MAX_DOWNLOAD_ENV}={raw!r} is not a positive number of bytes; set it to e.g. "
-                          f"{MAX_DOWNLOAD_BYTES} or unset it.")
-    return value
+    value = env_bytes(MAX_DOWNLOAD_ENV, MAX_DOWNLOAD_BYTES)
+    return MAX_DOWNLOAD_BYTES if value is None else value
 
 
 def _too_big(url: str, dest: Path, bound: int, bound_from: str | None, declared: int | None = None) -> DataError:

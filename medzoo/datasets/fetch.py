@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from medzoo.download import CHUNK, TIMEOUT_S, download_file, offline_from_env, sha256_file
 from medzoo.errors import ConfigError, DataError
+from medzoo.limits import env_bytes
 from medzoo.naming import unknown_name
 from medzoo.paths import medzoo_home
 
@@ -182,17 +183,8 @@ def _entry_parts(name: str, strip: int) -> tuple[str, ...] | None:
 
 def max_unpacked_bytes() -> int:
     """The unpacking cap: $MEDZOO_MAX_UNPACKED_BYTES when set, else MAX_UNPACKED_BYTES."""
-    raw = os.environ.get(MAX_UNPACKED_ENV, "").strip()
-    if not raw:
-        return MAX_UNPACKED_BYTES
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(f"{MAX_UNPACKED_ENV}={raw!r} is not a positive number of bytes; set it to e.g. "
-                          f"{MAX_UNPACKED_BYTES} or unset it.")
-    return value
+    value = env_bytes(MAX_UNPACKED_ENV, MAX_UNPACKED_BYTES)
+    return MAX_UNPACKED_BYTES if value is None else value
 
 
 def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, archive: Path) -> None:

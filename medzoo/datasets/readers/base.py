@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medzoo.errors import ConfigError, DataError
+from medzoo.limits import env_bytes
 from medzoo.naming import unknown_name
 
 # Finite checks scan float data in slabs of about this many bytes, so a large memory-mapped stack is never
@@ -87,15 +88,8 @@ def max_array_bytes() -> tuple[int, str]:
     """The most bytes one array read from a file may claim, and the setting that decides it (for messages)."""
     if MAX_ARRAY_BYTES is not None:
         return MAX_ARRAY_BYTES, "readers.base.MAX_ARRAY_BYTES"
-    raw = os.environ.get(MAX_ARRAY_ENV, "").strip()
-    if raw:
-        try:
-            value = int(raw.replace("_", ""))
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise ConfigError(f"{MAX_ARRAY_ENV}={raw!r} is not a positive number of bytes; set it to e.g. "
-                              f"{FALLBACK_ARRAY_BYTES} or unset it to follow the free memory.")
+    value = env_bytes(MAX_ARRAY_ENV, FALLBACK_ARRAY_BYTES, " to follow the free memory")
+    if value is not None:
         return value, MAX_ARRAY_ENV
     available = available_memory_bytes()
     if available is None:

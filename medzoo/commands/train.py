@@ -79,8 +79,9 @@ def card_builder(cfg: DictConfig, splits: DataSplits, model: torch.nn.Module, sp
         arch=model.arch, in_chans=splits.in_chans, num_classes=len(splits.classes), classes=tuple(splits.classes),
         spatial_dims=splits.spatial_dims,
         model_kwargs={"stem": model.stem, "norm": getattr(model, "norm", "batch"), "width": getattr(model, "width", 1.0),
-                      **{key: getattr(model, key) for key in ("conv", "shortcut")
-                         if getattr(model, key, "standard") not in ("standard", "projection")}},
+                      **{key: getattr(model, key) for key in ("conv", "shortcut")  # ResNet options (strings);
+                         if isinstance(getattr(model, key, None), str)    # another model's `conv` may be a layer
+                         and getattr(model, key) not in ("standard", "projection")}},
         input=input_spec, preprocessing=Preprocessing.from_steps(**spec.card()),
         precision=precision, provenance=provenance)
     # what every reader will check, checked before training starts (e.g. class folder names)

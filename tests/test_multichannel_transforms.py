@@ -487,7 +487,9 @@ def test_albumentations_step_runs_the_channel_first_transform(shape):
                                                          drawn)
     got = step.apply(x, drawn)
     assert got.shape == x.shape
-    np.testing.assert_allclose(to_channel_first(got if got.ndim == 3 else got[..., None]), expected, atol=1e-4)
+    # float32 sums in another order (the albumentations path sees H x W x C): up to 1.8e-4 grey levels apart
+    # was seen on a busy 2-core CI run; 1e-3 of 255 still fails any change of the network or its weights
+    np.testing.assert_allclose(to_channel_first(got if got.ndim == 3 else got[..., None]), expected, atol=1e-3)
     seeded = [A.Compose([albu_steps.RandomIntensityNetwork(p=1.0)], seed=seed)(image=x)["image"]
               for seed in (3, 3, 4)]
     np.testing.assert_array_equal(seeded[0], seeded[1])

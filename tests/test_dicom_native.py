@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
-import medzoo.datasets.readers.dicom as dicom_reader
+import medzoo.datasets.readers.dicom_file as dicom_file
 from medzoo.datasets.readers import read_volume
 from medzoo.datasets.readers.dicom_native import read_native
 from tests.dicom_builders import write_dicom_series, write_dicom_slice
@@ -118,7 +118,7 @@ def test_series_volumes_are_the_same_with_and_without_the_fast_parser(tmp_path, 
     first = tmp_path / "series" / "slice0000.dcm"
     assert read_native(first.read_bytes(), first) is not None  # the fast parser really takes these files
     fast = read_volume(tmp_path / "series")
-    monkeypatch.setattr(dicom_reader, "NATIVE_READ_MAX", 0)
+    monkeypatch.setattr(dicom_file, "NATIVE_READ_MAX", 0)
     slow = read_volume(tmp_path / "series")
     np.testing.assert_array_equal(fast.array, slow.array)
     assert fast.meta.keys() == slow.meta.keys()

@@ -55,8 +55,9 @@ from torch.utils.data import DataLoader, Dataset
 
 import medzoo.conf
 from medzoo.datasets.base import make_loader
-from medzoo.datasets.prepared import PreparedDataset, canonical_layout, prepare
+from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.datasets.readers import read_volume
+from medzoo.transforms.layout import canonical_layout
 from medzoo.transforms.spec import TransformSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the file builders

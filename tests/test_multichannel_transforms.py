@@ -13,7 +13,9 @@ from medzoo.datasets.cache import CachedSplit
 from medzoo.errors import ConfigError
 from medzoo.transforms import albumentations_steps as albu_steps
 from medzoo.transforms import batch as bt
+from medzoo.transforms import kernels, spatial
 from medzoo.transforms import multichannel as mc
+from medzoo.transforms import noise as noise_module
 from medzoo.transforms.layout import to_channel_first, to_channel_last
 
 NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
@@ -77,7 +79,7 @@ def expected_shape(name: str, kwargs: dict, shape: tuple[int, ...]) -> tuple[int
     if name == "Resize":
         return (shape[0], kwargs["height"], kwargs["width"])
     if name == "RandomResizedCrop":
-        return (shape[0], *mc._size_pair(kwargs["size"]))
+        return (shape[0], *spatial.size_pair(kwargs["size"]))
     return shape
 
 
@@ -281,17 +283,17 @@ def ks_distance(values: np.ndarray) -> float:
 
 
 def test_cpu_noise_is_standard_normal_and_independent():
-    values = mc._normal(7, 1_000_001)  # odd: the last chunk has one more cosine than sine value
+    values = noise_module._normal(7, 1_000_001)  # odd: the last chunk has one more cosine than sine value
     assert values.dtype == np.float32 and np.isfinite(values).all()
     assert abs(float(values.mean())) < 4e-3 and abs(float(values.std()) - 1.0) < 4e-3
     assert ks_distance(values) < 2.0 / np.sqrt(values.size)  # p ~ 0.0007 for a true normal
     assert 0.0022 < float(np.mean(np.abs(values) > 3.0)) < 0.0032  # 0.0027 for N(0, 1)
     # no correlation between neighbours, nor between the cosine and sine of one Box-Muller pair
-    pair = mc.NOISE_CHUNK // 2
+    pair = noise_module.NOISE_CHUNK // 2
     for lag in (1, pair):
         assert abs(float(np.corrcoef(values[:-lag], values[lag:])[0, 1])) < 5e-3
-    assert not np.array_equal(mc._normal(8, 1000), values[:1000])
-    np.testing.assert_array_equal(mc._normal(7, 1000), mc._normal(7, 1000))
+    assert not np.array_equal(noise_module._normal(8, 1000), values[:1000])
+    np.testing.assert_array_equal(noise_module._normal(7, 1000), noise_module._normal(7, 1000))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -344,7 +346,7 @@ def test_flipped_and_rotated_views_give_what_their_copies_give(view, dtype):
     strided = VIEWS[view](x)
     assert not strided.flags.c_contiguous
     copy = np.ascontiguousarray(strided)
-    np.testing.assert_array_equal(mc._contiguous_planes(strided), copy)
+    np.testing.assert_array_equal(kernels.contiguous_planes(strided), copy)
     top = 1000.0 if dtype == np.int16 else 1.0
     for transform in (mc.Normalize(normalization="min_max"), mc.Normalize(normalization="image"),
                       mc.Normalize(normalization="image_per_channel"), mc.Normalize(mean=0.3, std=0.2),
@@ -423,13 +425,13 @@ def test_compose_writes_its_result_into_out(case, name, kwargs, atol, monkeypatc
         return [mc.HorizontalFlip(p=1.0), make(mc, name, kwargs), mc.GaussianNoise(p=1.0, clip=False)]
 
     expected = mc.Compose(steps()).set_seed(7)(x)
-    made, original = [], mc._new_output
-    monkeypatch.setattr(mc, "_new_output", lambda shape: made.append(original(shape)) or made[-1])
+    made, original = [], kernels.new_output
+    monkeypatch.setattr(kernels, "new_output", lambda shape, out=None: made.append(original(shape, out)) or made[-1])
     out = np.full(expected.shape, np.nan, np.float32)
     assert mc.Compose(steps()).set_seed(7)(x, out=out) is out
     np.testing.assert_array_equal(out, expected)
     assert made[0] is out  # the first new result went straight into out, the rest worked on it in place
-    assert mc._DESTINATION.buffer is None  # the offer ends with the call
+    assert all(array is not out for array in made[1:])  # the offer ended once taken
 
 
 def test_compose_copies_into_out_when_no_step_makes_a_new_array_and_the_offer_ends():

@@ -16,9 +16,16 @@ import pytest
 import tifffile
 import torch
 
-from medzoo.datasets import prepared, shm
+from medzoo.datasets import shm
 from medzoo.datasets.base import make_loader
-from medzoo.datasets.prepared import PreparedDataset, prepare, sources_from_csv, sources_from_folder
+from medzoo.datasets.prepared import (
+    FORMAT_VERSION,
+    PreparedDataset,
+    prepare,
+    sources_from_csv,
+    sources_from_folder,
+)
+from medzoo.datasets.prepared import writer as prepared_writer
 from medzoo.datasets.readers import read_volume
 from medzoo.errors import DataError
 from medzoo.transforms import multichannel as mc
@@ -62,7 +69,7 @@ def counting_reader(monkeypatch, fail_after: int | None = None) -> list[str]:
         calls.append(Path(path).name)
         return read_volume(path, *args, **kwargs)
 
-    monkeypatch.setattr(prepared, "read_volume", reader)
+    monkeypatch.setattr(prepared_writer, "read_volume", reader)
     return calls
 
 
@@ -71,7 +78,7 @@ def test_round_trip_equals_the_readers_with_labels_and_manifest(inputs, tmp_path
     assert ignored == ["normal/notes.txt"] and len(sources) == 4
     manifest = prepare(sources, tmp_path / "cache", root=inputs, progress=False)
     assert manifest["complete"] and manifest["classes"] == ["glioma", "normal"]
-    assert manifest["format_version"] == prepared.FORMAT_VERSION and manifest["checksum"] == "crc32"
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["checksum"] == "crc32"
     data = PreparedDataset(tmp_path / "cache", verify="full")
     assert data.keys == ["glioma/a.nii.gz", "glioma/b.npy", "normal/c.tif", "normal/d_series"]
     assert data.labels.tolist() == [0, 0, 1, 1] and data.classes == ["glioma", "normal"]

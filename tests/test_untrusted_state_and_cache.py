@@ -16,8 +16,8 @@ import torch
 from omegaconf import OmegaConf
 
 from medzoo import cli
-from medzoo.datasets import prepared
 from medzoo.datasets.prepared import PreparedDataset, prepare
+from medzoo.datasets.prepared import manifest as prepared_manifest
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.state import load_state, save_state
@@ -234,8 +234,8 @@ def test_a_manifest_that_is_not_the_expected_json_is_one_line(cache, text, probl
 
 
 def test_a_manifest_larger_than_the_limit_is_refused_before_it_is_parsed(cache, monkeypatch):
-    monkeypatch.setattr(prepared, "MAX_MANIFEST_BYTES", 1000)
-    monkeypatch.setattr(prepared.json, "loads", lambda *_: pytest.fail("parsed an oversized manifest"))
+    monkeypatch.setattr(prepared_manifest, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(prepared_manifest.json, "loads", lambda *_: pytest.fail("parsed an oversized manifest"))
     with pytest.raises(DataError) as exc:
         PreparedDataset(cache)
     assert "refusing to parse it" in one_line(exc)

@@ -9,10 +9,9 @@ import numpy as np
 import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
-from medzoo.datasets.prepared import canonical_layout
 from medzoo.datasets.readers.base import DICOM_SUFFIXES, is_dicom_series, volume_suffixes
 from medzoo.errors import DataError
-from medzoo.transforms.layout import to_channel_first
+from medzoo.transforms.layout import canonical_layout, to_channel_first
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo.card import ModelCard
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from medzoo.errors import ConfigError
+from medzoo.errors import ConfigError, DataError
 
 
 def to_channel_first(array: np.ndarray, channel_axis: int = -1, contiguous: bool = True) -> np.ndarray:
@@ -64,3 +66,30 @@ def fit_depth(volume: np.ndarray, depth: int, mode: str) -> np.ndarray:
         return volume[:, start:start + depth]
     before = (depth - have) // 2
     return np.pad(volume, ((0, 0), (before, depth - have - before), (0, 0), (0, 0)))
+
+
+def canonical_layout(array: np.ndarray, layout: str, source: str | Path, channels: int | None = None,
+                     depth_mode: str = "resample") -> np.ndarray:
+    """Bring a reader's `(C, H, W)` or `(C, D, H, W)` array to `layout` (see `prepare`); a view if it can."""
+    shape = tuple(array.shape)
+    if layout == "auto":
+        return array
+    if layout == "image":
+        if array.ndim == 4 and shape[1] == 1:
+            return array[:, 0]
+        if array.ndim != 3:
+            raise DataError(f"{source}: layout=image needs a 2D image (C, H, W) but the reader gave {shape}. "
+                            "Use layout=slices (depth becomes channels) or layout=volume.")
+        return array
+    if layout == "volume":
+        if array.ndim != 4:
+            raise DataError(f"{source}: layout=volume needs (C, D, H, W) but the reader gave {shape}. For "
+                            "a TIFF stack pass data.reader_kwargs.as_volume=true; for 2D data, layout=image.")
+        return array
+    stack = array if array.ndim == 4 else array[None]  # a (C, H, W) stack is already one slice per channel
+    try:
+        return depth_to_channels(stack, channels, depth_mode)
+    except ValueError as exc:
+        raise DataError(f"{source}: cannot make a slice stack of {channels} channels from shape {shape}: "
+                        f"{exc}.") from exc
+

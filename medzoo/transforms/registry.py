@@ -48,7 +48,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     **{f"monai.transforms.{n}": ("monai.transforms", n) for n in _MONAI},
     **{f"medzoo.transforms.multichannel.{n}": ("medzoo.transforms.multichannel", n) for n in _MULTICHANNEL},
     **{f"medzoo.transforms.batch.{n}": ("medzoo.transforms.batch", n) for n in _BATCH},
-    "medzoo.transforms.intensity.CropForeground": ("medzoo.transforms.intensity", "CropForeground"),
+    "medzoo.transforms.intensity.CropForeground": ("medzoo.transforms.foreground", "CropForeground"),  # its first name
     "medzoo.transforms.albumentations_steps.RandomIntensityNetwork":
         ("medzoo.transforms.albumentations_steps", "RandomIntensityNetwork"),
 }

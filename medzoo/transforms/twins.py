@@ -94,7 +94,8 @@ def _same(value: Any, assumed: Any) -> bool:
 
 def _parameters(cls: type) -> dict[str, Any]:
     """A class's constructor parameters with their defaults (inspect.Parameter.empty when required), from
-    the first class in its MRO that names them (the batch mixin's `__init__` only passes them on)."""
+    the first class in its MRO that names them; a batch step's are its per-sample twin's, which it builds."""
+    cls = getattr(cls, "sample_twin", None) or cls
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue

@@ -79,10 +79,16 @@ def test_the_zoo_modules_import_in_one_direction():
 
 def test_the_file_format_is_at_the_bottom_and_the_factory_above_it():
     graph = import_graph(PACKAGE_ROOT / "zoo")
-    below_factory = {"medzoo.zoo.checkpoint", "medzoo.zoo.card", "medzoo.zoo.adapt", "medzoo.zoo.registry"}
+    below_factory = {"medzoo.zoo.checkpoint", "medzoo.zoo.card", "medzoo.zoo.card_schema", "medzoo.zoo.card_v1",
+                     "medzoo.zoo.adapt", "medzoo.zoo.registry"}
     for name in below_factory:
         assert "medzoo.zoo.factory" not in graph[name], f"{name} imports the factory above it"
     assert graph["medzoo.zoo.adapt"] == set(), "the adaptation math imports no zoo module"
+    assert graph["medzoo.zoo.card_schema"] == set(), "the card's field checks import no zoo module"
+    assert graph["medzoo.zoo.card_v1"] <= {"medzoo.zoo.card_schema"}, \
+        "the schema-1 reader builds on the checks only"
+    assert graph["medzoo.zoo.card"] <= {"medzoo.zoo.card_schema", "medzoo.zoo.card_v1"}, \
+        "the card builds on its checks and its migration only"
     assert graph["medzoo.zoo.checkpoint"] <= {"medzoo.zoo.card"}, "the file format builds on the card only"
     assert {"medzoo.zoo.checkpoint", "medzoo.zoo.adapt"} <= graph["medzoo.zoo.factory"]
 
@@ -94,7 +100,7 @@ LAYERS = {
     "medzoo.conf": 0,
     "medzoo.transforms": 1, "medzoo.zoo": 1, "medzoo.datasets.readers": 1,
     "medzoo.datasets": 2, "medzoo.audit": 2,
-    "medzoo.engine": 3,
+    "medzoo.engine": 3, "medzoo.reporting": 3,
     "medzoo.commands": 4,
     "medzoo.cli": 5, "medzoo": 5,
 }

@@ -5,6 +5,8 @@ ranges, plain values only, no interpolation syntax, names without path separator
 cards written before schema 2; anything else is a `DataError` that names the file and the field. Nothing
 in a card is ever instantiated or executed: its preprocessing steps are names from medzoo's step registry
 with plain parameters (medzoo.transforms.registry), checked here and built only by that registry.
+
+The field limits and checks live in `card_schema`, the reading of schema-1 cards in `card_v1`.
 """
 
 from __future__ import annotations
@@ -12,37 +14,41 @@ from __future__ import annotations
 import json
 import math
 import platform
-import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from typing import Any
 
 from medzoo.errors import DataError
-from medzoo.transforms.registry import check_plain, check_step
+from medzoo.transforms.registry import check_step
+from medzoo.zoo.card_schema import (
+    _CLASS_NAME,
+    _NAME,
+    BACKENDS,
+    CONVS,
+    LAYOUTS,
+    MAX_CARD_BYTES,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_SIDE,
+    MAX_WIDTH,
+    MEMORY_FORMATS,
+    MODEL_OPTIONS,
+    NORMS,
+    PRECISIONS,
+    SCHEMA_VERSION,
+    SHORTCUTS,
+    STEMS,
+    _check_json,
+    _Fields,
+    _no_constant,
+    _numbers,
+    _plain,
+)
+from medzoo.zoo.card_v1 import _migrate_v1
 
-SCHEMA_VERSION = 2
 LICENSE_NOTE = "research and teaching only; not a medical device and not for diagnosis"
-MAX_CARD_BYTES = 8 * 2**20
-MAX_CLASSES = 100_000
-MAX_CHANNELS = 65_536
-MAX_SIDE = 1 << 16
-MAX_WIDTH = 8.0
-LAYOUTS = ("image", "slices", "volume")
-MEMORY_FORMATS = ("contiguous", "channels_last")
-PRECISIONS = ("bf16", "fp16", "fp32")
-BACKENDS = ("albumentations", "channel_first")
-# Architecture options a card may set (the model families' constructor keywords), with their allowed values.
-MODEL_OPTIONS: dict[str, tuple[type, ...]] = {"stem": (str,), "norm": (str,), "width": (int, float), "conv": (str,),
-                                              "shortcut": (str,)}
-STEMS = ("imagenet", "small", "auto")
-NORMS = ("batch", "group", "instance")
-CONVS = ("standard", "acs")
-SHORTCUTS = ("projection", "zero_pad")
 VERSIONED = ("medzoo", "torch", "monai", "albumentations", "numpy")
-# A class name becomes a CSV column, a JSON key and an HTML cell: letters, digits and a few separators.
-_CLASS_NAME = re.compile(r"\w[\w .,+()\-]{0,127}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -172,115 +178,6 @@ class ModelCard:
         return _parse(data, source)
 
 
-MAX_DEPTH = 32
-
-
-def _check_json(value: Any, source: str, where: str, depth: int) -> None:
-    """Plain JSON values only, no interpolation syntax anywhere (a card is never resolved by OmegaConf)."""
-    if depth > MAX_DEPTH:
-        raise DataError(f"{source}: card field '{where}' nests deeper than {MAX_DEPTH} levels; refused.")
-    if isinstance(value, str):
-        if "${" in value:
-            raise DataError(f"{source}: card field '{where}' holds interpolation syntax ({value[:60]!r}); "
-                            "a card is data and is never interpolated. Refused.")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_json(key, source, where, depth + 1)
-            _check_json(item, source, f"{where}.{key}", depth + 1)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, source, f"{where}[{index}]", depth + 1)
-    elif value is not None and not isinstance(value, (bool, int, float)):
-        raise DataError(f"{source}: card field '{where}' holds a {type(value).__name__}; refused.")
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-# --- validation -----------------------------------------------------------------------------------------
-class _Fields:
-    """Typed access to a card's JSON object; each miss or wrong type is a DataError naming the field."""
-
-    def __init__(self, data: Any, where: str, source: str):
-        if not isinstance(data, dict):
-            raise DataError(f"{source}: card field '{where}' must be an object.")
-        self.data, self.where, self.source = data, where, source
-        known = _KNOWN.get(where)
-        if known is not None:
-            unknown = sorted(set(data) - known)
-            if unknown:
-                raise DataError(f"{source}: unknown card field(s) {', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}"
-                                "; this medzoo does not read them. Upgrade medzoo or re-export the checkpoint.")
-
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}".lstrip(".")
-
-    def fail(self, key: str, what: str) -> DataError:
-        return DataError(f"{self.source}: card field '{self._name(key)}' {what}; the checkpoint is damaged or "
-                         "was edited by hand. Use the file as medzoo wrote it.")
-
-    def get(self, key: str, types: tuple[type, ...], default: Any = ..., optional: bool = False) -> Any:
-        if key not in self.data or (self.data[key] is None and optional):
-            if default is ...:
-                raise self.fail(key, "is missing")
-            return default
-        value = self.data[key]
-        if isinstance(value, bool) and bool not in types:
-            raise self.fail(key, f"must be {'/'.join(t.__name__ for t in types)}, not a boolean")
-        if not isinstance(value, types):
-            raise self.fail(key, f"must be {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}")
-        return value
-
-    def integer(self, key: str, low: int, high: int, default: Any = ..., optional: bool = False) -> int | None:
-        value = self.get(key, (int,), default, optional)
-        if value is not None and value is not default and not low <= value <= high:
-            raise self.fail(key, f"is {value}, outside {low}..{high}")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: Any = ..., optional: bool = False) -> str | None:
-        value = self.get(key, (str,), default, optional)
-        if value is not None and value not in choices:
-            raise self.fail(key, f"is {value[:40]!r}, not one of {', '.join(choices)}")
-        return value
-
-    def text(self, key: str, default: Any = None, pattern: re.Pattern[str] | None = None) -> str | None:
-        value = self.get(key, (str,), default, optional=True)
-        if value is not None and pattern is not None and not pattern.fullmatch(value):
-            raise self.fail(key, f"{value[:40]!r} is not a plain name (letters, digits, '_', '-', '.')")
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        return dict(self.get(key, (dict,), {}, optional=True))
-
-    def sub(self, key: str) -> _Fields:
-        return _Fields(self.get(key, (dict,), {}, optional=True), self._name(key), self.source)
-
-
-_KNOWN: dict[str, set[str]] = {
-    "": {"schema_version", "arch", "in_chans", "num_classes", "classes", "spatial_dims", "model_kwargs", "input",
-         "preprocessing", "precision", "provenance", "metrics"},
-    "input": {"size", "layout", "channels", "depth_mode", "spacing", "value_range", "memory_format", "reader",
-              "reader_options"},
-    "preprocessing": {"backend", "pre", "eval"},
-    "provenance": {"recipe", "data_name", "data_group", "data_settings", "fingerprint", "num_train", "num_val",
-                   "num_test", "epoch", "config", "versions", "created", "license", "intended_use", "published"},
-}
-
-
-def _numbers(fields: _Fields, key: str, count: int | None, low: float, high: float, integer: bool) -> tuple | None:
-    value = fields.get(key, (list,), None, optional=True)
-    if value is None:
-        return None
-    if count is not None and len(value) != count:
-        raise fields.fail(key, f"has {len(value)} values, {count} expected")
-    kind = (int,) if integer else (int, float)
-    for item in value:
-        if isinstance(item, bool) or not isinstance(item, kind) or not math.isfinite(item) or not low <= item <= high:
-            raise fields.fail(key, f"holds {item!r}; {'integers' if integer else 'numbers'} in {low}..{high} expected")
-    return tuple(value)
-
-
 def _parse(data: dict[str, Any], source: str) -> ModelCard:
     top = _Fields(data, "", source)
     arch = top.text("arch", ..., _NAME)
@@ -354,90 +251,6 @@ def _parse(data: dict[str, Any], source: str) -> ModelCard:
                      spatial_dims=spatial_dims, model_kwargs=model_kwargs, input=input_spec,
                      preprocessing=preprocessing, precision=top.choice("precision", PRECISIONS, "fp32"),
                      provenance=provenance, metrics=top.mapping("metrics"))
-
-
-def _plain(settings: dict[str, Any], source: str, where: str) -> dict[str, Any]:
-    """Settings that are plain values only: no reserved (`_target_`-like) keys, no interpolation."""
-    check_plain(settings, f"{source}: card field '{where}'", error=DataError)
-    return settings
-
-
-# --- cards written before schema 2 ----------------------------------------------------------------------
-def _migrate_v1(old: dict[str, Any], source: str) -> dict[str, Any]:
-    """A schema-1 card (flat keys, `_target_` steps, the whole training config) in schema 2's shape. Its
-    `_target_` steps become step names here; they are then checked against the registry like any other. Its
-    data config's `_target_` is never used, but one outside medzoo's datasets marks an edited card: refused."""
-    config = old.get("config") if isinstance(old.get("config"), dict) else {}
-    data_config = config.get("data") if isinstance(config.get("data"), dict) else {}
-    target = data_config.get("_target_")
-    if target is not None and not (isinstance(target, str) and re.fullmatch(r"medzoo\.datasets\.[\w.]+", target)):
-        raise DataError(f"{source}: card field 'config.data._target_' names {str(target)[:80]!r}, which is not a "
-                        "medzoo data source; the card was edited. Refused.")
-    data = old.get("data") if isinstance(old.get("data"), dict) else {}
-    prepared = data.get("prepared") if isinstance(data.get("prepared"), dict) else {}
-    trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    layout_source = {**prepared, **{k: v for k, v in data_config.items() if v is not None}}
-    spatial_dims = old.get("spatial_dims", 2)
-    layout = layout_source.get("layout")
-    preprocessing = old.get("preprocessing") if isinstance(old.get("preprocessing"), dict) else {}
-    num_classes = old.get("num_classes")
-    classes = old.get("classes")
-    if classes is None and isinstance(num_classes, int) and 0 <= num_classes <= MAX_CLASSES:
-        classes = [f"class_{index}" for index in range(num_classes)]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "arch": old.get("arch"), "in_chans": old.get("in_chans"), "num_classes": num_classes,
-        "classes": classes, "spatial_dims": spatial_dims, "model_kwargs": old.get("model_kwargs") or {},
-        "input": {
-            "size": old.get("input_size"),
-            "layout": "slices" if layout == "slices" else ("volume" if spatial_dims == 3 else "image"),
-            "channels": layout_source.get("channels") if isinstance(layout_source.get("channels"), int) else None,
-            "depth_mode": layout_source.get("depth_mode"),
-            "memory_format": "channels_last" if trainer.get("channels_last") else "contiguous",
-            "reader": layout_source.get("reader") or "auto",
-            "reader_options": layout_source.get("reader_kwargs") or {},
-        },
-        "preprocessing": {"backend": preprocessing.get("backend", "albumentations"),
-                          "pre": _v1_steps(preprocessing.get("pre")), "eval": _v1_steps(preprocessing.get("eval"))},
-        "precision": old.get("precision") or "fp32",
-        "provenance": {
-            "recipe": old.get("recipe"), "data_name": data.get("name"), "data_group": _v1_group(data, data_config),
-            "data_settings": {k: v for k, v in data_config.items() if k != "_target_"},
-            "fingerprint": data.get("fingerprint"), "num_train": data.get("num_train"),
-            "num_val": data.get("num_val"), "num_test": data.get("num_test"), "epoch": old.get("epoch"),
-            "config": config, "versions": old.get("versions") or {}, "created": old.get("created"),
-            "license": old.get("license"), "intended_use": old.get("intended_use"),
-            "published": old.get("published") or {},
-        },
-        "metrics": old.get("metrics") or {},
-    }
-
-
-def _v1_steps(steps: Any) -> Any:
-    if not isinstance(steps, list):
-        return steps if steps is not None else []
-    out = []
-    for step in steps:
-        if isinstance(step, dict) and "_target_" in step:
-            params = {k: v for k, v in step.items() if k != "_target_"}
-            if isinstance(params.get("transforms"), list):
-                params["transforms"] = _v1_steps(params["transforms"])
-            out.append({"name": step["_target_"], "params": params})
-        else:
-            out.append(step)
-    return out
-
-
-# Schema-1 cards named their data source by class; these are the data configs that used each one.
-_V1_GROUPS = {"medzoo.datasets.prepared_source.PreparedSource": "prepared"}
-
-
-def _v1_group(data: dict[str, Any], data_config: dict[str, Any]) -> str | None:
-    target = data_config.get("_target_")
-    if target in _V1_GROUPS:
-        return _V1_GROUPS[target]
-    name = data.get("name") or data_config.get("name")
-    return name if isinstance(name, str) else None
 
 
 # --- building a card --------------------------------------------------------------------------------------

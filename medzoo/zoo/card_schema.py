@@ -1,0 +1,151 @@
+"""What a valid model card may hold, and the checks that enforce it on a card's JSON.
+
+The limits and allowed values of every card field, the plain-JSON check run on a whole card before it is
+read, and `_Fields`, the typed access through which `medzoo.zoo.card` parses each field; every miss is a
+`DataError` that names the file and the field. Imports no other zoo module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from medzoo.errors import DataError
+from medzoo.transforms.registry import check_plain
+
+SCHEMA_VERSION = 2
+MAX_CARD_BYTES = 8 * 2**20
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 65_536
+MAX_SIDE = 1 << 16
+MAX_WIDTH = 8.0
+LAYOUTS = ("image", "slices", "volume")
+MEMORY_FORMATS = ("contiguous", "channels_last")
+PRECISIONS = ("bf16", "fp16", "fp32")
+BACKENDS = ("albumentations", "channel_first")
+# Architecture options a card may set (the model families' constructor keywords), with their allowed values.
+MODEL_OPTIONS: dict[str, tuple[type, ...]] = {"stem": (str,), "norm": (str,), "width": (int, float), "conv": (str,),
+                                              "shortcut": (str,)}
+STEMS = ("imagenet", "small", "auto")
+NORMS = ("batch", "group", "instance")
+CONVS = ("standard", "acs")
+SHORTCUTS = ("projection", "zero_pad")
+# A class name becomes a CSV column, a JSON key and an HTML cell: letters, digits and a few separators.
+_CLASS_NAME = re.compile(r"\w[\w .,+()\-]{0,127}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+MAX_DEPTH = 32
+
+
+def _check_json(value: Any, source: str, where: str, depth: int) -> None:
+    """Plain JSON values only, no interpolation syntax anywhere (a card is never resolved by OmegaConf)."""
+    if depth > MAX_DEPTH:
+        raise DataError(f"{source}: card field '{where}' nests deeper than {MAX_DEPTH} levels; refused.")
+    if isinstance(value, str):
+        if "${" in value:
+            raise DataError(f"{source}: card field '{where}' holds interpolation syntax ({value[:60]!r}); "
+                            "a card is data and is never interpolated. Refused.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, source, where, depth + 1)
+            _check_json(item, source, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, source, f"{where}[{index}]", depth + 1)
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        raise DataError(f"{source}: card field '{where}' holds a {type(value).__name__}; refused.")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# --- validation -----------------------------------------------------------------------------------------
+class _Fields:
+    """Typed access to a card's JSON object; each miss or wrong type is a DataError naming the field."""
+
+    def __init__(self, data: Any, where: str, source: str):
+        if not isinstance(data, dict):
+            raise DataError(f"{source}: card field '{where}' must be an object.")
+        self.data, self.where, self.source = data, where, source
+        known = _KNOWN.get(where)
+        if known is not None:
+            unknown = sorted(set(data) - known)
+            if unknown:
+                raise DataError(f"{source}: unknown card field(s) {', '.join(f'{where}.{k}'.lstrip('.') for k in unknown)}"
+                                "; this medzoo does not read them. Upgrade medzoo or re-export the checkpoint.")
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}".lstrip(".")
+
+    def fail(self, key: str, what: str) -> DataError:
+        return DataError(f"{self.source}: card field '{self._name(key)}' {what}; the checkpoint is damaged or "
+                         "was edited by hand. Use the file as medzoo wrote it.")
+
+    def get(self, key: str, types: tuple[type, ...], default: Any = ..., optional: bool = False) -> Any:
+        if key not in self.data or (self.data[key] is None and optional):
+            if default is ...:
+                raise self.fail(key, "is missing")
+            return default
+        value = self.data[key]
+        if isinstance(value, bool) and bool not in types:
+            raise self.fail(key, f"must be {'/'.join(t.__name__ for t in types)}, not a boolean")
+        if not isinstance(value, types):
+            raise self.fail(key, f"must be {'/'.join(t.__name__ for t in types)}, got {type(value).__name__}")
+        return value
+
+    def integer(self, key: str, low: int, high: int, default: Any = ..., optional: bool = False) -> int | None:
+        value = self.get(key, (int,), default, optional)
+        if value is not None and value is not default and not low <= value <= high:
+            raise self.fail(key, f"is {value}, outside {low}..{high}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ..., optional: bool = False) -> str | None:
+        value = self.get(key, (str,), default, optional)
+        if value is not None and value not in choices:
+            raise self.fail(key, f"is {value[:40]!r}, not one of {', '.join(choices)}")
+        return value
+
+    def text(self, key: str, default: Any = None, pattern: re.Pattern[str] | None = None) -> str | None:
+        value = self.get(key, (str,), default, optional=True)
+        if value is not None and pattern is not None and not pattern.fullmatch(value):
+            raise self.fail(key, f"{value[:40]!r} is not a plain name (letters, digits, '_', '-', '.')")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        return dict(self.get(key, (dict,), {}, optional=True))
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.get(key, (dict,), {}, optional=True), self._name(key), self.source)
+
+
+_KNOWN: dict[str, set[str]] = {
+    "": {"schema_version", "arch", "in_chans", "num_classes", "classes", "spatial_dims", "model_kwargs", "input",
+         "preprocessing", "precision", "provenance", "metrics"},
+    "input": {"size", "layout", "channels", "depth_mode", "spacing", "value_range", "memory_format", "reader",
+              "reader_options"},
+    "preprocessing": {"backend", "pre", "eval"},
+    "provenance": {"recipe", "data_name", "data_group", "data_settings", "fingerprint", "num_train", "num_val",
+                   "num_test", "epoch", "config", "versions", "created", "license", "intended_use", "published"},
+}
+
+
+def _numbers(fields: _Fields, key: str, count: int | None, low: float, high: float, integer: bool) -> tuple | None:
+    value = fields.get(key, (list,), None, optional=True)
+    if value is None:
+        return None
+    if count is not None and len(value) != count:
+        raise fields.fail(key, f"has {len(value)} values, {count} expected")
+    kind = (int,) if integer else (int, float)
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, kind) or not math.isfinite(item) or not low <= item <= high:
+            raise fields.fail(key, f"holds {item!r}; {'integers' if integer else 'numbers'} in {low}..{high} expected")
+    return tuple(value)
+
+
+def _plain(settings: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    """Settings that are plain values only: no reserved (`_target_`-like) keys, no interpolation."""
+    check_plain(settings, f"{source}: card field '{where}'", error=DataError)
+    return settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medzoo.audit.duplicates import find_duplicates
+from medzoo.audit.hashing import ImageFacts, fingerprint_records
+from medzoo.audit.manifest import clean_split
+from medzoo.audit.settings import AuditSettings
+from medzoo.audit.sources import cramers_v, cross_source_pairs, source_shortcut_check
 from medzoo.datasets.base import BalancedSampler, DataSplits, make_loader
 from medzoo.datasets.cache import CachedSplit
 from medzoo.datasets.image_folder import ImageFolderSource
@@ -180,3 +186,59 @@ def test_sources_build_from_plain_settings_as_in_the_data_config(roots):
     assert set(_load(data).extra_tests) == {"test_tcga_lgg", "val_brain_tumor", "val_tcga_lgg"}
     with pytest.raises(ConfigError, match="data.sources.x.kind"):
         MultiSourceData("ms", {"x": {"kind": "nifti"}}, VOCAB)
+
+
+# ----------------------------------------------------------------------------- the audit across sources
+
+def test_the_audit_finds_a_copy_planted_across_sources_and_takes_it_out_of_the_clean_test(roots):
+    folders, slices = roots
+    data = _data(roots)
+    train, _, _ = data.records()
+    tcga_train = next(r for r in train if r.key.startswith("Training/tcga_lgg:flair/glioma_tumor/"))
+    planted = folders / "Testing" / "glioma_tumor" / "planted copy.png"
+    shutil.copyfile(tcga_train.path, planted)  # one public set's slice inside another's test split
+
+    train, test, classes = data.records()
+    assert {r.key.split("/", 1)[0] for r in train} == {"Training"} and {r.key.split("/", 1)[0] for r in test} == {"Testing"}
+    settings = AuditSettings(workers=1)
+    prints = fingerprint_records(train + test, settings)
+    duplicates = find_duplicates(prints, settings)
+    cross = cross_source_pairs(prints.facts, duplicates.pairs)
+    planted_key = "Testing/brain_tumor:Testing/glioma_tumor/planted copy.png"
+    assert [sorted([p["a"], p["b"]]) for p in cross] == [sorted([tcga_train.key, planted_key])]
+    assert cross[0]["straddles_train_test"]
+    manifest = clean_split(prints.facts, duplicates, classes, data.train_dir, data.test_dir)
+    assert manifest["test_leaked"] == [planted_key] and planted_key not in manifest["test_deleaked"]
+
+
+def test_cramers_v_is_one_when_the_source_fixes_the_label_and_zero_when_independent():
+    assert cramers_v(np.array([[30, 0], [0, 20]])) == pytest.approx(1.0)
+    assert cramers_v(np.array([[10, 10], [20, 20]])) == pytest.approx(0.0)
+    assert 0.3 < cramers_v(np.array([[30, 10], [5, 25]])) < 0.7
+
+
+def _facts(sources: list[str], labels: list[int]) -> list[ImageFacts]:
+    return [ImageFacts(f"Training/{s}:img{i}.png", "Training", label, 1000 + i % 7, "x", 64, 64, "L", "PNG")
+            for i, (s, label) in enumerate(zip(sources, labels, strict=True))]
+
+
+def test_the_source_check_flags_a_source_that_shows_in_the_image_and_decides_the_label():
+    rng = np.random.default_rng(0)
+    n = 60
+    sources = ["a"] * n + ["b"] * n
+    labels = [0] * 50 + [1] * 10 + [1] * 50 + [0] * 10  # mostly 0 in source a, mostly 1 in source b
+    pattern = rng.standard_normal(256)
+    thumbs = rng.standard_normal((2 * n, 256)) * 0.5
+    thumbs[n:] += pattern  # source b carries a texture of its own
+    found = source_shortcut_check(_facts(sources, labels), thumbs, ["no", "yes"], "Training", AuditSettings())
+    assert found["from_image"] >= 0.9 and found["label_source_association"]["Training"] > 0.5
+    assert found["shortcut"] is True
+    assert found["counts"]["Training"] == {"a": {"no": 50, "yes": 10}, "b": {"no": 10, "yes": 50}}
+
+    balanced = [0, 1] * n  # the same sources, the label independent of them: no shortcut
+    found = source_shortcut_check(_facts(sources, balanced), thumbs, ["no", "yes"], "Training", AuditSettings())
+    assert found["label_source_association"]["Training"] < 0.1 and found["shortcut"] is False
+
+    alike = rng.standard_normal((2 * n, 256))  # sources that look alike: not predictable, no shortcut
+    found = source_shortcut_check(_facts(sources, labels), alike, ["no", "yes"], "Training", AuditSettings())
+    assert found["from_image"] < 0.75 and found["shortcut"] is False

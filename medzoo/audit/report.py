@@ -13,6 +13,7 @@ from medzoo.audit.duplicates import Duplicates, Pair
 from medzoo.audit.hashing import ImageFacts
 from medzoo.audit.label_issues import LabelIssues
 from medzoo.audit.settings import AuditSettings
+from medzoo.audit.sources import source_section, source_summary
 from medzoo.audit.stats import class_balance, image_sizes
 
 PAIR_COLUMNS = ("path_a", "path_b", "kind", "label_conflict")
@@ -35,6 +36,8 @@ class AuditResult:
     settings: AuditSettings
     seconds: float
     label_issues: LabelIssues | None = None  # with audit.label_issues=true
+    sources: dict[str, Any] | None = None  # several sources: the source check (audit/sources.py)
+    cross_source: list[dict[str, Any]] | None = None  # duplicate pairs that join two sources
 
     @property
     def splits(self) -> list[str]:
@@ -90,6 +93,7 @@ def summarize(result: AuditResult) -> dict[str, Any]:
                      if k in result.shortcut},
         "settings": asdict(result.settings),
         **({"label_issues": label_issue_summary(result)} if result.label_issues is not None else {}),
+        **({"sources": source_summary(result.sources, result.cross_source or [])} if result.sources else {}),
     }
 
 
@@ -199,6 +203,9 @@ def build_report(result: AuditResult, summary: dict[str, Any]) -> Document:
 
     doc.heading("Shortcut check: the label from metadata alone")
     _shortcut_section(doc, result)
+    if result.sources:
+        doc.heading("Sources: can an image's source be told, and does its label depend on it?")
+        source_section(doc, result.sources, result.cross_source or [], result.settings.max_listed)
 
     doc.heading("How duplicates were found")
     st = result.settings

@@ -24,6 +24,8 @@ class AuditSettings:
     min_aligned_correlation: float = 0.99
     cv_folds: int = 5
     shortcut_margin: float = 0.10
+    source_predictable: float = 0.90
+    source_label_association: float = 0.30
     seed: int = 0
     max_listed: int = 40
     label_issues: bool = False
@@ -70,6 +72,9 @@ class AuditSettings:
                                   f"(the bits of a hash of audit.hash_size={self.hash_size}).")
         if not 0.0 <= self.shortcut_margin < 1.0:
             raise ConfigError(f"audit.shortcut_margin={self.shortcut_margin} must lie in [0, 1).")
+        for name in ("source_predictable", "source_label_association"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"audit.{name}={getattr(self, name)} must lie in [0, 1].")
         for name in ("min_correlation", "min_aligned_correlation"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"audit.{name}={getattr(self, name)} must lie in (0, 1].")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -112,17 +113,23 @@ class MultiSourceData:
                               f"map them in data.sources.{source}.class_map.")
         return [self.classes.index(n) for n in names]
 
-    def _folder_records(self, name: str, src: ImageFolderSource):
-        """(train records, test records, groups key -> group, deleaked test keys or None) of an image folder."""
+    def _folder_files(self, name: str, src: ImageFolderSource):
+        """(train records, test records) of an image folder, keys `SOURCE:path`, labels in the vocabulary; and
+        the folder's own records and classes."""
         train, test, classes = src.records()
         index = self._vocab(name, classes)
         remap = lambda recs: [FileRecord(r.path, index[r.label], f"{name}:{r.key}") for r in recs]  # noqa: E731
+        return remap(train), remap(test), (train, test, classes)
+
+    def _folder_records(self, name: str, src: ImageFolderSource):
+        """(train records, test records, groups key -> group, deleaked test keys or None) of an image folder."""
+        mapped_train, mapped_test, (train, test, classes) = self._folder_files(name, src)
         manifest = src.manifest(train, test, classes)
         groups, deleaked = {}, None
         if manifest:  # near-duplicate groups from the audit: they never straddle train and val
             groups = {f"{name}:{k}": f"{name}:dup{g['id']}" for g in manifest["groups"] for k in g["members"]}
             deleaked = {f"{name}:{k}" for k in manifest["test_deleaked"]}
-        return remap(train), remap(test), groups, deleaked
+        return mapped_train, mapped_test, groups, deleaked
 
     def _slice_records(self, name: str, src: SlicesCsvSource):
         root, rows = src.rows()
@@ -135,6 +142,29 @@ class MultiSourceData:
             (test if row["patient"] in held else train).append(record)
             groups[record.key] = f"{name}:patient:{row['patient']}"
         return train, test, groups, None
+
+    # --- the audit's view -----------------------------------------------------------------------------
+    train_dir, test_dir = "Training", "Testing"
+
+    def records(self) -> tuple[list[FileRecord], list[FileRecord], list[str]]:
+        """Every source's training and test files for `medzoo audit`, keyed `Training/SOURCE:path` and
+        `Testing/SOURCE:path` (the audit takes the split from the key's first part), labels in the vocabulary:
+        duplicates are searched across all sources at once."""
+        train, test = [], []
+        for name, src in self.sources.items():
+            if isinstance(src, ImageFolderSource):
+                source_train, source_test, _ = self._folder_files(name, src)
+            else:
+                source_train, source_test, _, _ = self._slice_records(name, src)
+            train += [FileRecord(r.path, r.label, f"{self.train_dir}/{r.key}") for r in source_train]
+            test += [FileRecord(r.path, r.label, f"{self.test_dir}/{r.key}") for r in source_test]
+        return train, test, self.classes
+
+    def resolve(self) -> Path:
+        """The folder that holds every source's root."""
+        roots = [src.resolve() if isinstance(src, ImageFolderSource) else src.rows()[0]
+                 for src in self.sources.values()]
+        return Path(os.path.commonpath([str(r) for r in roots]))
 
     # --- load ----------------------------------------------------------------------------------------
     def load(self, preprocess: Callable[[np.ndarray], np.ndarray], preprocess_spec: str) -> DataSplits:

@@ -20,12 +20,13 @@ import torch
 from omegaconf import OmegaConf
 from plain_loop import plain_epoch, sync
 
-from medzoo.datasets.base import ArrayDataset, make_loader
+from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device
 from medzoo.engine.trainer import Trainer
+from medzoo.loading.loader import make_loader
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
 

@@ -54,9 +54,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 import medzoo.conf
-from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.datasets.readers import read_volume
+from medzoo.loading.loader import make_loader
 from medzoo.transforms.layout import canonical_layout
 from medzoo.transforms.spec import TransformSpec
 

@@ -15,10 +15,11 @@ from torch.utils.data import DataLoader, Dataset
 
 import medzoo as medzoo_package
 from medzoo.datasets import batch_ring, shm
-from medzoo.datasets.base import DataSplits, make_loader
-from medzoo.datasets.batch_ring import BatchRing, RingDataLoader, SlotFilling, ring_for
+from medzoo.datasets.base import DataSplits
 from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.engine.loaders import build_loaders
+from medzoo.loading.batch_ring import BatchRing, RingDataLoader, SlotFilling, ring_for
+from medzoo.loading.loader import make_loader
 from medzoo.transforms.multichannel import Compose, Resize
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder
@@ -104,7 +105,7 @@ def test_auto_takes_the_ring_for_large_batches_that_fit_dev_shm(monkeypatch, cap
     assert isinstance(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1), RingDataLoader)
     assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=0)) is DataLoader
     monkeypatch.setattr(shm, "shm_free_bytes", lambda *args: 4096)  # the usual settings fit, the ring not
-    with caplog.at_level(logging.INFO, logger="medzoo.datasets.batch_ring"):
+    with caplog.at_level(logging.INFO, logger="medzoo.loading.batch_ring"):
         assert type(make_loader(Noisy(), 2, shuffle=False, seed=0, num_workers=1)) is DataLoader
     assert "batch ring left out" in caplog.text and "/dev/shm has 0.00 GB free" in caplog.text
     monkeypatch.setattr(shm, "shm_free_bytes", lambda *args: 10**12)

@@ -14,17 +14,18 @@ import torch
 from omegaconf import OmegaConf
 
 import medzoo as medzoo_package
-from medzoo.datasets.base import ArrayDataset, DataSplits, make_loader
+from medzoo.datasets.base import ArrayDataset, DataSplits
 from medzoo.datasets.cache import CachedSplit
-from medzoo.engine.device_data import (
+from medzoo.engine.loaders import build_loaders
+from medzoo.errors import ConfigError
+from medzoo.loading.device_data import (
     DeviceAugmentedLoader,
     DeviceResidentLoader,
     batch_seed,
     wants_device_augment,
     wants_device_cache,
 )
-from medzoo.engine.loaders import build_loaders
-from medzoo.errors import ConfigError
+from medzoo.loading.loader import make_loader
 from medzoo.transforms import batch
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder

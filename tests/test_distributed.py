@@ -20,12 +20,13 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from medzoo.datasets.base import ArrayDataset, make_loader
+from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, init_distributed, shutdown
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.trainer import Trainer
+from medzoo.loading.loader import make_loader
 from medzoo.zoo import create_model
 from tests.helpers import make_image_folder
 from tests.test_cli import MEDZOO

@@ -11,12 +11,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medzoo.datasets.base import SeededSampler
 from medzoo.engine.metrics import classification_metrics
 from medzoo.engine.optim import build_optimizer, build_scheduler, parameter_groups
 from medzoo.engine.precision import Precision, cpu_has_bf16
 from medzoo.engine.state import load_state, rng_state, save_state, set_rng_state
 from medzoo.errors import ConfigError, DataError, UnknownNameError
+from medzoo.loading.samplers import SeededSampler
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
 from medzoo.zoo.card import InputSpec, ModelCard

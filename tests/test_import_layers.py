@@ -100,9 +100,10 @@ LAYERS = {
     "medzoo.conf": 0,
     "medzoo.transforms": 1, "medzoo.zoo": 1, "medzoo.datasets.readers": 1,
     "medzoo.datasets": 2, "medzoo.audit": 2,
-    "medzoo.engine": 3, "medzoo.reporting": 3,
-    "medzoo.commands": 4,
-    "medzoo.cli": 5, "medzoo": 5,
+    "medzoo.loading": 3,
+    "medzoo.engine": 4, "medzoo.reporting": 4,
+    "medzoo.commands": 5,
+    "medzoo.cli": 6, "medzoo": 6,
 }
 
 

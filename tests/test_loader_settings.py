@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from medzoo.datasets import shm
-from medzoo.datasets.base import ArrayDataset, make_loader, sample_nbytes
+from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.loading import shared_memory as shm
+from medzoo.loading.loader import make_loader, sample_nbytes
 
 SHAPE = (50, 32, 32)  # uint8 in the cache, float32 out of the transform: 204,800 bytes per sample
 SAMPLE_BYTES = 4 * int(np.prod(SHAPE)) + 8  # the image and its label
@@ -43,7 +44,7 @@ def test_sample_bytes_are_measured_after_the_transform():
 
 def test_keeps_workers_and_prefetch_when_shm_has_room(monkeypatch, caplog):
     free_shm(monkeypatch, 10**12)
-    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.shm"):
+    with caplog.at_level(logging.WARNING, logger="medzoo.loading.shared_memory"):
         loader = make_loader(dataset(), 4, shuffle=True, seed=0, num_workers=2)
     assert not caplog.records
     assert loader.num_workers == 2 and loader.persistent_workers is True
@@ -55,7 +56,7 @@ def test_lowers_prefetch_first_when_shm_is_tight(monkeypatch, caplog):
     batch_bytes = 4 * SAMPLE_BYTES
     # 80% of this holds 2 workers x 2 batches, not 2 x 4: prefetch drops to 2, the workers stay
     free_shm(monkeypatch, int(2 * 2 * batch_bytes / shm.SHM_FRACTION) + 1000)
-    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.shm"):
+    with caplog.at_level(logging.WARNING, logger="medzoo.loading.shared_memory"):
         loader = make_loader(dataset(), 4, shuffle=True, seed=0, num_workers=2)
     assert loader.num_workers == 2 and loader.prefetch_factor == 2 and loader.persistent_workers is True
     message = caplog.records[0].getMessage()
@@ -65,7 +66,7 @@ def test_lowers_prefetch_first_when_shm_is_tight(monkeypatch, caplog):
 
 def test_falls_back_to_the_training_process_and_says_so_when_shm_is_too_small(monkeypatch, caplog):
     free_shm(monkeypatch, 100_000)  # 80 kB usable: not one 820 kB batch
-    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.shm"):
+    with caplog.at_level(logging.WARNING, logger="medzoo.loading.shared_memory"):
         loader = make_loader(dataset(), 4, shuffle=False, seed=0, num_workers=2)
     assert loader.num_workers == 0 and loader.persistent_workers is False and loader.prefetch_factor is None
     message = caplog.records[0].getMessage()

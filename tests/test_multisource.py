@@ -16,13 +16,15 @@ from medzoo.audit.hashing import ImageFacts, fingerprint_records
 from medzoo.audit.manifest import clean_split
 from medzoo.audit.settings import AuditSettings
 from medzoo.audit.sources import cramers_v, cross_source_pairs, source_shortcut_check
-from medzoo.datasets.base import BalancedSampler, DataSplits, make_loader
+from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.multisource import MultiSourceData, SlicesCsvSource, source_of
 from medzoo.datasets.splits import stratified_split
 from medzoo.engine.metrics import classification_metrics
 from medzoo.errors import ConfigError
+from medzoo.loading.loader import make_loader
+from medzoo.loading.samplers import BalancedSampler
 
 VOCAB = ["glioma", "meningioma", "notumor", "pituitary"]
 FOLDER_MAP = {"glioma_tumor": "glioma", "meningioma_tumor": "meningioma", "no_tumor": "notumor",

@@ -16,8 +16,6 @@ import pytest
 import tifffile
 import torch
 
-from medzoo.datasets import shm
-from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import (
     FORMAT_VERSION,
     PreparedDataset,
@@ -28,6 +26,8 @@ from medzoo.datasets.prepared import (
 from medzoo.datasets.prepared import writer as prepared_writer
 from medzoo.datasets.readers import read_volume
 from medzoo.errors import DataError
+from medzoo.loading import shared_memory as shm
+from medzoo.loading.loader import make_loader
 from medzoo.transforms import multichannel as mc
 from tests.dicom_builders import write_dicom_series
 
@@ -225,7 +225,7 @@ MB = 10**6
 ])
 def test_shm_check_lowers_prefetch_then_workers(monkeypatch, caplog, free, expected):
     monkeypatch.setattr(shm, "shm_free_bytes", lambda path=shm.SHM_PATH: free)
-    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.shm"):
+    with caplog.at_level(logging.WARNING, logger="medzoo.loading.shared_memory"):
         settings = shm.loader_settings(262 * MB, batch_size=4, num_workers=4, device="cpu", prefetch_factor=2)
     assert (settings["num_workers"], settings["prefetch_factor"]) == expected
     assert settings["persistent_workers"] == (expected[0] > 0) and settings["pin_memory"] is False

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from medzoo.datasets.base import ArrayDataset
-from medzoo.datasets.batch_ring import BatchRing
 from medzoo.datasets.prepared import prepare
 from medzoo.datasets.prepared_source import MappedSamples, PreparedSource
 from medzoo.errors import DataError
+from medzoo.loading.batch_ring import BatchRing
 from medzoo.transforms.multichannel import Compose, Normalize
 from tests.test_batch_ring import as_worker
 from tests.test_cli import TINY, medzoo

@@ -9,11 +9,11 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from medzoo.datasets.base import make_loader
 from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.trainer import Trainer
+from medzoo.loading.loader import make_loader
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medzoo.datasets.base import ArrayDataset, make_loader
+from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.trainer import Trainer, TrainingError
+from medzoo.loading.loader import make_loader
 
 SETTINGS = {"max_epochs": 3, "accumulate_grad_batches": 1, "grad_clip_norm": None, "compile": False,
             "compile_mode": "default", "log_every_n_steps": 1, "progress": False, "monitor": "accuracy",

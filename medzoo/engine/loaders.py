@@ -8,14 +8,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from medzoo.datasets.base import ArrayDataset, DataSplits, make_loader
-from medzoo.engine.device_data import (
+from medzoo.datasets.base import ArrayDataset, DataSplits
+from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo
+from medzoo.loading.device_data import (
     DeviceAugmentedLoader,
     DeviceResidentLoader,
     wants_device_augment,
     wants_device_cache,
 )
-from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo
+from medzoo.loading.loader import make_loader
 from medzoo.transforms.spec import TransformSpec
 
 

@@ -39,7 +39,7 @@ def value_range(dtype: np.dtype | torch.dtype) -> float:
 def new_output(shape: tuple[int, ...], out: np.ndarray | None = None) -> np.ndarray:
     """A float32 array for a transform's result: `out` when it was given and has this shape, else fresh memory.
 
-    `Compose(image, out=slot)` hands its caller's buffer (a batch slot, see `medzoo.datasets.batch_ring`) to
+    `Compose(image, out=slot)` hands its caller's buffer (a batch slot, see `medzoo.loading.batch_ring`) to
     each step until one writes its result there: that saves a copy and the page faults of a fresh allocation.
     """
     if out is not None and out.shape == tuple(shape):

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
-from medzoo.datasets import shm
 from medzoo.errors import ConfigError
+from medzoo.loading import shared_memory as shm
 
 log = logging.getLogger(__name__)
 

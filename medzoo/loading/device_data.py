@@ -21,9 +21,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from medzoo.datasets.base import SeededSampler
 from medzoo.datasets.cache import CachedSplit
 from medzoo.errors import ConfigError
+from medzoo.loading.samplers import SeededSampler
 from medzoo.transforms.batch import Compose
 
 log = logging.getLogger(__name__)

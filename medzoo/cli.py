@@ -52,6 +52,63 @@ ACTION_COMMANDS = ("data", "zoo")
 DATA_SOURCE_COMMANDS = ("eval", "zoo")
 
 
+# Commands that take files as plain arguments after the overrides: `medzoo predict ckpt=NAME a.jpg "b (1).jpg"`.
+PATH_COMMANDS = {"predict": "inputs"}
+# Hydra's own flags that take the next word as their value (that word is not a path).
+VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+               "--info", "--experimental-rerun")
+
+
+def hydra_quote(value: str) -> str:
+    """`value` as a quoted string of Hydra's override grammar: any characters, quotes escaped, and backslashes
+    doubled where they precede a quote or end the string (the only places Hydra reads them as escapes)."""
+    value = re.sub(r"(\\+)(?='|$)", lambda match: match.group(1) * 2, value)
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def paths_to_override(name: str, argv: list[str]) -> list[str]:
+    """Plain arguments of a command that takes files become one quoted list override (`inputs=['a (1).jpg']`),
+    so that file names with spaces, parentheses, commas or quotes need no Hydra quoting."""
+    key = PATH_COMMANDS.get(name)
+    if key is None:
+        return argv
+    overrides, paths, skip = [], [], False
+    for arg in argv:
+        if skip or arg.startswith("-") or "=" in arg:
+            overrides.append(arg)
+            skip = arg in VALUE_FLAGS
+            continue
+        paths.append(arg)
+    if not paths:
+        return argv
+    if any(arg.split("=", 1)[0].lstrip("+") == key for arg in overrides if "=" in arg):
+        raise ConfigError(f"{key}= and plain file arguments both given; use one of them (plain arguments: "
+                          f"medzoo {name} ckpt=NAME FILE [FILE ...]).")
+    return [*overrides, f"{key}=[{','.join(hydra_quote(path) for path in paths)}]"]
+
+
+def check_grammar(name: str, argv: list[str]) -> None:
+    """A Hydra grammar error in an override is one line naming the argument and how to quote it (Hydra's own
+    message points into its grammar, not at the argument)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser, skip = OverridesParser.create(), False
+    for position, arg in enumerate(argv, start=1):
+        if skip or arg.startswith("-") or "=" not in arg:
+            skip = arg in VALUE_FLAGS
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as exc:
+            key, _, value = arg.partition("=")
+            files = (f" For files, pass them as plain arguments: medzoo {name} ... FILE [FILE ...]."
+                     if name in PATH_COMMANDS else "")
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(f"argument {position} '{arg}' is not a valid override ({reason}). Quote the value: "
+                              f"{key}=\"{hydra_quote(value)}\" (shell quotes outside, Hydra's inside).{files}") from None
+
+
 def usage() -> str:
     from medzoo.recipes import describe, recipe_files
 
@@ -102,6 +159,15 @@ def config_groups() -> dict[str, list[str]]:
     root = Path(str(resources.files("medzoo.conf")))
     return {folder.name: sorted(path.stem for path in folder.glob("*.yaml"))
             for folder in sorted(root.iterdir()) if folder.is_dir() and any(folder.glob("*.yaml"))}
+
+
+def _null_choice(arg: str) -> str:
+    """`group=null` picks the group's `none` choice where it has one (`explain=null`): Hydra refuses null for a
+    config group, and `explain` was a plain setting that took null before it became a group."""
+    key, _, value = arg.partition("=")
+    if not value or "none" not in config_groups().get(key, ()):
+        return arg
+    return f"{key}=" + ",".join("none" if name == "null" else name for name in value.split(","))
 
 
 def _check_group_choice(group: str, name: str, search_path: list[str]) -> None:
@@ -155,6 +221,8 @@ def run_command(name: str, argv: list[str]) -> None:
         argv = [f"action={argv[0]}", *argv[1:]]
     if name in DATA_SOURCE_COMMANDS:
         argv = [f"data.source={arg.split('=', 1)[1]}" if arg.startswith("data=") else arg for arg in argv]
+    argv = [_null_choice(arg) for arg in paths_to_override(name, argv)]
+    check_grammar(name, argv)
     _check_names(argv)
     register_recipes()
     job = command.function()

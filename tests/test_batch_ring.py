@@ -14,10 +14,11 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 import medzoo as medzoo_package
-from medzoo.datasets import batch_ring, shm
 from medzoo.datasets.base import DataSplits
 from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.engine.loaders import build_loaders
+from medzoo.loading import batch_ring
+from medzoo.loading import shared_memory as shm
 from medzoo.loading.batch_ring import BatchRing, RingDataLoader, SlotFilling, ring_for
 from medzoo.loading.loader import make_loader
 from medzoo.transforms.multichannel import Compose, Resize

@@ -102,6 +102,7 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     assert card.in_chans == 1 and card.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert card.recipe == "brain_tumor_resnet18" and card.provenance.config["trainer"]["max_epochs"] == 2
     assert card.model_kwargs["width"] == 0.5  # eval and predict below rebuild the half-width model from it
+    assert card.ood["feature_layer"] == "fc" and card.ood["num_val"] == card.provenance.num_val
 
     evaluation = tmp_path / "eval"
     medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=test", f"hydra.run.dir={evaluation}")
@@ -122,7 +123,8 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     rows = json.loads((predictions / "predictions.json").read_text())["predictions"]
     assert len(rows) == 16 and all(abs(sum(r["probabilities"].values()) - 1) < 1e-4 for r in rows)
     header = (predictions / "predictions.csv").read_text().splitlines()[0]
-    assert header == "path,prediction,glioma_tumor,meningioma_tumor,no_tumor,pituitary_tumor"
+    assert header == "path,prediction,glioma_tumor,meningioma_tumor,no_tumor,pituitary_tumor,ood_score,ood"
+    assert all(isinstance(r["ood"], bool) for r in rows)  # trainer.ood (default true) put a summary in the card
 
     # volumes: a NIfTI stack gives one prediction per slice for this 2D model; Grad-CAM overlays as PNG
     mixed = tmp_path / "mixed"

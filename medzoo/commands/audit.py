@@ -17,8 +17,10 @@ from medzoo.audit.manifest import clean_split
 from medzoo.audit.report import AuditResult, build_report, summarize, write_pairs
 from medzoo.audit.settings import AuditSettings
 from medzoo.audit.shortcut import shortcut_check
+from medzoo.audit.sources import cross_source_pairs, source_shortcut_check
 from medzoo.commands.common import run_directory
 from medzoo.errors import ConfigError
+from medzoo.reporting.audit_content import audit_report
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ def audit(cfg: DictConfig) -> dict:
     duplicates = find_duplicates(prints, settings)
     manifest = clean_split(prints.facts, duplicates, classes, source.train_dir, source.test_dir)
     shortcut = shortcut_check(prints.facts, source.train_dir, source.test_dir, settings)
+    several = hasattr(source, "sources")  # data=brain_tumor_multisource: keys Training/SOURCE:path
+    sources = source_shortcut_check(prints.facts, prints.thumbs, classes, source.train_dir, settings) if several else None
+    cross = cross_source_pairs(prints.facts, duplicates.pairs) if several else None
     records = train + test
     found = None
     if settings.label_issues:
@@ -45,7 +50,8 @@ def audit(cfg: DictConfig) -> dict:
         write_label_issues(run_dir / "label_issues.csv", found, [f.key for f in prints.facts], classes)
         write_thumbnails(run_dir, found, records, settings.label_thumbnails, settings.label_thumb_size)
     result = AuditResult(source.name, source.resolve(), classes, source.train_dir, source.test_dir, prints.facts,
-                         duplicates, manifest, shortcut, settings, time.perf_counter() - started, found)
+                         duplicates, manifest, shortcut, settings, time.perf_counter() - started, found,
+                         sources, cross)
 
     summary = summarize(result)
     write_pairs(run_dir / "pairs.csv", result)
@@ -54,7 +60,8 @@ def audit(cfg: DictConfig) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report = build_report(result, summary)
     (run_dir / "report.md").write_text(report.markdown())
-    (run_dir / "report.html").write_text(report.html())
+    (run_dir / "report.html").write_text(report.html())  # the plain page, kept should the full one fail
+    audit_report(run_dir, cfg, result, report, records)  # report.html with thumbnails, every picture embedded
     log.info("%d files in %.1f s: %d exact + %d near pairs, %d across splits, %d label conflicts, %d unreadable; "
              "%d/%d test files leaked -> %s", summary["files"], summary["seconds"], summary["exact_pairs"],
              summary["near_pairs"], summary["cross_split_pairs"], summary["label_conflict_pairs"],

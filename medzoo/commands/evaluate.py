@@ -11,6 +11,7 @@ from medzoo.commands.common import run_directory
 from medzoo.engine.checkpoint_metrics import checkpoint_metrics
 from medzoo.engine.reports import plot_confusion, plot_reliability, write_json
 from medzoo.engine.runtime import resolve_device
+from medzoo.reporting.content import eval_report
 from medzoo.zoo import hub
 from medzoo.zoo.factory import model_from_checkpoint
 
@@ -23,14 +24,16 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.trainer.device)
     path = hub.resolve(cfg.ckpt)
     model, card = model_from_checkpoint(path, device)
+    samples = {}  # the evaluated split's arrays, for the report's thumbnails
     metrics = checkpoint_metrics(model, card, [cfg.split], cfg.data, cfg.paths.cache_dir, device,
-                                 cfg.trainer.precision, predictions_dir=run_dir, where=str(path))
+                                 cfg.trainer.precision, predictions_dir=run_dir, where=str(path), samples=samples)
     metrics.update(checkpoint=str(cfg.ckpt), recipe=card.recipe)
     write_json(run_dir / "metrics.json", metrics)
     plot_confusion(metrics[cfg.split]["confusion_matrix"], list(card.classes), run_dir / f"confusion_{cfg.split}.png",
                    f"{cfg.split}: {Path(cfg.ckpt).name}")
     plot_reliability(metrics[cfg.split]["calibration"], metrics[cfg.split]["ece"],
                      run_dir / f"reliability_{cfg.split}.png", cfg.split)
+    eval_report(run_dir, cfg, card, samples)  # report.html; a failure there is a warning
     log.info("%s accuracy %.4f (%d samples) -> %s (per sample: predictions_%s.csv)", cfg.split,
              metrics[cfg.split]["accuracy"], metrics[cfg.split]["num_samples"], run_dir / "metrics.json", cfg.split)
     return metrics

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,13 +19,15 @@ from medzoo.engine.distributed import (
 )
 from medzoo.engine.loaders import eval_loader
 from medzoo.engine.loggers import LOGGERS
+from medzoo.engine.ood import summarise_or_warn
 from medzoo.engine.precision import Precision
 from medzoo.engine.recipe_parts import load_splits, training_parts
-from medzoo.engine.reports import plot_confusion, plot_curves, plot_reliability, write_json
+from medzoo.engine.reports import plot_confusion, plot_curves, plot_reliability, write_json, write_predictions
 from medzoo.engine.runtime import resolve_device, seed_everything
 from medzoo.engine.settings import TrainerSettings
-from medzoo.engine.trainer import Trainer, evaluate
+from medzoo.engine.trainer import Trainer, detailed_metrics, predict_probs
 from medzoo.errors import ConfigError
+from medzoo.reporting.content import train_report
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo.card import InputSpec, ModelCard, Preprocessing, Provenance, now, versions
 from medzoo.zoo.checkpoint import save_checkpoint
@@ -149,17 +150,27 @@ def train(cfg: DictConfig) -> dict:
             save_checkpoint(checkpoints / "last.safetensors", model, card(epoch=progress.epoch))
     best, _ = model_from_checkpoint(checkpoints / "best.safetensors", device)
     best = best.to(memory_format=torch.channels_last) if channels_last else best
-    final = partial(evaluate, best, classes=splits.classes, device=device, precision=precision,
-                    channels_last=channels_last, detailed=True, dist=dist)
+
+    def final(name: str, loader) -> dict:
+        """The best model's detailed metrics on one split; each sample's answer in predictions_<split>.csv."""
+        probs, labels = predict_probs(best, loader, device, precision, channels_last, dist)
+        if dist.is_main:
+            write_predictions(run_dir / f"predictions_{name}.csv", splits.split(name).keys, probs, labels,
+                              splits.classes)
+        return detailed_metrics(probs, labels, splits.classes)
+
     metrics = {"best_epoch": progress.best_epoch, "epochs": progress.epoch, "monitor": f"val/{cfg.trainer.monitor}",
-               "val": final(loaders.val)}
+               "val": final("val", loaders.val)}
     if cfg.evaluate_test:
-        metrics["test"] = final(loaders.test)
+        metrics["test"] = final("test", loaders.test)
         for name in splits.extra_tests:  # e.g. test_deleaked: test images with no near-copy in training
-            metrics[name] = final(eval_loader(splits, name, spec, cfg.data, device, dist))
-    if dist.is_main:
-        save_checkpoint(checkpoints / "best.safetensors", best, card(metrics=metrics, epoch=progress.best_epoch))
+            metrics[name] = final(name, eval_loader(splits, name, spec, cfg.data, device, dist))
+    if dist.is_main:  # OOD: eval-transformed training features (seeded subsample), threshold from validation
+        ood = summarise_or_warn(best, splits, spec, precision, channels_last, cfg.seed) if settings.ood else None
+        save_checkpoint(checkpoints / "best.safetensors", best,
+                        card(metrics=metrics, epoch=progress.best_epoch).with_ood(ood))
         write_reports(run_dir, metrics, progress.history, splits.classes, cfg.logger.plots)
+        train_report(run_dir, cfg, splits)  # report.html; a failure there is a warning
     for logger in loggers:
         getattr(logger, "close", lambda: None)()
     shutdown(dist)

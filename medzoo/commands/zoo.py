@@ -1,4 +1,5 @@
-"""`medzoo zoo list` and `medzoo zoo info name=NAME`: what the zoo publishes, and each checkpoint's card."""
+"""`medzoo zoo list` and `medzoo zoo info name=NAME`: what the zoo publishes, and each checkpoint's card;
+`medzoo zoo ood ckpt=NAME_OR_PATH`: a trained checkpoint's out-of-distribution summary added to its card."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from omegaconf import DictConfig
 
 from medzoo.download import sha256_file
 from medzoo.engine.checkpoint_metrics import checkpoint_metrics
+from medzoo.engine.ood import checkpoint_summary
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError
 from medzoo.naming import unknown_name
 from medzoo.zoo import hub
 from medzoo.zoo.card import ModelCard
 from medzoo.zoo.card_doc import model_card
-from medzoo.zoo.checkpoint import read_card, save_checkpoint
+from medzoo.zoo.checkpoint import read_card, replace_card, save_checkpoint
 from medzoo.zoo.factory import model_from_checkpoint
 
 
@@ -96,7 +98,34 @@ def publish(cfg: DictConfig) -> dict:
     return entry
 
 
-ACTIONS = {"list": list_checkpoints, "info": info, "publish": publish}
+def add_ood(cfg: DictConfig) -> dict:
+    """`medzoo zoo ood ckpt=NAME_OR_PATH data.root=DIR`: fit a trained checkpoint's out-of-distribution summary on
+    the data it names (no retraining) and store it in its card, the tensors unchanged. A checkpoint shipped in the
+    package gets its manifest entry's sha256 and size updated."""
+    if not cfg.ckpt:
+        raise ConfigError("medzoo zoo ood needs ckpt=NAME_OR_PATH and the data it was trained on (data.root=DIR).")
+    path = hub.resolve(cfg.ckpt)
+    package = Path(str(resources.files("medzoo.zoo")))
+    shipped = [e.name for e in hub.manifest().values() if e.file and (package / "weights" / e.file).resolve() == path.resolve()]
+    if not shipped and path.resolve().is_relative_to(hub.cache_dir().resolve()):
+        raise ConfigError(f"{path} is a downloaded zoo checkpoint, checked against its published sha256; add the "
+                          "summary to your own copy (ckpt=PATH) or publish it again.")
+    device = resolve_device(cfg.trainer.device)
+    model, card = model_from_checkpoint(path, device)
+    replace_card(path, card.with_ood(checkpoint_summary(model, card, cfg.data, cfg.paths.cache_dir, device, str(path))))
+    entry = {"checkpoint": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}
+    if shipped:
+        manifest_path = Path(cfg.manifest or package / hub.MANIFEST)
+        entries = json.loads(manifest_path.read_text())
+        for item in entries:
+            if item["name"] == shipped[0]:
+                item.update(sha256=entry["sha256"], size=entry["size"])
+        manifest_path.write_text(json.dumps(entries, indent=2) + "\n")
+    print(json.dumps(entry, indent=2))
+    return entry
+
+
+ACTIONS = {"list": list_checkpoints, "info": info, "publish": publish, "ood": add_ood}
 
 
 def zoo(cfg: DictConfig):

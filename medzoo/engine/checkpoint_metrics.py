@@ -15,6 +15,7 @@ from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.loaders import eval_loader
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_predictions
@@ -97,9 +98,11 @@ def data_config(card: ModelCard, overrides: DictConfig, cache_dir: str, where: s
 
 def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: list[str], data_overrides: DictConfig,
                        cache_dir: str, device: torch.device, precision_name: str | None = None,
-                       predictions_dir: Path | None = None, where: str = "checkpoint") -> dict[str, dict]:
+                       predictions_dir: Path | None = None, where: str = "checkpoint",
+                       samples: dict[str, CachedSplit] | None = None) -> dict[str, dict]:
     """Metrics of a loaded checkpoint on `split_names`, through installed data configs and the checkpoint's own
-    preprocessing; with `predictions_dir`, also each sample's prediction as predictions_<split>.csv there."""
+    preprocessing; with `predictions_dir`, also each sample's prediction as predictions_<split>.csv there; with
+    `samples`, each evaluated split's arrays are put there (the report's thumbnails)."""
     spec = TransformSpec.from_card_steps(card.preprocessing.backend, card.preprocessing.pre,
                                          card.preprocessing.eval, where)
     data_cfg = data_config(card, data_overrides, cache_dir, where)
@@ -122,4 +125,6 @@ def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: lis
         if predictions_dir is not None:
             write_predictions(predictions_dir / f"predictions_{name}.csv", splits.split(name).keys, probs, labels,
                               splits.classes)
+        if samples is not None:
+            samples[name] = splits.split(name)
     return metrics

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +20,8 @@ from medzoo.transforms.layout import canonical_layout, to_channel_first
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo.card import ModelCard
 
+SLICE_NAME = re.compile(r"(?P<volume>.+)#slice\d{3,}")  # how `Preprocessor.items` names a volume's 2D slices
+
 
 def _is_volume(path: Path) -> bool:
     """A volume file; DICOM files count through their series folder, not one by one."""
@@ -23,8 +30,13 @@ def _is_volume(path: Path) -> bool:
             and suffix not in DICOM_SUFFIXES)
 
 
-def list_inputs(inputs: str | Path) -> list[Path]:
-    """Inputs below `inputs`: image files, volume files (NIfTI, NumPy, TIFF) and DICOM series folders."""
+def list_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Inputs below `inputs` (one path, or a list: `inputs=[a.jpg,b.jpg]`, or plain file arguments): image files,
+    volume files (NIfTI, NumPy, TIFF) and DICOM series folders."""
+    if not isinstance(inputs, (str, Path)):
+        if not inputs:
+            raise DataError("inputs=[] names no file. Set inputs=FILE_OR_DIR or pass files as plain arguments.")
+        return [found for entry in inputs for found in list_inputs(str(entry))]
     path = Path(inputs).expanduser()
     if path.is_file() or is_dicom_series(path):
         return [path]
@@ -117,3 +129,41 @@ def probabilities(model: torch.nn.Module, batch: torch.Tensor, autocast) -> np.n
     device = next(model.parameters()).device
     with autocast():
         return torch.softmax(model(batch.to(device)).float(), dim=1).cpu().numpy()
+
+
+def volume_summaries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per volume that a 2D model saw slice by slice (rows named PATH#sliceNNN): its majority prediction
+    and that prediction's share of the slices, and the share of slices flagged out of distribution, with `ood`
+    true when most slices are flagged (both null when the checkpoint carries no OOD summary)."""
+    volumes: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        match = SLICE_NAME.fullmatch(row["path"])
+        if match:
+            volumes.setdefault(match["volume"], []).append(row)
+    summaries = []
+    for path, slices in volumes.items():
+        (prediction, votes), = Counter(row["prediction"] for row in slices).most_common(1)
+        flags = [row.get("ood") for row in slices]
+        share = None if None in flags else sum(flags) / len(flags)
+        summaries.append({"path": path, "prediction": prediction, "slices": len(slices),
+                          "prediction_share": votes / len(slices), "ood_share": share,
+                          "ood": None if share is None else share > 0.5})
+    return summaries
+
+
+def write_volume_summaries(path: Path, summaries: list[dict[str, Any]]) -> None:
+    """volumes.csv: one row per volume predicted slice by slice (see `volume_summaries`)."""
+    columns = ["path", "prediction", "slices", "prediction_share", "ood_share", "ood"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows([csv_value(summary[key]) for key in columns] for summary in summaries)
+
+
+def csv_value(value: Any) -> str:
+    """A CSV cell: numbers with 6 decimals, true/false as in JSON, empty for null."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:.6f}" if isinstance(value, float) else str(value)

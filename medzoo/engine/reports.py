@@ -23,14 +23,14 @@ def write_json(path: Path, payload: dict) -> Path:
 
 
 def plot_curves(history: Sequence[dict[str, float]], path: Path) -> Path:
-    """Loss and accuracy per epoch (train and validation)."""
+    """Loss and accuracy per epoch (train and validation), a marker on every epoch (a one-epoch run is a point)."""
     epochs = [row["epoch"] for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [row["train/loss"] for row in history], label="train")
+    ax_loss.plot(epochs, [row["train/loss"] for row in history], marker="o", label="train")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
     for key, label in (("train/accuracy", "train"), ("val/accuracy", "val"), ("val/balanced_accuracy", "val balanced")):
         if all(key in row for row in history):
-            ax_acc.plot(epochs, [row[key] for row in history], label=label)
+            ax_acc.plot(epochs, [row[key] for row in history], marker="o", label=label)
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

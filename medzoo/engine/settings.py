@@ -44,6 +44,7 @@ class TrainerSettings:
     on_nonfinite: str = "stop"
     log_every_n_steps: int = 20
     progress: bool = True
+    ood: bool = True  # fit the out-of-distribution summary (medzoo.engine.ood) into best.safetensors
 
     @classmethod
     def from_config(cls, config: Any, where: str = "trainer") -> TrainerSettings:
@@ -87,7 +88,7 @@ class TrainerSettings:
                              ("lr_scaling", LR_SCALINGS)):
             if getattr(self, key) not in choices:
                 raise ConfigError(f"{where}.{key}={getattr(self, key)!r}: one of {', '.join(choices)}.")
-        for key in ("channels_last", "compile", "sync_batchnorm", "deterministic", "progress"):
+        for key in ("channels_last", "compile", "sync_batchnorm", "deterministic", "progress", "ood"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{where}.{key}={getattr(self, key)!r}: true or false.")
 

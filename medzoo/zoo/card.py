@@ -44,6 +44,7 @@ from medzoo.zoo.card_schema import (
     _no_constant,
     _numbers,
     _plain,
+    check_ood,
 )
 from medzoo.zoo.card_v1 import _migrate_v1
 
@@ -117,6 +118,7 @@ class ModelCard:
     precision: str = "fp32"
     provenance: Provenance = field(default_factory=Provenance)
     metrics: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None  # out-of-distribution summary (medzoo.engine.ood); None: the card has none
     schema_version: int = SCHEMA_VERSION
 
     # --- what readers of a card ask -------------------------------------------------------------------
@@ -141,6 +143,10 @@ class ModelCard:
     def with_metrics(self, metrics: dict[str, Any], **provenance: Any) -> ModelCard:
         """This card with other metrics (and provenance fields, e.g. `published`)."""
         return replace(self, metrics=metrics, provenance=replace(self.provenance, **provenance))
+
+    def with_ood(self, ood: dict[str, Any] | None) -> ModelCard:
+        """This card with the out-of-distribution summary `ood` (its card form), checked as a reader checks it."""
+        return replace(self, ood=check_ood(ood, self.num_classes, "the out-of-distribution summary"))
 
     # --- serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -250,7 +256,8 @@ def _parse(data: dict[str, Any], source: str) -> ModelCard:
     return ModelCard(arch=arch, in_chans=in_chans, num_classes=num_classes, classes=tuple(classes),
                      spatial_dims=spatial_dims, model_kwargs=model_kwargs, input=input_spec,
                      preprocessing=preprocessing, precision=top.choice("precision", PRECISIONS, "fp32"),
-                     provenance=provenance, metrics=top.mapping("metrics"))
+                     provenance=provenance, metrics=top.mapping("metrics"),
+                     ood=check_ood(top.get("ood", (dict,), None, optional=True), num_classes, source))
 
 
 # --- building a card --------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import math
 import re
 from typing import Any
 
+import numpy as np
+
 from medzoo.errors import DataError
 from medzoo.transforms.registry import check_plain
 
@@ -31,6 +33,12 @@ STEMS = ("imagenet", "small", "auto")
 NORMS = ("batch", "group", "instance")
 CONVS = ("standard", "acs")
 SHORTCUTS = ("projection", "zero_pad")
+# The out-of-distribution summary (medzoo.engine.ood): its method, and bounds checked before any list is read.
+OOD_METHODS = ("mahalanobis_pca",)
+MAX_OOD_DIMS = 1024  # k, the projected dimensions
+MAX_FEATURE_DIM = 65_536
+MAX_OOD_VALUES = 1 << 22  # numbers in the centre, projection, class means and Cholesky factor together
+MAX_OOD_MAGNITUDE = 1e15
 # A class name becomes a CSV column, a JSON key and an HTML cell: letters, digits and a few separators.
 _CLASS_NAME = re.compile(r"\w[\w .,+()\-]{0,127}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
@@ -123,12 +131,14 @@ class _Fields:
 
 _KNOWN: dict[str, set[str]] = {
     "": {"schema_version", "arch", "in_chans", "num_classes", "classes", "spatial_dims", "model_kwargs", "input",
-         "preprocessing", "precision", "provenance", "metrics"},
+         "preprocessing", "precision", "provenance", "metrics", "ood"},
     "input": {"size", "layout", "channels", "depth_mode", "spacing", "value_range", "memory_format", "reader",
               "reader_options"},
     "preprocessing": {"backend", "pre", "eval"},
     "provenance": {"recipe", "data_name", "data_group", "data_settings", "fingerprint", "num_train", "num_val",
                    "num_test", "epoch", "config", "versions", "created", "license", "intended_use", "published"},
+    "ood": {"method", "percentile", "threshold", "k", "feature_dim", "feature_layer", "center", "projection",
+            "class_means", "precision_cholesky", "residual_variance", "num_fit", "num_val"},
 }
 
 
@@ -149,3 +159,60 @@ def _plain(settings: dict[str, Any], source: str, where: str) -> dict[str, Any]:
     """Settings that are plain values only: no reserved (`_target_`-like) keys, no interpolation."""
     check_plain(settings, f"{source}: card field '{where}'", error=DataError)
     return settings
+
+
+def _real(fields: _Fields, key: str, low: float, high: float, open_low: bool = False) -> float:
+    value = fields.get(key, (int, float))
+    if not math.isfinite(value) or not (low < value if open_low else low <= value) or value > high:
+        raise fields.fail(key, f"is {value!r}; a finite number in {'(' if open_low else '['}{low:g}, {high:g}] expected")
+    return float(value)
+
+
+def _matrix(fields: _Fields, key: str, rows: int | None, cols: int) -> np.ndarray:
+    """A list of `cols` numbers (rows None) or `rows` lists of `cols` numbers: shapes checked before any value."""
+    value = fields.get(key, (list,))
+    outer = value if rows is not None else [value]
+    if rows is not None and len(value) != rows:
+        raise fields.fail(key, f"has {len(value)} rows, {rows} expected")
+    for index, row in enumerate(outer):
+        if not isinstance(row, list) or len(row) != cols:
+            size = len(row) if isinstance(row, list) else type(row).__name__
+            raise fields.fail(key if rows is None else f"{key}[{index}]", f"has {size} values, {cols} expected")
+        if not all(type(item) in (int, float) for item in row):  # type(): a boolean is not a number here
+            raise fields.fail(key if rows is None else f"{key}[{index}]", "holds a value that is not a number")
+    array = np.asarray(outer if rows is not None else value, dtype=np.float64)
+    if not np.all(np.isfinite(array)) or np.abs(array).max(initial=0.0) > MAX_OOD_MAGNITUDE:
+        raise fields.fail(key, f"holds a value that is not finite or beyond {MAX_OOD_MAGNITUDE:g}")
+    return array
+
+
+def check_ood(data: Any, num_classes: int, source: str) -> dict[str, Any] | None:
+    """The card's `ood` field (medzoo.engine.ood), checked: types, shapes consistent with k, the feature size and
+    the class count (all bounded before any list is read), finite numbers, orthonormal projection rows and a
+    Cholesky factor of a positive-definite precision matrix. None when the card has none."""
+    if data is None:
+        return None
+    ood = _Fields(data, "ood", source)
+    ood.choice("method", OOD_METHODS)
+    k = ood.integer("k", 1, MAX_OOD_DIMS)
+    dim = ood.integer("feature_dim", 1, MAX_FEATURE_DIM)
+    if k > dim:
+        raise ood.fail("k", f"is {k}, more than feature_dim {dim}")
+    if dim + k * dim + num_classes * k + k * k > MAX_OOD_VALUES:
+        raise ood.fail("k", f"with feature_dim {dim} and {num_classes} classes needs more than {MAX_OOD_VALUES} numbers")
+    if ood.text("feature_layer", None, _NAME) is None:
+        raise ood.fail("feature_layer", "is missing")
+    _real(ood, "percentile", 0.0, 100.0, open_low=True)
+    _real(ood, "threshold", -MAX_OOD_MAGNITUDE, MAX_OOD_MAGNITUDE)
+    _real(ood, "residual_variance", 0.0, MAX_OOD_MAGNITUDE, open_low=True)
+    for key in ("num_fit", "num_val"):
+        ood.integer(key, 0, 10**12, None, optional=True)
+    _matrix(ood, "center", None, dim)
+    _matrix(ood, "class_means", num_classes, k)
+    projection = _matrix(ood, "projection", k, dim)
+    if np.abs(projection @ projection.T - np.eye(k)).max() > 1e-3:
+        raise ood.fail("projection", "does not hold orthonormal rows")
+    factor = _matrix(ood, "precision_cholesky", k, k)
+    if np.any(np.triu(factor, 1) != 0) or np.any(np.diag(factor) <= 0):
+        raise ood.fail("precision_cholesky", "is not lower-triangular with a positive diagonal")
+    return dict(data)

@@ -36,6 +36,19 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard | 
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    return _write(path, tensors, card)
+
+
+def replace_card(path: str | Path, card: ModelCard) -> Path:
+    """Store `card` in the medzoo checkpoint at `path` in place of its card, the tensors left as they are."""
+    path = Path(path)
+    with _open(path) as handle:
+        _card(handle.metadata(), path)
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    return _write(path, tensors, card)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], card: ModelCard) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "card": card.to_json()})
     with open(tmp, "rb") as handle:

@@ -1,0 +1,90 @@
+"""Which features would make the OOD flag (medzoo/engine/ood.py) catch more: the shipped summary takes the
+penultimate features (the input of `fc`, k = 64); this fits the same summary on other layers of a zoo ResNet
+(each stage's output, averaged over space) and on more projected dimensions, thresholds each at the 99th
+percentile of its validation scores, and prints the share flagged on the sets of bench/ood_measure.py.
+
+    nice -n 15 python bench/ood_layers.py --ckpt brain_tumor_resnet18_cpu --data ../shared/data --out /tmp/ood
+
+Nothing here changes the checkpoint; it only measures what another choice would give.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import initialize_config_module
+from omegaconf import OmegaConf
+from ood_measure import medmnist_pngs
+
+from medzoo.datasets.base import ArrayDataset
+from medzoo.engine.inference import Preprocessor, list_inputs
+from medzoo.engine.ood import FeatureHook, checkpoint_splits, fit_summary
+from medzoo.engine.precision import Precision
+from medzoo.paths import medzoo_home
+from medzoo.recipes import register_recipes
+from medzoo.zoo import hub
+from medzoo.zoo.factory import model_from_checkpoint
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+VARIANTS = [("fc", 64), ("fc", 32), ("fc", 128), ("fc", 512), *((stage, 64) for stage in STAGES)]
+
+
+def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: Precision) -> dict[str, np.ndarray]:
+    """Pooled stage outputs and the input of `fc` for `tensors`, in batches of 64."""
+    kept: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+    handles = [getattr(model, stage).register_forward_hook(
+        lambda module, inputs, output, stage=stage: kept[stage].append(output.float().mean((2, 3)).numpy()))
+        for stage in STAGES]
+    with torch.no_grad(), FeatureHook(model, "fc") as hook:
+        for start in range(0, len(tensors), 64):
+            batch = torch.stack(tensors[start:start + 64]).contiguous(memory_format=torch.channels_last)
+            with precision.autocast():
+                model(batch)
+        found = {"fc": hook.take(), **{stage: np.concatenate(arrays) for stage, arrays in kept.items()}}
+    for handle in handles:
+        handle.remove()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", default="brain_tumor_resnet18_cpu")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ood_measure"))
+    args = parser.parse_args()
+    data, out = args.data.resolve(), args.out.resolve()
+    path = hub.resolve(args.ckpt)
+    model, card = model_from_checkpoint(path, torch.device("cpu"))
+    model = model.to(memory_format=torch.channels_last).eval()
+    precision = Precision.resolve(card.precision, torch.device("cpu"))
+    register_recipes()
+    with initialize_config_module("medzoo.conf", version_base=None):
+        overrides = OmegaConf.create({"root": str(data / "brain-tumor-mri")})
+        splits, spec = checkpoint_splits(card, overrides, str(medzoo_home() / "cache"), str(path))
+    split_tensors = {name: [ArrayDataset(splits.split(name), spec.pipeline("eval"))[i][0]
+                            for i in range(len(splits.split(name).labels))] for name in ("train", "val", "test")}
+    preprocess = Preprocessor(card, str(path))
+    outside = {"BreastMNIST": medmnist_pngs(data / "medmnist" / "breastmnist.npz", out / "breastmnist"),
+               "PneumoniaMNIST": medmnist_pngs(data / "medmnist" / "pneumoniamnist.npz", out / "pneumoniamnist"),
+               "DICOM slices": data / "volumes" / "dicom" / "SAG-anon-128",
+               "NIfTI slices": data / "volumes" / "nifti" / "stroke"}
+    sets = {name: features_of(model, tensors, precision) for name, tensors in split_tensors.items()}
+    for name, folder in outside.items():
+        items = [item for found in list_inputs(folder) for item in preprocess.items(found)]
+        sets[name] = features_of(model, [tensor for _, tensor in items], precision)
+    shown = ["test", *outside]
+    print(f"checkpoint {args.ckpt}; share flagged at the 99th percentile of validation scores\n")
+    print("| features | k | Testing | " + " | ".join(shown[1:]) + " |")
+    print("|---|---:|" + "---:|" * len(shown))
+    labels = np.asarray(splits.train.labels)
+    for layer, k in VARIANTS:
+        summary = fit_summary(sets["train"][layer], labels, len(card.classes), layer, dims=k)
+        summary = summary.calibrated(sets["val"][layer])
+        shares = [summary.flags(summary.score(sets[name][layer])).mean() for name in shown]
+        print(f"| {layer} | {summary.projection.shape[0]} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,8 +20,8 @@ import torch
 from omegaconf import OmegaConf
 from plain_loop import plain_epoch, sync
 
-from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device

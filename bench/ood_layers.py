@@ -18,7 +18,7 @@ from hydra import initialize_config_module
 from omegaconf import OmegaConf
 from ood_measure import medmnist_pngs
 
-from medzoo.datasets.base import ArrayDataset
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.inference import Preprocessor, list_inputs
 from medzoo.engine.ood import FeatureHook, checkpoint_splits, fit_summary
 from medzoo.engine.precision import Precision

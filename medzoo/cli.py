@@ -173,7 +173,7 @@ def _null_choice(arg: str) -> str:
 def _check_group_choice(group: str, name: str, search_path: list[str]) -> None:
     """One line listing the choices for a config group typo (`model=resnet51`), instead of Hydra's
     multi-line search-path report; choices in `hydra.searchpath` folders count too."""
-    from medzoo.naming import unknown_name
+    from medzoo.close_names import unknown_name
 
     if name in ("null", "") or name in config_groups()[group]:
         return
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        from medzoo.naming import unknown_name
+        from medzoo.close_names import unknown_name
 
         print(f"medzoo: {unknown_name('command', name, COMMANDS)}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)

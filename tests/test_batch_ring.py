@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 import medzoo as medzoo_package
-from medzoo.datasets.base import DataSplits
+from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.prepared import PreparedDataset, prepare
 from medzoo.engine.loaders import build_loaders
 from medzoo.loading import batch_ring

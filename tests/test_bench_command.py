@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.throughput import TimedLoader
 from medzoo.loading.loader import make_loader
 from tests.test_cli import medzoo

@@ -14,8 +14,8 @@ import torch
 from omegaconf import OmegaConf
 
 import medzoo as medzoo_package
-from medzoo.datasets.base import ArrayDataset, DataSplits
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset, DataSplits
 from medzoo.engine.loaders import build_loaders
 from medzoo.errors import ConfigError
 from medzoo.loading.device_data import (

@@ -20,8 +20,8 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, init_distributed, shutdown
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision

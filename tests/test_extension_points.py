@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from medzoo.cli import import_user_modules
-from medzoo.datasets.readers import base as readers
+from medzoo.datasets.readers import registry as readers
 from medzoo.errors import ConfigError, UnknownNameError
 from medzoo.recipes import check_recipe
 from medzoo.zoo.checkpoint import read_card
@@ -266,5 +266,5 @@ def test_the_architecture_page_documents_these_extension_points():
     page = (REPO / "docs" / "architecture.md").read_text()
     for needle in ("@register_model", "register_step(", "register_reader(", "hydra.searchpath=[file://",
                    "imports=[", "recipe/", "medzoo/zoo/registry.py", "medzoo/transforms/registry.py",
-                   "medzoo/datasets/readers/base.py", "tests/test_extension_points.py"):
+                   "medzoo/datasets/readers/registry.py", "tests/test_extension_points.py"):
         assert needle in page, f"docs/architecture.md no longer mentions {needle}"

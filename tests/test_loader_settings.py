@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.loading import shared_memory as shm
 from medzoo.loading.loader import make_loader, sample_nbytes
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.errors import ConfigError
 from medzoo.transforms import albumentations_steps as albu_steps
 from medzoo.transforms import batch as bt

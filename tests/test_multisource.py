@@ -16,8 +16,8 @@ from medzoo.audit.hashing import ImageFacts, fingerprint_records
 from medzoo.audit.manifest import clean_split
 from medzoo.audit.settings import AuditSettings
 from medzoo.audit.sources import cramers_v, cross_source_pairs, source_shortcut_check
-from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.multisource import MultiSourceData, SlicesCsvSource, source_of
 from medzoo.datasets.splits import stratified_split
@@ -162,7 +162,7 @@ def test_balanced_sampling_draws_each_source_class_cell_equally(roots):
 
 
 def test_loader_uses_the_balanced_sampler_only_when_asked(roots):
-    from medzoo.datasets.base import ArrayDataset
+    from medzoo.datasets.dataset import ArrayDataset
     splits = _load(_data(roots, balance="source_class"))
     dataset = ArrayDataset(splits.train, None)
     loader = make_loader(dataset, 8, shuffle=True, seed=0, num_workers=0, strata=splits.train_strata)

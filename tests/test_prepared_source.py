@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from medzoo.datasets.base import ArrayDataset
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.datasets.prepared import prepare
 from medzoo.datasets.prepared_source import MappedSamples, PreparedSource
 from medzoo.errors import DataError

@@ -20,11 +20,11 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from medzoo.datasets.readers import READERS, read_volume
-from medzoo.datasets.readers import base as readers_base
-from medzoo.datasets.readers.base import check_finite, reader_for
+from medzoo.datasets.readers import registry as readers_base
 from medzoo.datasets.readers.dicom import read_dicom_series
 from medzoo.datasets.readers.nifti import read_nifti, read_nifti_channels
 from medzoo.datasets.readers.numpy_io import read_npy, read_npz
+from medzoo.datasets.readers.registry import check_finite, reader_for
 from medzoo.datasets.readers.tiff import read_tiff
 from medzoo.errors import DataError, UnknownNameError
 from tests.conftest import SHARED_DATA
@@ -691,7 +691,7 @@ def test_series_the_test_compresses_with_rle_reads_like_the_uncompressed_one(tmp
 
 def test_predict_lists_every_format_the_readers_read(tmp_path):
     """One table of formats: what `medzoo predict` picks up is what the readers read (`.dicom` included)."""
-    from medzoo.datasets.readers.base import DICOM_SUFFIXES, READERS, reader_for, volume_suffixes
+    from medzoo.datasets.readers.registry import DICOM_SUFFIXES, READERS, reader_for, volume_suffixes
     from medzoo.engine.inference import list_inputs
 
     files = [tmp_path / f"volume{index}{suffix}" for index, suffix in enumerate(volume_suffixes())

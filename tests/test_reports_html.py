@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from medzoo.audit.document import Document, Picture
-from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import DataSplits
 from medzoo.engine import reports
 from medzoo.engine.reports import write_json, write_predictions
 from medzoo.reporting.audit_content import document_blocks

@@ -7,8 +7,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medzoo.datasets.base import ArrayDataset
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.trainer import Trainer, TrainingError

@@ -9,6 +9,7 @@ import logging
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from medzoo.close_names import unknown_name
 from medzoo.commands.common import run_directory
 from medzoo.engine.explain import METHODS, check_layer_name, choose_layer, class_activation_maps
 from medzoo.engine.explain_overlay import overlay_name, save_overlay
@@ -25,7 +26,6 @@ from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_json
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError, DataError
-from medzoo.naming import unknown_name
 from medzoo.reporting.content import predict_report
 from medzoo.zoo import hub
 from medzoo.zoo.factory import model_from_checkpoint

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.commands.common import run_directory
-from medzoo.datasets.base import DataSplits
+from medzoo.datasets.dataset import DataSplits
 from medzoo.engine.distributed import (
     broadcast,
     init_distributed,

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from medzoo.close_names import unknown_name
 from medzoo.download import sha256_file
 from medzoo.engine.checkpoint_metrics import checkpoint_metrics
 from medzoo.engine.ood import checkpoint_summary
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 from medzoo.zoo import hub
 from medzoo.zoo.card import ModelCard
 from medzoo.zoo.card_doc import model_card

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
+from medzoo.close_names import unknown_name
 from medzoo.download import CHUNK, TIMEOUT_S, download_file, offline_from_env, sha256_file
 from medzoo.errors import ConfigError, DataError
 from medzoo.limits import env_bytes
-from medzoo.naming import unknown_name
 from medzoo.paths import medzoo_home
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.fetch import default_data_home as data_home
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.layout import depth_to_channels

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit, DecodeReport, load_or_build
+from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.folders import FileRecord
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.roots import resolve_root

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.base import DataSplits
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.prepared import PreparedDataset
 from medzoo.datasets.splits import stratified_split
 from medzoo.errors import ConfigError, DataError

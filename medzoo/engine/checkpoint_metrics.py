@@ -15,13 +15,13 @@ from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from medzoo.close_names import unknown_name
 from medzoo.datasets.cache import CachedSplit
 from medzoo.engine.loaders import eval_loader
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_predictions
 from medzoo.engine.trainer import detailed_metrics, predict_probs
 from medzoo.errors import ConfigError, DataError
-from medzoo.naming import unknown_name
 from medzoo.recipes import recipe_files
 from medzoo.transforms.registry import check_plain
 from medzoo.transforms.spec import TransformSpec

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 
 log = logging.getLogger(__name__)
 

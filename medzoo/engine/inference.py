@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
-from medzoo.datasets.readers.base import DICOM_SUFFIXES, is_dicom_series, volume_suffixes
+from medzoo.datasets.readers.registry import DICOM_SUFFIXES, is_dicom_series, volume_suffixes
 from medzoo.errors import DataError
 from medzoo.transforms.layout import canonical_layout, to_channel_first
 from medzoo.transforms.spec import TransformSpec
@@ -108,7 +108,7 @@ def reader_options(reader: str, options: dict, source: str, path: Path) -> dict:
     import inspect
 
     from medzoo.datasets.readers import READERS
-    from medzoo.datasets.readers.base import reader_for
+    from medzoo.datasets.readers.registry import reader_for
 
     if not options:
         return {}

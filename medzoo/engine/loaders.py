@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from medzoo.datasets.base import ArrayDataset, DataSplits
+from medzoo.datasets.dataset import ArrayDataset, DataSplits
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo
 from medzoo.loading.device_data import (
     DeviceAugmentedLoader,

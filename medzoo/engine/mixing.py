@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 
 
 class BatchMix:

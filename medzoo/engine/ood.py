@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medzoo.datasets.base import ArrayDataset, DataSplits
 from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.dataset import ArrayDataset, DataSplits
 from medzoo.engine.precision import Precision
 from medzoo.errors import DataError
 from medzoo.transforms.spec import TransformSpec

@@ -10,8 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float | None = None,

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.utils.class_weight import compute_class_weight
 
-from medzoo.datasets.base import DataSplits
+from medzoo.datasets.dataset import DataSplits
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, main_first
 from medzoo.engine.loaders import Loaders, build_loaders
 from medzoo.engine.optim import build_optimizer, build_scheduler, freeze

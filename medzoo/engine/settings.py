@@ -10,8 +10,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ON_NONFINITE = ("stop", "skip")

@@ -14,8 +14,8 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 
 FILE_SCHEME = "file://"
 

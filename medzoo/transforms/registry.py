@@ -16,8 +16,8 @@ import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
-from medzoo.naming import unknown_name
 
 _ALBUMENTATIONS = (
     "Affine", "CenterCrop", "CLAHE", "CoarseDropout", "Downscale", "ElasticTransform", "Equalize", "FromFloat",

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError, DataError
-from medzoo.naming import unknown_name
 from medzoo.transforms.batch import Compose as BatchCompose
 from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
 from medzoo.transforms.registry import as_card_steps, as_recipe_steps, build_steps, check_step

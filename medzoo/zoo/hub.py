@@ -21,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from medzoo.close_names import unknown_name
 from medzoo.download import CHUNK, download_file, max_download_bytes, offline_from_env, sha256_file
 from medzoo.errors import DataError
-from medzoo.naming import unknown_name
 from medzoo.paths import medzoo_home
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 import torch
 
-from medzoo.naming import unknown_name
+from medzoo.close_names import unknown_name
 
 __all__ = ["entrypoint", "is_model", "list_models", "register_model"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medzoo.datasets.base import build_into
+from medzoo.datasets.dataset import build_into
 from medzoo.datasets.prepared.manifest import (
     MANIFEST,
     quote,

@@ -16,7 +16,7 @@ from medzoo.datasets.prepared.store import (
     FORMAT_VERSION,
     SAMPLES,
 )
-from medzoo.datasets.readers.base import check_array_bytes
+from medzoo.datasets.readers.registry import check_array_bytes
 from medzoo.errors import DataError
 
 log = logging.getLogger(__name__)

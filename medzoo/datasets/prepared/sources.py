@@ -9,7 +9,7 @@ from pathlib import Path
 from medzoo.datasets.prepared.store import (
     LISTED,
 )
-from medzoo.datasets.readers.base import READERS, reader_for
+from medzoo.datasets.readers.registry import READERS, reader_for
 from medzoo.errors import DataError
 
 log = logging.getLogger(__name__)

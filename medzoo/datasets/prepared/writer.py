@@ -31,7 +31,7 @@ from medzoo.datasets.prepared.store import (
     source_signature,
     write_npy,
 )
-from medzoo.datasets.readers.base import READERS, read_volume
+from medzoo.datasets.readers.registry import READERS, read_volume
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.layout import DEPTH_MODES, canonical_layout
 

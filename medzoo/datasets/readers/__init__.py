@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from medzoo.datasets.readers.base import (
+from medzoo.datasets.readers.registry import (
     READERS,
     ReaderSpec,
     Volume,

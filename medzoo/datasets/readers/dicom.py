@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 from nibabel.orientations import aff2axcodes
 
-from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.datasets.readers.dicom_slices import _pixels, _scan, _Slice
+from medzoo.datasets.readers.registry import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
 
 log = logging.getLogger(__name__)

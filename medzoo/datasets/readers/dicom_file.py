@@ -18,8 +18,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from medzoo.datasets.readers.base import DICOM_SUFFIXES, check_array_bytes, max_array_bytes
 from medzoo.datasets.readers.dicom_native import PREAMBLE, file_meta, read_native
+from medzoo.datasets.readers.registry import DICOM_SUFFIXES, check_array_bytes, max_array_bytes
 from medzoo.errors import DataError
 
 PIXEL_DATA = 0x7FE00010

@@ -17,8 +17,8 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from medzoo.datasets.readers.base import DICOM_SUFFIXES
 from medzoo.datasets.readers.dicom_file import PIXEL_DATA, _read_file
+from medzoo.datasets.readers.registry import DICOM_SUFFIXES
 from medzoo.errors import DataError
 
 PIXEL_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

@@ -25,7 +25,13 @@ import nibabel as nib
 import numpy as np
 from nibabel.orientations import aff2axcodes, apply_orientation, inv_ornt_aff, io_orientation
 
-from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume, max_array_bytes
+from medzoo.datasets.readers.registry import (
+    Volume,
+    check_array_bytes,
+    check_finite,
+    make_volume,
+    max_array_bytes,
+)
 from medzoo.errors import DataError
 
 # Two files are on one grid when their canonical affines agree to this many millimetres.

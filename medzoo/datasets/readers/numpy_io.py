@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
+from medzoo.close_names import unknown_name
+from medzoo.datasets.readers.registry import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
-from medzoo.naming import unknown_name
 from medzoo.transforms.layout import to_channel_first
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.readers.base import Volume, check_array_bytes, check_finite, make_volume
+from medzoo.datasets.readers.registry import Volume, check_array_bytes, check_finite, make_volume
 from medzoo.errors import DataError
 from medzoo.transforms.layout import to_channel_first
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError, DataError
 from medzoo.limits import env_bytes
-from medzoo.naming import unknown_name
 
 # Finite checks scan float data in slabs of about this many bytes, so a large memory-mapped stack is never
 # copied whole into a boolean mask.

@@ -20,7 +20,7 @@ from medzoo.audit.duplicates import candidate_pairs, connected_groups, exact_pai
 from medzoo.audit.hashing import ImageFacts, fingerprint_file
 from medzoo.audit.settings import AuditSettings
 from medzoo.audit.shortcut import shortcut_check
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 from medzoo.errors import ConfigError
 
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"

@@ -180,7 +180,7 @@ def test_search_warns_about_a_checkpoint_trained_on_these_labels_and_drops_undec
     import medzoo.audit.label_issues as module
     from medzoo.audit.features import Features
     from medzoo.audit.hashing import Fingerprints, ImageFacts
-    from medzoo.datasets.folders import FileRecord
+    from medzoo.datasets.folder_scan import FileRecord
 
     features, truth, given, flipped = blobs(n=120, classes=2, flips=12)
     values = features.astype(np.float32)

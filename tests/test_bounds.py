@@ -26,8 +26,8 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medzoo.datasets.fetch import SOURCES, DatasetSource, extract_zip, fetch_dataset, read_fingerprint
-from medzoo.datasets.readers import registry as readers_base
 from medzoo.datasets.readers import read_volume
+from medzoo.datasets.readers import registry as readers_base
 from medzoo.datasets.readers.dicom_native import file_meta
 from medzoo.download import MAX_DOWNLOAD_ENV, download_file
 from medzoo.errors import ConfigError, DataError

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from medzoo.datasets import cache as cache_module
-from medzoo.datasets.folders import scan_split
+from medzoo.datasets.folder_scan import scan_split
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.images import MAX_PIXELS, decode_image, to_channels
 from medzoo.datasets.roots import resolve_root

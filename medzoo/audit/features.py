@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medzoo.audit.settings import AuditSettings
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import decode_image, to_channels
 from medzoo.errors import ConfigError, DataError, MedzooError
 from medzoo.transforms.layout import to_channel_first

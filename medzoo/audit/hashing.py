@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medzoo.audit.settings import AuditSettings
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import MAX_PIXELS
 
 HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from medzoo.audit.features import checkpoint_features, thumbnail_features
 from medzoo.audit.hashing import Fingerprints
 from medzoo.audit.settings import AuditSettings
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 
 COLUMNS = ("path", "given_label", "suggested_label", "score")
 THUMB_DIR = "label_issues"  # the report's thumbnails, next to report.md

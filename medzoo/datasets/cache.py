@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import decode_image, to_channels
 from medzoo.errors import DataError
 from medzoo.transforms.layout import to_channel_first

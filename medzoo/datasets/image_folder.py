@@ -12,7 +12,7 @@ import numpy as np
 
 from medzoo.datasets.cache import load_or_build
 from medzoo.datasets.dataset import DataSplits
-from medzoo.datasets.folders import FileRecord, SplitScan, scan_folders
+from medzoo.datasets.folder_scan import FileRecord, SplitScan, scan_folders
 from medzoo.datasets.roots import resolve_root
 from medzoo.datasets.splits import keep_keys, stratified_split
 from medzoo.errors import ConfigError, DataError

@@ -18,7 +18,7 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from medzoo.datasets.cache import CachedSplit, DecodeReport, load_or_build
 from medzoo.datasets.dataset import DataSplits
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.roots import resolve_root
 from medzoo.datasets.splits import subset

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from medzoo.audit.document import Document, Picture
 from medzoo.audit.duplicates import Pair
 from medzoo.audit.report import AuditResult, pair_scope
-from medzoo.datasets.folders import FileRecord
+from medzoo.datasets.folder_scan import FileRecord
 from medzoo.reporting.content import run_section
 from medzoo.reporting.render import file_thumbnail, number, png_file_uri, write_report
 

@@ -11,7 +11,7 @@ Files are hard links where the file system allows, else copies (the data folder 
 Train on it with `data.sources.brain_tumor.root=OUT/brain-tumor-mri` (or `data.root=` for the one-source data
 config); the test split's meningioma and pituitary rows are then exactly the held-out other-source tumours.
 
-    python bench/brain_proxy.py --data ../shared/data/brain-tumor-mri --out /tmp/proxy
+    python bench/brain_proxy.py --data PATH/TO/brain-tumor-mri --out /tmp/proxy
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ splits (from the decode cache a training run left) and measures a checkpoint on 
 evaluation transforms. Class names are matched by position: both vocabularies list glioma, meningioma, no
 tumour and pituitary in that order, which the script checks.
 
-    MEDZOO_DATA=../shared/data python bench/multisource_baseline.py --ckpt brain_tumor_resnet18_cpu \
+    MEDZOO_DATA=PATH/TO/data python bench/multisource_baseline.py --ckpt brain_tumor_resnet18_cpu \
         --recipe brain_tumor_multisource_cpu --splits val_brain_tumor val_tcga_lgg
 """
 from __future__ import annotations

@@ -3,13 +3,14 @@ penultimate features (the input of `fc`, k = 64); this fits the same summary on 
 (each stage's output, averaged over space) and on more projected dimensions, thresholds each at the 99th
 percentile of its validation scores, and prints the share flagged on the sets of bench/ood_measure.py.
 
-    nice -n 15 python bench/ood_layers.py --ckpt brain_tumor_resnet18_cpu --data ../shared/data --out /tmp/ood
+    MEDZOO_DATA=PATH/TO/data nice -n 15 python bench/ood_layers.py --ckpt brain_tumor_resnet18_cpu --out /tmp/ood
 
 Nothing here changes the checkpoint; it only measures what another choice would give.
 """
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,8 @@ def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default="brain_tumor_resnet18_cpu")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--data", type=Path, default=os.environ.get("MEDZOO_DATA"), required="MEDZOO_DATA" not in os.environ,
+                        help="the data folder holding brain-tumor-mri/ (default: $MEDZOO_DATA)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/ood_measure"))
     args = parser.parse_args()
     data, out = args.data.resolve(), args.out.resolve()

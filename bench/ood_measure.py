@@ -5,7 +5,7 @@ In distribution: the brain-tumour Testing images (goal: at most 10 % flagged). U
 series volumes/dicom/SAG-anon-128 (a 3-year-old's sagittal brain MRI) and of the NIfTI volumes
 volumes/nifti/stroke/*.nii.gz (a 2D model sees a volume slice by slice; volumes.csv adds one row per volume).
 
-    nice -n 15 python bench/ood_measure.py --ckpt brain_tumor_resnet18_cpu --data ../shared/data --out /tmp/ood
+    MEDZOO_DATA=PATH/TO/data nice -n 15 python bench/ood_measure.py --ckpt brain_tumor_resnet18_cpu --out /tmp/ood
 
 Prints a Markdown table and writes OUT/ood_measure.json. Beside the flag it counts the predictions less confident
 than the 5th percentile of the Testing images' (top class probability), and for each volume how many slices each
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -66,7 +67,8 @@ def summary(name: str, result: dict, goal: str, seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default="brain_tumor_resnet18_cpu", help="zoo name or .safetensors path")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="the shared data folder")
+    parser.add_argument("--data", type=Path, default=os.environ.get("MEDZOO_DATA"), required="MEDZOO_DATA" not in os.environ,
+                        help="the data folder holding brain-tumor-mri/, medmnist/ and volumes/ (default: $MEDZOO_DATA)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/ood_measure"))
     args = parser.parse_args()
     data, out = args.data.resolve(), args.out.resolve()

@@ -29,7 +29,7 @@ BUILTIN_PREFIX = "builtin:"
 SPLITS = ("train", "val", "test")
 LAYOUTS = ("auto", "image", "volume", "slices")
 SINGLE_LABEL = "binary or multi-class, labels of shape (N,) or (N, 1)"
-# Official label names (MedMNIST info.py) of the sets in ../shared/data, written as medzoo's class names; a file
+# Official label names (MedMNIST info.py) of the sets medzoo has recipes for, written as medzoo's class names; a file
 # whose name is one of these, with or without a size suffix (pneumoniamnist_64.npz), gets them.
 KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
     "adrenalmnist3d": ("normal", "hyperplasia"),

@@ -6,29 +6,17 @@ from __future__ import annotations
 import csv
 import logging
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.close_names import unknown_name
 from medzoo.commands.common import run_directory
 from medzoo.engine.explain import METHODS, check_layer_name, choose_layer, class_activation_maps
 from medzoo.engine.explain_overlay import overlay_name, save_overlay
-from medzoo.engine.inference import (
-    Preprocessor,
-    csv_value,
-    list_inputs,
-    probabilities,
-    volume_summaries,
-    write_volume_summaries,
-)
-from medzoo.engine.ood import OODScorer
-from medzoo.engine.precision import Precision
+from medzoo.engine.inference import csv_value, list_inputs, volume_summaries, write_volume_summaries
+from medzoo.engine.predictor import Predictor
 from medzoo.engine.reports import write_json
-from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError, DataError
 from medzoo.reporting.content import predict_report
-from medzoo.zoo import hub
-from medzoo.zoo.factory import model_from_checkpoint
 
 log = logging.getLogger(__name__)
 ON_ERROR = ("raise", "skip")
@@ -59,37 +47,27 @@ def predict(cfg: DictConfig) -> list[dict]:
     if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size!r}: a whole number >= 1 expected.")
     run_dir = run_directory()
-    device = resolve_device(cfg.trainer.device)
-    path = hub.resolve(cfg.ckpt)
-    model, card = model_from_checkpoint(path, device)
-    scorer = OODScorer(model, card, str(path))  # says so once when the card has no OOD summary
+    predictor = Predictor(cfg.ckpt, cfg.trainer.device, cfg.trainer.precision)
+    model, card, classes = predictor.model, predictor.card, predictor.classes
     if method:
         check_layer_name(model, layer)  # a typo fails here, before any input is read
-    preprocess, classes = Preprocessor(card, str(path)), list(card.classes)
-    precision = Precision.resolve(cfg.trainer.precision or card.precision, device)
     rows, skipped, items = [], [], []
     for path in list_inputs(cfg.inputs):
         try:
-            items += preprocess.items(path)
+            items += predictor.preprocess.items(path)
         except DataError as exc:
             if cfg.on_error != "skip":  # the readers' hint names the training key; predict's own is on_error
                 raise DataError(str(exc).replace("data.on_error=skip", "on_error=skip")) from exc
             skipped.append({"path": str(path), "error": str(exc)})
     overlays, target, empty = run_dir / "gradcam", None, 0
-    for start in range(0, len(items), int(cfg.batch_size)):
-        names, tensors = zip(*items[start:start + int(cfg.batch_size)])
-        batch = torch.stack(tensors)
-        with scorer.watch(len(names)):
-            probs = probabilities(model, batch, precision.autocast)
-        scores = scorer.take()
+    for answered in predictor.answer(items, int(cfg.batch_size)):
+        names, batch, probs = answered.names, answered.batch, answered.probs
         if method and target is None:
             target = choose_layer(model, batch[:1], layer)
             log.info("%s on %s", method, target.describe())
         cams = class_activation_maps(model, batch, target.name, method, probs.argmax(1), names) if method else None
         for index, (name, p) in enumerate(zip(names, probs)):
-            row = {"path": name, "prediction": classes[int(p.argmax())],
-                   "probabilities": {c: float(v) for c, v in zip(classes, p)},
-                   "ood_score": scores[index][0], "ood": scores[index][1]}
+            row = predictor.row(name, p, answered.scores[index])
             if cams is not None:
                 overlays.mkdir(exist_ok=True)
                 title = f"{name[-60:]}\n{row['prediction']} ({p.max():.2f}), {METHODS[method]} at {target.name}"

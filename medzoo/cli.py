@@ -1,4 +1,8 @@
-"""`medzoo <command> key=value ...`: one command line for every job, each a Hydra app with its own config."""
+"""`medzoo <command> key=value ...`: one command line for every job, each a Hydra app with its own config.
+
+Hydra, OmegaConf and each command's module are imported only when a command runs, so that `medzoo --help`
+answers without them (bench/cli_startup.py measures it).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
 
 from medzoo.errors import ConfigError, MedzooError
 
@@ -195,6 +196,8 @@ def import_user_modules(names: Any) -> None:
     from a checkpoint, a card, a cache or a data file (nothing medzoo reads from a file names code to import).
     A module is found on the Python path: `PYTHONPATH=DIR medzoo ...`, or an installed package.
     """
+    from omegaconf import OmegaConf
+
     names = OmegaConf.to_container(names) if OmegaConf.is_config(names) else names
     if not names:
         return
@@ -213,6 +216,8 @@ def import_user_modules(names: Any) -> None:
 def run_command(name: str, argv: list[str]) -> None:
     """Run command `name` as a Hydra app with `argv` as its overrides."""
     import hydra
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
 
     from medzoo.recipes import register_recipes
 

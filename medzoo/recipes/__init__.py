@@ -11,9 +11,6 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
-
 from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
 
@@ -48,6 +45,10 @@ def describe(path: Path) -> str:
 
 def register_recipes() -> None:
     """Put every recipe into Hydra's ConfigStore as group `recipe` (package `_global_`)."""
+    # Imported here, not at the top: `medzoo --help` lists the recipes without Hydra.
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
     store = ConfigStore.instance()
     for name, path in recipe_files().items():
         store.store(group="recipe", name=name, node=OmegaConf.load(path), package="_global_")

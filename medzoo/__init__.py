@@ -20,15 +20,16 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _EXPORTS = {
     "train": "medzoo.api", "evaluate": "medzoo.api", "load": "medzoo.api", "audit": "medzoo.api",
+    "prepare": "medzoo.api", "bench": "medzoo.api",
     "Run": "medzoo.api", "AuditResult": "medzoo.api", "Predictor": "medzoo.api",
     "create_model": "medzoo.zoo", "list_models": "medzoo.zoo", "register_model": "medzoo.zoo",
 }
-__all__ = ["AuditResult", "Predictor", "Run", "__version__", "audit", "create_model", "evaluate", "list_models", "load",
-           "register_model", "train", "zoo"]
+__all__ = ["AuditResult", "Predictor", "Run", "__version__", "audit", "bench", "create_model", "evaluate", "list_models",
+           "load", "prepare", "register_model", "train", "zoo"]
 
 if TYPE_CHECKING:  # what static tools and editors see
     from medzoo import zoo
-    from medzoo.api import AuditResult, Predictor, Run, audit, evaluate, load, train
+    from medzoo.api import AuditResult, Predictor, Run, audit, bench, evaluate, load, prepare, train
     from medzoo.zoo import create_model, list_models, register_model
 
 

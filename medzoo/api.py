@@ -29,7 +29,7 @@ from typing import Any
 
 from medzoo.engine.predictor import Predictor
 
-__all__ = ["AuditResult", "Predictor", "Run", "audit", "evaluate", "load", "train"]
+__all__ = ["AuditResult", "Predictor", "Run", "audit", "bench", "evaluate", "load", "prepare", "train"]
 
 
 @dataclass(frozen=True)
@@ -160,3 +160,24 @@ def audit(root: str | os.PathLike | None = None, *overrides: str) -> AuditResult
     with open(run_dir / "pairs.csv", newline="") as handle:
         pairs = list(csv.DictReader(handle))
     return AuditResult(dir=run_dir, summary=summary, pairs=pairs)
+
+
+def prepare(inputs: str | os.PathLike, out: str | os.PathLike, *overrides: str) -> dict[str, Any]:
+    """Decode volumes, DICOM series, TIFF or NumPy stacks once into a verified, memory-mapped cache, as
+    `medzoo prepare inputs=INPUTS out=OUT ...` does; returns its summary (samples, classes, skipped, ...).
+
+    `inputs` holds `<class>/<file or DICOM series folder>`; e.g. `prepare("scans", "cache", "data.layout=slices",
+    "data.channels=64")`, then `train(None, "data=prepared", f"data.path={cache}", ...)`.
+    """
+    from medzoo.cli import hydra_quote
+
+    summary, _ = _run_command("prepare", (f"inputs={hydra_quote(os.fspath(inputs))}",
+                                          f"out={hydra_quote(os.fspath(out))}", *overrides))
+    return summary
+
+
+def bench(recipe: str, *overrides: str) -> dict[str, Any]:
+    """How fast a recipe trains here, as `medzoo bench recipe=RECIPE ...` measures it: images/s, the share of time
+    spent waiting for data, epoch and recipe time estimates (`"bench.steps=20"` and the recipe's own overrides)."""
+    result, _ = _run_command("bench", (f"recipe={recipe}", *overrides))
+    return result

@@ -150,3 +150,20 @@ def test_audit_returns_the_summary_pairs_and_report_it_wrote(tmp_path):
         assert found.pairs == list(csv.DictReader(handle))
     assert any("copy.png" in json.dumps(pair) for pair in found.pairs)
     assert any("copy.png" in name for name in found.clean_split["test_leaked"])
+
+
+def test_prepare_and_bench_return_what_their_commands_write(tmp_path):
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "in" / label).mkdir(parents=True)
+        for index in range(3):
+            np.save(tmp_path / "in" / label / f"{index}.npy", rng.integers(0, 255, (5, 16, 16), dtype=np.uint8))
+    summary = medzoo.prepare(tmp_path / "in", tmp_path / "cache", "progress=false",
+                             f"hydra.run.dir={tmp_path / 'prep'}")
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert len(manifest["samples"]) == 6 and summary["classes"] == ["a", "b"]
+
+    result = medzoo.bench("demo", "model=resnet10", "bench.steps=2", "bench.warmup_steps=1", "bench.eval_steps=1",
+                          "trainer.progress=false", f"hydra.run.dir={tmp_path / 'bench'}")
+    assert result == json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert result["train"]["images"] == 2 * result["batch_size"]

@@ -1,0 +1,135 @@
+"""The documentation site: `mkdocs build --strict` succeeds, and the pages written at build time hold what the code
+holds (the API's docstrings, each published checkpoint's card, every recipe file's header).
+
+mkdocs, mkdocs-material and mkdocstrings come with `pip install -e '.[dev]'` (or `.[docs]`); without them these
+tests fail rather than skip, so CI cannot pass with the site unbuilt.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_TIMEOUT_S = 300
+
+
+def build(config: Path, out: Path) -> subprocess.CompletedProcess:
+    for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
+        try:
+            __import__(module)
+        except ImportError:
+            pytest.fail(f"{module} is not installed: the site needs pip install -e '.[docs]' (part of '.[dev]').")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "MEDZOO_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(out)],
+                          cwd=config.parent, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, env=env)
+
+
+def page_text(path: Path) -> str:
+    """A built page's visible text, one space between words."""
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", path.read_text(), flags=re.S)
+    text = re.sub(r"</?(?:a|b|code|em|i|span|strong)\b[^>]*>", "", text)  # inline: no space where they open or close
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def plain(markdown: str) -> str:
+    """A line of Markdown as its rendered text reads: no backticks, one space between words."""
+    return " ".join(markdown.replace("`", "").split())
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    result = build(ROOT / "mkdocs.yml", out)
+    assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return out
+
+
+def test_every_page_is_built(site):
+    from medzoo.cli import COMMANDS
+
+    pages = ["index.html", "getting-started/index.html", "recipes/index.html", "api/index.html",
+             "teachers/index.html", "labs/index.html", "zoo/index.html", "zoo/cards/index.html",
+             "architecture/index.html", "audit/index.html", "distributed/index.html"]
+    pages += [f"guide/{name}/index.html" for name in COMMANDS]  # one user-guide page per command
+    missing = [page for page in pages if not (site / page).is_file()]
+    assert not missing, f"pages not built: {missing}"
+
+
+def test_api_page_has_each_public_name_and_its_docstring(site):
+    import medzoo
+    import medzoo.api
+
+    text = page_text(site / "api" / "index.html")
+    names = {name: getattr(medzoo.api, name) for name in medzoo.api.__all__}
+    names.update(create_model=medzoo.create_model, list_models=medzoo.list_models)
+    for name, obj in names.items():
+        first_line = inspect.getdoc(obj).splitlines()[0]
+        assert name in text, f"{name} is not on the API page"
+        assert plain(first_line) in text, f"the first line of {name}'s docstring is not on the API page: {first_line!r}"
+
+
+def test_one_model_card_page_per_published_checkpoint(site):
+    from medzoo.zoo import hub
+    from medzoo.zoo.card import ModelCard
+    from medzoo.zoo.checkpoint import read_card
+
+    entries = hub.manifest()
+    assert entries, "no published checkpoint: the zoo pages would be empty"
+    index = page_text(site / "zoo" / "cards" / "index.html")
+    for name, entry in entries.items():
+        if entry.shipped:
+            card = read_card(hub.resolve(f"{hub.ZOO_PREFIX}{name}"))
+        else:
+            card = ModelCard.from_dict(entry.card, name)
+        page = site / "zoo" / "cards" / name / "index.html"
+        assert page.is_file(), f"no model-card page for {name}"
+        accuracy = f"{card.metrics['test']['accuracy']:.4f}"
+        assert accuracy in page_text(page), f"{name}: the card's test accuracy {accuracy} is not on its page"
+        assert name in index and accuracy in index, f"{name} is missing from the model-card index"
+
+
+def test_recipes_page_quotes_every_recipe_file(site):
+    from medzoo.recipes import recipe_files
+
+    text = page_text(site / "recipes" / "index.html")
+    for name, path in recipe_files().items():
+        header = [line[1:] for line in path.read_text().splitlines() if line.startswith("#") and "@package" not in line]
+        assert name in text, f"recipe {name} ({path.name}) is not on the recipes page"
+        # the header comment holds the command, the hardware and the measured figures: all of it, as it stands
+        assert " ".join(" ".join(header).split()) in text, f"the header of {path.name} is not quoted in full"
+
+
+def test_pages_load_nothing_from_outside(site):
+    outside = re.compile(r"""<(?:link|script|img)\b[^>]*\b(?:href|src)=["']?(?:https?:)?//""", re.I)
+    for page in site.rglob("*.html"):
+        match = outside.search(page.read_text())
+        assert match is None, f"{page.relative_to(site)} loads from another host: {match.group(0)}"
+    assert not list(site.rglob("*.py")), "a Python file (the hook, a lab's jupytext twin) was published"
+
+
+def test_new_notebooks_do_not_break_the_build(tmp_path):
+    """A lab added later (a notebook and its jupytext twin) is not a page and is no error; the notebook is copied
+    as a file to download, the twin is left out."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    shutil.copy(ROOT / "mkdocs.yml", work)
+    shutil.copytree(ROOT / "docs", work / "docs", ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    (work / "medzoo").symlink_to(ROOT / "medzoo")  # mkdocstrings reads the sources beside mkdocs.yml
+    labs = work / "docs" / "labs"
+    labs.mkdir(exist_ok=True)
+    (labs / "99_new_lab.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}\n')
+    (labs / "99_new_lab.py").write_text("# %% [markdown]\n# # A new lab\n\n# %%\nimport medzoo\n")
+    out = tmp_path / "site"
+    result = build(work / "mkdocs.yml", out)
+    assert result.returncode == 0, f"a new notebook broke the build:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    assert (out / "labs" / "99_new_lab.ipynb").is_file()
+    assert not (out / "labs" / "99_new_lab.py").exists()

@@ -6,21 +6,19 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-
-import torch
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING
 
 from medzoo.close_names import unknown_name
 from medzoo.download import sha256_file
-from medzoo.engine.checkpoint_metrics import checkpoint_metrics
-from medzoo.engine.ood import checkpoint_summary
-from medzoo.engine.runtime import resolve_device
 from medzoo.errors import ConfigError
 from medzoo.zoo import hub
 from medzoo.zoo.card import ModelCard
-from medzoo.zoo.card_doc import model_card
-from medzoo.zoo.checkpoint import read_card, replace_card, save_checkpoint
-from medzoo.zoo.factory import model_from_checkpoint
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+# torch, the engine and the model families are imported by the actions that build a model (publish, ood), so
+# that `medzoo zoo list` answers without them (bench/cli_startup.py).
 
 
 def headline(summary: dict) -> str:
@@ -50,6 +48,8 @@ def info(cfg: DictConfig) -> dict:
     if entry.card is not None and not entry.shipped:
         stored = ModelCard.from_dict(entry.card, f"{hub.MANIFEST}: {cfg.name}")
     else:
+        from medzoo.zoo.checkpoint import read_card
+
         stored = read_card(hub.resolve(f"{hub.ZOO_PREFIX}{cfg.name}"))
     card = {"name": cfg.name, "sha256": entry.sha256, **stored.to_dict()}
     print(json.dumps(card, indent=2, default=str))
@@ -61,6 +61,14 @@ def publish(cfg: DictConfig) -> dict:
     conversion (the same code path as `medzoo eval`), a manifest entry and docs/zoo/NAME.md."""
     if not cfg.name or not cfg.ckpt:
         raise ConfigError("medzoo zoo publish needs ckpt=PATH name=NAME task='...' (see docs/zoo/README.md).")
+    import torch
+
+    from medzoo.engine.checkpoint_metrics import checkpoint_metrics
+    from medzoo.engine.runtime import resolve_device
+    from medzoo.zoo.card_doc import model_card
+    from medzoo.zoo.checkpoint import save_checkpoint
+    from medzoo.zoo.factory import model_from_checkpoint
+
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(cfg.ckpt, "cpu")
     package = Path(str(resources.files("medzoo.zoo")))
@@ -104,6 +112,11 @@ def add_ood(cfg: DictConfig) -> dict:
     package gets its manifest entry's sha256 and size updated."""
     if not cfg.ckpt:
         raise ConfigError("medzoo zoo ood needs ckpt=NAME_OR_PATH and the data it was trained on (data.root=DIR).")
+    from medzoo.engine.ood import checkpoint_summary
+    from medzoo.engine.runtime import resolve_device
+    from medzoo.zoo.checkpoint import replace_card
+    from medzoo.zoo.factory import model_from_checkpoint
+
     path = hub.resolve(cfg.ckpt)
     package = Path(str(resources.files("medzoo.zoo")))
     shipped = [e.name for e in hub.manifest().values() if e.file and (package / "weights" / e.file).resolve() == path.resolve()]

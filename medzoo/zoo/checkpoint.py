@@ -10,14 +10,17 @@ import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from medzoo.errors import DataError
 from medzoo.zoo.card import ModelCard
+
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the functions that handle tensors: reading a card (`medzoo zoo info`) needs none.
 
 FORMAT = "medzoo-checkpoint/1"
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -49,6 +52,8 @@ def replace_card(path: str | Path, card: ModelCard) -> Path:
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], card: ModelCard) -> Path:
+    from safetensors.torch import save_file
+
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT, "card": card.to_json()})
     with open(tmp, "rb") as handle:
@@ -61,8 +66,8 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], card: ModelCard) -> Pat
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The card stored in a medzoo checkpoint, parsed and validated, without loading its tensors."""
-    with _open(path) as handle:
+    """The card stored in a medzoo checkpoint, parsed and validated, without loading its tensors (or torch)."""
+    with _open(path, framework="numpy") as handle:
         return _card(handle.metadata(), path)
 
 
@@ -89,12 +94,12 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]
     return state, (_card(metadata, path) if metadata.get("format") == FORMAT else None)
 
 
-def _open(path: str | Path):
+def _open(path: str | Path, framework: str = "pt"):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}. Pass ckpt=PATH to a .safetensors file written by medzoo.")
     try:
-        return safe_open(str(path), framework="pt")
+        return safe_open(str(path), framework=framework)
     except (SafetensorError, OSError, ValueError) as exc:
         raise DataError(f"{path}: not a readable safetensors checkpoint ({str(exc)[:160]}). The file may be "
                         "truncated or not a medzoo checkpoint; pickled .pt/.pth files are never loaded as "
@@ -109,6 +114,8 @@ def _card(metadata: dict[str, str] | None, path: str | Path) -> ModelCard:
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     try:
         # weights_only: a pickle may run any code while it loads; this unpickler only rebuilds tensors.
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -130,6 +137,8 @@ def _unpickler_reason(exc: BaseException) -> str:
 
 
 def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             if isinstance(obj.get(key), Mapping):

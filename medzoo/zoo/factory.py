@@ -14,12 +14,16 @@ from typing import Any
 import torch
 
 from medzoo.errors import ConfigError, DataError, UnknownNameError
-from medzoo.zoo import hub
+from medzoo.zoo import hub, resnet
 from medzoo.zoo.adapt import load_pretrained
 from medzoo.zoo.card import ModelCard
 from medzoo.zoo.checkpoint import load_checkpoint, read_weights
 from medzoo.zoo.external import ExternalWeights, recognise_resnet
 from medzoo.zoo.registry import entrypoint, is_model, list_models
+
+# The model families, each imported here by name so that its @register_model entrypoints are known wherever a
+# model is built (medzoo.zoo imports this module before it answers list_models); a new family is one more name.
+FAMILIES = (resnet,)
 
 __all__ = ["create_model", "model_from_checkpoint", "read_pretrained"]
 

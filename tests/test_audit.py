@@ -274,3 +274,13 @@ def test_real_brain_tumour_set(brain_tumor_root, tmp_path):
     near_cross = sum(r["kind"] == "near" and r["path_a"].split("/")[0] != r["path_b"].split("/")[0] for r in rows)
     assert (len(exact), near, near_cross) == (371, 464, 286)  # pairs.csv says the same as summary.json
     assert summary["shortcut"]["shortcut"] is True
+
+
+def test_a_data_config_that_brings_a_training_protocol_ends_in_one_line_not_a_hydra_error(tmp_path):
+    """data=medmnist overrides the transforms/optim/sched/trainer groups; the audit loads it and says what it reads."""
+    result = subprocess.run([MEDZOO, "audit", "data=medmnist", "data.path=builtin:breastmnist",
+                             f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "medzoo audit: error: data=MedMNISTSource is not an image-folder dataset; medzoo audit reads "
+        "Training/<class>/* and Testing/<class>/* folders (e.g. data=brain_tumor)."]

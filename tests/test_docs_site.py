@@ -133,3 +133,60 @@ def test_new_notebooks_do_not_break_the_build(tmp_path):
     assert result.returncode == 0, f"a new notebook broke the build:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     assert (out / "labs" / "99_new_lab.ipynb").is_file()
     assert not (out / "labs" / "99_new_lab.py").exists()
+
+
+def test_getting_started_has_the_readme_quickstart_commands():
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", quickstart, re.S) for line in block.splitlines()]
+    assert len(commands) >= 2, "README.md's Quickstart has lost its commands"
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    missing = [command for command in commands if command not in page]
+    assert not missing, f"docs/getting-started.md does not have README.md's Quickstart command(s): {missing}"
+
+
+# The config sections whose dotted settings (`trainer.max_epochs=...`) the user-guide pages name.
+FILE_SUFFIXES = (".csv", ".html", ".json", ".md", ".png", ".py", ".yaml")  # `bench.json` is a file, not a setting
+SECTIONS = ("audit", "bench", "data", "explain", "logger", "model", "optim", "paths", "sched", "trainer", "transforms")
+
+
+def test_guide_names_only_settings_that_exist():
+    """Every dotted setting in the user guide and the hand-written pages of the site is a key of the composed
+    config of some command, with some choice of its config groups (data=..., model=..., explain=...)."""
+    from importlib import resources
+
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from medzoo.cli import COMMANDS
+    from medzoo.recipes import register_recipes
+
+    conf = Path(str(resources.files("medzoo.conf")))
+    choices = {group: sorted(p.stem for p in (conf / group).glob("*.yaml"))
+               for group in ("data", "explain", "model", "optim", "sched", "transforms")}
+    known: set[str] = set()
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                known.add(f"{prefix}{key}")
+                walk(value, f"{prefix}{key}.")
+
+    register_recipes()
+    with initialize_config_module("medzoo.conf", version_base="1.3"):
+        for command in COMMANDS.values():  # `ckpt: ???` composes; only reading it would fail
+            base = compose(command.config, return_hydra_config=True)
+            groups = [group for group in choices if group in base.hydra.runtime.choices]  # this command's groups
+            walk(OmegaConf.to_container(base, resolve=False), "")
+            for overrides in ([f"{group}={choice}"] for group in groups for choice in choices[group]):
+                walk(OmegaConf.to_container(compose(command.config, overrides=overrides), resolve=False), "")
+    pages = [*(ROOT / "docs" / "guide").glob("*.md"), *(ROOT / "docs").glob("[a-z]*.md")]
+    pages = [page for page in pages if page.name not in ("architecture.md", "audit.md", "distributed.md")]
+    unknown = set()
+    for page in pages:
+        text = page.read_text()
+        for code in re.findall(r"`([^`\n]+)`", text) + re.findall(r"```bash\n(.*?)```", text, re.S):
+            for setting in re.findall(r"(?<![\w./$-])([a-z_]+(?:\.[a-z_0-9+]+)+)(?==|\b)", code):
+                if setting.split(".")[0] in SECTIONS and not setting.endswith(FILE_SUFFIXES) and setting not in known:
+                    unknown.add(f"{page.relative_to(ROOT)}: {setting}")
+    assert not unknown, f"settings that no command has: {sorted(unknown)}"

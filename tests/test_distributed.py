@@ -34,7 +34,8 @@ from tests.test_cli import MEDZOO
 COMMON = ["recipe=brain_tumor_resnet18", "transforms.image_size=32", "model=resnet10", "model.norm=group",
           "data.num_workers=0", "trainer.progress=false", "trainer.deterministic=true", "trainer.precision=fp32",
           "trainer.channels_last=false", "trainer.max_epochs=2", "logger.plots=false",
-          "optim=sgd", "optim.lr=0.02"]  # SGD: Adam would turn float-rounding noise in near-zero gradients into steps
+          "optim=sgd", "optim.lr=0.02",  # SGD: Adam would turn float-rounding noise in near-zero gradients into steps
+          "trainer.save_last=true", "trainer.weights_dtype=float32"]  # the last weights, compared below in full
 
 
 def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):

@@ -28,7 +28,9 @@ EPOCHS = 3
 SETTINGS = ["recipe=brain_tumor_resnet18", "transforms.image_size=64", "model=resnet10", "data.batch_size=8",
             "data.num_workers=0", "trainer.progress=false", "trainer.deterministic=true",
             f"trainer.max_epochs={EPOCHS}", "logger.plots=false",
-            "trainer.mix.name=cutmix"]  # its draws come from the saved global RNG: resumed runs must mix alike
+            "trainer.mix.name=cutmix",  # its draws come from the saved global RNG: resumed runs must mix alike
+            # last.safetensors is compared too, both at full precision; the finished runs keep their last.pt
+            "trainer.save_last=true", "trainer.weights_dtype=float32", "trainer.keep_resume_state=true"]
 # Seeds the kill moments of the random-kill test; each seed gives another, reproducible schedule.
 KILL_SEED = 2
 KILLS = 3

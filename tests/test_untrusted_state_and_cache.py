@@ -282,7 +282,7 @@ def test_the_cli_refuses_to_resume_another_models_state(tmp_path, capsys, monkey
     monkeypatch.setenv("MEDZOO_OFFLINE", "1")
     root = make_image_folder(tmp_path / "data", per_class_train=10, per_class_test=2)
     common = ["recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, "model.width=0.25", "logger.plots=false",
-              "evaluate_test=false", "trainer.max_epochs=1", "logger.loggers=[]"]
+              "evaluate_test=false", "trainer.max_epochs=1", "logger.loggers=[]", "trainer.keep_resume_state=true"]
     cli.main(["train", *common, f"hydra.run.dir={tmp_path / 'first'}"])
     assert load_state(tmp_path / "first" / "checkpoints" / "last.pt")["record"]["recipe"] == "brain_tumor_resnet18"
     capsys.readouterr()

@@ -37,17 +37,26 @@ log = logging.getLogger(__name__)
 
 
 def resume_path(setting: str | None, run_dir: Path) -> Path | None:
-    """`auto`: this run dir's last state if there is one; a path: that file (or that run dir's state)."""
+    """`auto`: this run dir's last state if there is one; a path: that file (or that run dir's state).
+
+    A finished run keeps its state only with trainer.keep_resume_state=true: `auto` in a finished run dir
+    without one is an error (training it again from epoch 1 would overwrite its results).
+    """
     if not setting:
         return None
-    if setting == "auto":
-        path = run_dir / "checkpoints" / "last.pt"
-        return path if path.exists() else None
-    path = Path(setting).expanduser()
-    path = path / "checkpoints" / "last.pt" if path.is_dir() else path
-    if not path.exists():
+    folder = run_dir if setting == "auto" else Path(setting).expanduser()
+    path = folder / "checkpoints" / "last.pt" if setting == "auto" or folder.is_dir() else folder
+    if path.exists():
+        return path
+    if path.parent.name == "checkpoints" and (path.parent.parent / "metrics.json").exists():
+        raise ConfigError(f"trainer.resume={setting}: {path.parent.parent} holds a finished run without its resume "
+                          "state (a run deletes last.pt at its end unless trainer.keep_resume_state=true). Start from "
+                          "its weights in a new run dir (model.pretrained=PATH/checkpoints/best.safetensors "
+                          "hydra.run.dir=NEW_DIR), or keep the state of future runs with "
+                          "trainer.keep_resume_state=true.")
+    if setting != "auto":
         raise ConfigError(f"trainer.resume={setting}: no resume state at {path}.")
-    return path
+    return None
 
 
 def _data_group(data: dict) -> str | None:
@@ -118,6 +127,7 @@ def train(cfg: DictConfig) -> dict:
     dist = init_distributed(device.type)
     device = torch.device("cuda", dist.local_rank) if dist.enabled and device.type == "cuda" else device
     run_dir = Path(broadcast(str(run_directory()), dist))  # rank 0's run dir for every rank
+    start = resume_path(settings.resume, run_dir)  # before any work: a finished run without its state stops here
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     precision = Precision.resolve(cfg.trainer.precision, device)
 
@@ -132,22 +142,23 @@ def train(cfg: DictConfig) -> dict:
     checkpoints = run_dir / "checkpoints"
     card = card_builder(cfg, splits, model, spec, precision.name, channels_last)
 
+    weights_dtype = getattr(torch, settings.weights_dtype)  # the metrics below are measured on what is stored
+
     def save_best(trained: torch.nn.Module, info: dict) -> None:
         save_checkpoint(checkpoints / "best.safetensors", trained, card(metrics={"val": info["val"]},
-                                                                        epoch=info["epoch"]))
+                                                                        epoch=info["epoch"]), dtype=weights_dtype)
 
     loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers] if dist.is_main else []
     trainer = Trainer(model, parts.optimizer, parts.scheduler, parts.criterion, device=device, precision=precision,
                       settings=settings, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
                       on_best=save_best, loggers=loggers, dist=dist, recipe=cfg.get("recipe_name"))
-    start = resume_path(cfg.trainer.resume, run_dir)
     if start is not None:
         trainer.resume(start)
     progress = trainer.fit(loaders.train, loaders.val)
 
     with main_first(dist):  # rank 0 writes the final checkpoints before the others read best.safetensors
-        if dist.is_main:
-            save_checkpoint(checkpoints / "last.safetensors", model, card(epoch=progress.epoch))
+        if dist.is_main and settings.save_last:
+            save_checkpoint(checkpoints / "last.safetensors", model, card(epoch=progress.epoch), dtype=weights_dtype)
     best, _ = model_from_checkpoint(checkpoints / "best.safetensors", device)
     best = best.to(memory_format=torch.channels_last) if channels_last else best
 
@@ -168,9 +179,11 @@ def train(cfg: DictConfig) -> dict:
     if dist.is_main:  # OOD: eval-transformed training features (seeded subsample), threshold from validation
         ood = summarise_or_warn(best, splits, spec, precision, channels_last, cfg.seed) if settings.ood else None
         save_checkpoint(checkpoints / "best.safetensors", best,
-                        card(metrics=metrics, epoch=progress.best_epoch).with_ood(ood))
+                        card(metrics=metrics, epoch=progress.best_epoch).with_ood(ood), dtype=weights_dtype)
         write_reports(run_dir, metrics, progress.history, splits.classes, cfg.logger.plots)
         train_report(run_dir, cfg, splits)  # report.html; a failure there is a warning
+        if not settings.keep_resume_state:  # the run is complete: its resume state is 3x the model, and done
+            trainer.discard_resume_state()
     for logger in loggers:
         getattr(logger, "close", lambda: None)()
     shutdown(dist)

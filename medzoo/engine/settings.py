@@ -16,6 +16,7 @@ from medzoo.errors import ConfigError
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ON_NONFINITE = ("stop", "skip")
 LR_SCALINGS = ("none", "linear")
+WEIGHTS_DTYPES = ("bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TrainerSettings:
     log_every_n_steps: int = 20
     progress: bool = True
     ood: bool = True  # fit the out-of-distribution summary (medzoo.engine.ood) into best.safetensors
+    weights_dtype: str = "bfloat16"  # floating weights in best/last.safetensors (the metrics are measured on them)
+    save_last: bool = False  # also write last.safetensors, the last epoch's weights with their card
+    keep_resume_state: bool = False  # keep last.pt after the run ends (it is written every epoch either way)
 
     @classmethod
     def from_config(cls, config: Any, where: str = "trainer") -> TrainerSettings:
@@ -85,10 +89,11 @@ class TrainerSettings:
         if not (isinstance(self.label_smoothing, (int, float)) and 0.0 <= self.label_smoothing < 1.0):
             raise ConfigError(f"{where}.label_smoothing={self.label_smoothing!r}: a number in [0, 1) expected.")
         for key, choices in (("compile_mode", COMPILE_MODES), ("on_nonfinite", ON_NONFINITE),
-                             ("lr_scaling", LR_SCALINGS)):
+                             ("lr_scaling", LR_SCALINGS), ("weights_dtype", WEIGHTS_DTYPES)):
             if getattr(self, key) not in choices:
                 raise ConfigError(f"{where}.{key}={getattr(self, key)!r}: one of {', '.join(choices)}.")
-        for key in ("channels_last", "compile", "sync_batchnorm", "deterministic", "progress", "ood"):
+        for key in ("channels_last", "compile", "sync_batchnorm", "deterministic", "progress", "ood", "save_last",
+                    "keep_resume_state"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{where}.{key}={getattr(self, key)!r}: true or false.")
 

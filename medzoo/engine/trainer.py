@@ -220,6 +220,14 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "progress": asdict(self.progress), "rng": rng_state()}, self.record))
 
+    def discard_resume_state(self) -> None:
+        """Delete the resume state of a finished run (trainer.keep_resume_state=false): model, optimiser state
+        (Adam: two tensors per weight) and RNG, about three times the model's size, needed by no finished run."""
+        if self.state_path.exists():
+            log.info("resume state %s deleted: the run is complete (trainer.keep_resume_state=true keeps it)",
+                     self.state_path)
+        self.state_path.unlink(missing_ok=True)
+
     def resume(self, path: Path) -> None:
         """Restore everything `save_resume_state` wrote; the next epoch is the one after it.
 

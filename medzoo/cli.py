@@ -214,15 +214,11 @@ def import_user_modules(names: Any) -> None:
                               "(PYTHONPATH=DIR medzoo ...) or install it.") from exc
 
 
-def run_command(name: str, argv: list[str]) -> None:
-    """Run command `name` as a Hydra app with `argv` as its overrides."""
-    import hydra
-    from hydra.errors import InstantiationException
-    from omegaconf import OmegaConf
-
+def command_overrides(name: str, argv: list[str]) -> list[str]:
+    """The command line after `medzoo NAME` -> the Hydra overrides it means, checked (grammar, recipe and group
+    names) and with the recipes registered; the Python API (medzoo.api) goes through here too."""
     from medzoo.recipes import register_recipes
 
-    command = COMMANDS[name]
     if name in ACTION_COMMANDS and argv and "=" not in argv[0] and not argv[0].startswith("-"):
         argv = [f"action={argv[0]}", *argv[1:]]
     if name in DATA_SOURCE_COMMANDS:
@@ -231,6 +227,17 @@ def run_command(name: str, argv: list[str]) -> None:
     check_grammar(name, argv)
     _check_names(argv)
     register_recipes()
+    return argv
+
+
+def run_command(name: str, argv: list[str]) -> None:
+    """Run command `name` as a Hydra app with `argv` as its overrides."""
+    import hydra
+    from hydra.errors import InstantiationException
+    from omegaconf import OmegaConf
+
+    command = COMMANDS[name]
+    argv = command_overrides(name, argv)
     job = command.function()
 
     @hydra.main(config_path="conf", config_name=command.config, version_base="1.3")

@@ -46,7 +46,7 @@ class TrainerSettings:
     log_every_n_steps: int = 20
     progress: bool = True
     ood: bool = True  # fit the out-of-distribution summary (medzoo.engine.ood) into best.safetensors
-    weights_dtype: str = "bfloat16"  # floating weights in best/last.safetensors (the metrics are measured on them)
+    weights_dtype: str = "float16"  # floating weights in best/last.safetensors (the metrics are measured on them)
     save_last: bool = False  # also write last.safetensors, the last epoch's weights with their card
     keep_resume_state: bool = False  # keep last.pt after the run ends (it is written every epoch either way)
 

@@ -31,15 +31,31 @@ _DDP_PREFIX = "module."
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard | Mapping[str, Any],
                     dtype: torch.dtype | None = None) -> Path:
-    """Write the model's weights (floating ones cast to `dtype` if given, e.g. fp16 for a smaller published
-    file) and `card` to `path` atomically (a crash never leaves a partial file)."""
+    """Write the model's weights (floating ones cast to `dtype` if given, e.g. fp16 for a smaller file; a tensor
+    that `dtype` cannot hold, with a value beyond its range or a norm the cast changes by more than 0.1 %, stays
+    as it is) and `card` to `path` atomically (a crash never leaves a partial file)."""
     path = Path(path)
     card = card if isinstance(card, ModelCard) else ModelCard.from_dict(dict(card), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        tensors = {k: _narrowed(v, dtype) for k, v in tensors.items()}
     return _write(path, tensors, card)
+
+
+def _narrowed(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `dtype` when the cast keeps it (no value beyond the range, and the tensor as a whole within 0.1 %:
+    values far below its scale may round to zero), else as it is."""
+    import torch
+
+    if not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    cast = tensor.to(dtype)
+    if bool((torch.isinf(cast) & torch.isfinite(tensor)).any()):
+        return tensor
+    reference = tensor.double()
+    lost = (cast.double() - reference).norm()
+    return tensor if lost > 1e-3 * reference.norm() else cast
 
 
 def replace_card(path: str | Path, card: ModelCard) -> Path:

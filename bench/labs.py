@@ -4,6 +4,7 @@ docs/labs/README.md.
 
     python bench/labs.py                       # every lab, full mode
     python bench/labs.py 01 03 --quick         # some labs, quick mode (what the tests run)
+    python bench/labs.py 03 04 -p SEED=1       # another seed
 
 Each lab gets an empty MEDZOO_HOME, so its time includes decoding the data once, as a student's first run does.
 Data: labs that need data read MEDZOO_DATA (a folder holding brain-tumor-mri/, medmnist/, ...). The executed
@@ -33,11 +34,21 @@ def lab_results(notebook: Path) -> dict | None:
     return json.loads(found.group(1).replace('\\"', '"')) if found else None
 
 
+def parse_param(text: str) -> tuple[str, object]:
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("labs", nargs="*", help="lab numbers (01, 02, ...); default all")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None)
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="another parameter for every lab, e.g. -p SEED=1 (a number, true/false or text)")
     args = parser.parse_args()
     import papermill
 
@@ -53,7 +64,8 @@ def main() -> None:
         status = "ok"
         try:
             papermill.execute_notebook(str(notebook), str(workdir / notebook.name), cwd=str(workdir),
-                                       parameters={"QUICK": args.quick, "WORKDIR": str(workdir)},
+                                       parameters={"QUICK": args.quick, "WORKDIR": str(workdir),
+                                                   **dict(parse_param(p) for p in args.param)},
                                        kernel_name="python3", progress_bar=False)
         except Exception as exc:  # report and go on with the next lab
             status = f"FAILED: {str(exc).splitlines()[-1] if str(exc) else type(exc).__name__}"

@@ -22,7 +22,8 @@
 # - why accuracy alone misleads on an imbalanced set, and what balanced accuracy and AUC add;
 # - how much the same recipe moves from one seed to the next.
 #
-# **Time.** Full mode: three runs of 10 epochs, measured at TO-MEASURE on a 2-core laptop CPU (see the last cell).
+# **Time.** Full mode: three runs of 10 epochs, measured at 12 min 56 s on a 2-core CPU whose cores other jobs
+# were also using (about 4 min on an idle one: 74 s per run); quick mode about 20 s.
 # **Requires:** nothing beyond medzoo (the data ships inside the package).
 #
 # Research and teaching only: these models are not medical devices.
@@ -135,8 +136,11 @@ for key in ("accuracy", "balanced_accuracy", "auc"):
 # 4. Open `report.html`. Which images does the model get wrong with the highest confidence?
 #
 # ## What you should see (checked below)
-# Full mode, measured on a 2-core CPU (2026-12-06, three seeds): test accuracy TO-MEASURE, balanced accuracy
-# TO-MEASURE, AUC TO-MEASURE; a majority-class answer scores 0.731. Quick mode only checks that the numbers hold
+# Full mode, measured on a 2-core CPU (2026-12-06, seeds 0, 1, 2): test accuracy 0.737 / 0.731 / 0.776, balanced
+# accuracy 0.542 / 0.500 / 0.621, AUC 0.669 / 0.686 / 0.747; a majority-class answer scores 0.731. Seed 1's model
+# answers "normal_benign" for every test image: the same accuracy as the majority answer, and a balanced accuracy
+# of exactly 0.5. The checks allow 0.03 around the measured ranges (other CPUs round differently). Quick mode only
+# checks that the numbers hold together. Quick mode only checks that the numbers hold
 # together.
 
 # %%
@@ -152,8 +156,8 @@ assert abs(majority_share - 0.731) < 0.001
 if not QUICK:
     for seed in SEEDS:
         test = runs[seed].metrics["test"]
-        assert 0.70 <= test["accuracy"] <= 0.87, test
-        assert 0.55 <= test["balanced_accuracy"] <= 0.85, test
-        assert 0.72 <= test["auc"] <= 0.90, test
+        assert 0.70 <= test["accuracy"] <= 0.81, test
+        assert 0.47 <= test["balanced_accuracy"] <= 0.65, test
+        assert 0.64 <= test["auc"] <= 0.78, test
 print("LAB RESULTS", json.dumps({"seeds": SEEDS, "test": table}))
 print("all checks passed")

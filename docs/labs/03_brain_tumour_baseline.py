@@ -22,12 +22,14 @@
 # - to read a confusion matrix and a reliability diagram (is a 90 % answer right 90 % of the time?);
 # - to look at where a model looks (Grad-CAM), and to test it on images from another source.
 #
-# **Time.** Full mode: TO-MEASURE on a 2-core laptop CPU (see the last cell).
+# **Time.** Full mode: 3 min 40 s and 3 min 53 s (seeds 0 and 1) on a 2-core CPU, from an empty cache (decoding,
+# the audit, 6 epochs, the final evaluation); quick mode about 40 s.
 # **Requires:** `brain-tumor-mri/` and `tcga-lgg-slices/` under MEDZOO_DATA.
 
 # %% tags=["parameters"]
 QUICK = False          # True: one epoch of a tiny model on 20 images per class folder (what the tests run)
 WORKDIR = "lab_runs"   # where the runs are written
+SEED = 0               # the runs' seed (the figures below were measured with seeds 0 and 1)
 EPOCHS = 6             # the published recipe trains 35
 
 # %%
@@ -65,8 +67,8 @@ if QUICK:
 # test accuracy (lab 2).
 
 # %%
-run = medzoo.train("brain_tumor_resnet18_cpu", f"data.root={root}", "trainer.progress=false", *short,
-                   f"hydra.run.dir={out / 'train'}")
+run = medzoo.train("brain_tumor_resnet18_cpu", f"data.root={root}", f"seed={SEED}", "trainer.progress=false",
+                   *short, f"hydra.run.dir={out / 'train'}")
 published = medzoo.zoo.info("brain_tumor_resnet18_cpu")["metrics"]
 for split in ("val", "test", "test_deleaked"):
     mine = run.metrics.get(split, {}).get("accuracy")
@@ -128,13 +130,20 @@ print(f"flagged as unlike the training data (ood): {flagged} of {len(answers)}")
 #    is right 9 times in 10?
 # 3. In the Grad-CAM maps, does the model look at the tumour, at the skull, at the image border? What would a map on
 #    the border tell you about the data?
-# 4. The other-source gliomas are all gliomas. Why does a model with a good Testing accuracy miss so many of them?
-#    Name two things you could change in the data (not the model) — the recipe `brain_tumor_multisource_cpu` tries
-#    one of them.
+# 4. The other-source slices are all gliomas, and the model calls most of them something else — as it does with the
+#    Testing gliomas, while its validation accuracy is above 0.9. What does that say about how Testing differs from
+#    Training (lab 2)? Name two things you could change in the data, not the model; the recipe
+#    `brain_tumor_multisource_cpu` tries one of them.
+# 5. The out-of-distribution check flags none of the other-source slices. What does such a check measure, and why
+#    can an input be "like the training data" and still be read wrong?
 #
 # ## What you should see (checked below)
-# Full mode (6 epochs; measured 2026-12-06 on a 2-core CPU, seed 0): TO-MEASURE. Quick mode checks that the numbers
-# hold together.
+# Full mode (6 epochs; measured 2026-12-06 on a 2-core CPU, seeds 0 / 1): validation accuracy 0.924 / 0.937, official
+# Testing 0.718 / 0.721 (the published 35-epoch run: 0.812), de-leaked Testing 0.381 / 0.410, ECE 0.092 / 0.106.
+# Testing gliomas recalled 0.37 / 0.41. Of 200 TCGA-LGG glioma slices, 79 are called glioma with both seeds (39.5 %),
+# the rest spread over the other three classes, and the out-of-distribution check flags none of them: the images
+# look like training images to the model's features, yet it reads them wrong. The checks allow 0.03-0.05 around
+# these. Quick mode checks that the numbers hold together.
 
 # %%
 assert run.metrics == json.loads((run.dir / "metrics.json").read_text())
@@ -145,8 +154,9 @@ assert 0.0 <= test["ece"] <= 1.0
 assert all(m.shape == (128, 128) and m.min() >= 0 and m.max() <= 1 for m in maps)
 assert sum(called.values()) == len(answers) == (10 if QUICK else 200)
 if not QUICK:
-    assert 0.60 <= test["accuracy"] <= 0.85, test["accuracy"]
-    assert TO_MEASURE
+    assert 0.68 <= test["accuracy"] <= 0.76, test["accuracy"]
+    assert 0.33 <= run.metrics["test_deleaked"]["accuracy"] <= 0.46, run.metrics["test_deleaked"]["accuracy"]
+    assert 0.30 <= glioma_share <= 0.50, glioma_share
 print("LAB RESULTS", json.dumps({"test": round(test["accuracy"], 4),
                                 "test_deleaked": round(run.metrics["test_deleaked"]["accuracy"], 4),
                                 "ece": round(test["ece"], 4), "other_source_glioma_called_glioma": glioma_share,

@@ -23,12 +23,13 @@
 # - how fine-tuning compares with training from scratch on a small set, and how to tell whether the gap is real;
 # - what channel adaptation does to the first convolution, and how to test it on channel-replicated input.
 #
-# **Time.** Full mode: TO-MEASURE on a 2-core laptop CPU (see the last cell).
+# **Time.** Full mode: 4 min 20 s and 4 min 17 s (seeds 0 and 1) on a 2-core CPU; quick mode about 40 s.
 # **Requires:** nothing beyond medzoo (the checkpoint and BreastMNIST ship inside the package).
 
 # %% tags=["parameters"]
 QUICK = False          # True: one epoch per run (what the tests run)
 WORKDIR = "lab_runs"   # where the runs are written
+SEED = 0               # the runs' seed (the figures below were measured with seeds 0 and 1)
 
 # %%
 import json
@@ -61,7 +62,9 @@ print("test accuracy (official / de-leaked):", round(card["metrics"]["test"]["ac
 # slowly than the head (`optim.backbone_lr_scale=0.1`). From scratch: the same settings without the weights.
 
 # %%
-common = [f"trainer.max_epochs={EPOCHS}", "trainer.progress=false"]
+common = [f"trainer.max_epochs={EPOCHS}", f"seed={SEED}", "trainer.progress=false"]
+if QUICK:  # smaller images, no out-of-distribution summary: a check that the lab runs, not a result
+    common += ["transforms.image_size=64", "trainer.ood=false"]
 tuned = medzoo.train("finetune", *common, f"hydra.run.dir={out / 'finetune'}")
 scratch = medzoo.train("finetune", "model.pretrained=null", "optim.backbone_lr_scale=1.0", *common,
                        f"hydra.run.dir={out / 'scratch'}")
@@ -117,8 +120,11 @@ for answer, label in zip(answers, labels[:8].ravel()):
 #    not promise?
 #
 # ## What you should see (checked below)
-# Full mode (20 epochs each; measured 2026-12-06 on a 2-core CPU): TO-MEASURE. In both modes the adapted networks
-# match the original within 1e-4 on channel-replicated input.
+# Full mode (20 epochs each; measured 2026-12-06 on a 2-core CPU, seeds 0 / 1): fine-tuned test accuracy 0.840 /
+# 0.821, AUC 0.905 / 0.855; from scratch 0.833 / 0.853, AUC 0.878 / 0.879. Seed 0 favours fine-tuning, seed 1 training
+# from scratch, and every 95 % interval overlaps the others: on 156 test images this comparison cannot tell them
+# apart. In both modes the adapted networks match the original within 1e-4 on channel-replicated input (measured:
+# 0 for 1 channel, 6.1e-5 for 3, 7.1e-5 for 28, in float32). The checks allow 0.04 around the measured ranges.
 
 # %%
 assert card["in_chans"] == 1 and len(card["classes"]) == 4
@@ -127,7 +133,8 @@ for run in (tuned, scratch):
 assert all(error < 1e-4 for error in errors.values()), errors
 assert len(answers) == 8 and all(a["prediction"] in model.classes for a in answers)
 if not QUICK:
-    assert TO_MEASURE
+    assert 0.78 <= tuned.metrics["test"]["accuracy"] <= 0.88 and 0.81 <= tuned.metrics["test"]["auc"] <= 0.95
+    assert 0.79 <= scratch.metrics["test"]["accuracy"] <= 0.89 and 0.83 <= scratch.metrics["test"]["auc"] <= 0.92
 print("LAB RESULTS", json.dumps({"finetune": {k: round(tuned.metrics["test"][k], 4) for k in ("accuracy", "auc")},
                                 "scratch": {k: round(scratch.metrics["test"][k], 4) for k in ("accuracy", "auc")},
                                 "adapt_max_error": errors}))

@@ -53,7 +53,7 @@ out = Path(WORKDIR) / "01_first_model"
 # %%
 splits = read_medmnist(resolve_npz("builtin:breastmnist"))
 classes = ["malignant", "normal_benign"]
-for split, (images, labels) in splits.items():
+for split, (_, labels) in splits.items():
     counts = np.bincount(labels.ravel(), minlength=2)
     print(f"{split:5s} {len(labels):4d} images  " + "  ".join(f"{c}: {n}" for c, n in zip(classes, counts)))
 test_labels = splits["test"][1].ravel()
@@ -144,7 +144,7 @@ for key in ("accuracy", "balanced_accuracy", "auc"):
 # together.
 
 # %%
-for seed, one in runs.items():
+for one in runs.values():
     m = one.metrics
     assert one.checkpoint.exists() and one.report.exists() and (one.dir / "curves.png").exists()
     assert m == json.loads((one.dir / "metrics.json").read_text())

@@ -13,13 +13,14 @@ Names are imported when first used, so `import medzoo` (and `medzoo --help`) sta
 from __future__ import annotations
 
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "train": "medzoo.api", "evaluate": "medzoo.api", "load": "medzoo.api", "audit": "medzoo.api",
+    "train": "medzoo.api", "evaluate": "medzoo.api", "load": "medzoo.api",
     "prepare": "medzoo.api", "bench": "medzoo.api",
     "Run": "medzoo.api", "AuditResult": "medzoo.api", "Predictor": "medzoo.api",
     "create_model": "medzoo.zoo", "list_models": "medzoo.zoo", "register_model": "medzoo.zoo",
@@ -29,8 +30,22 @@ __all__ = ["AuditResult", "Predictor", "Run", "__version__", "audit", "bench", "
 
 if TYPE_CHECKING:  # what static tools and editors see
     from medzoo import zoo
-    from medzoo.api import AuditResult, Predictor, Run, audit, bench, evaluate, load, prepare, train
+    from medzoo.api import AuditResult, Predictor, Run, bench, evaluate, load, prepare, train
     from medzoo.zoo import create_model, list_models, register_model
+
+
+class _AuditPackage(ModuleType):
+    """`medzoo.audit` is both the package of the dataset audit (medzoo/audit/) and the API's `medzoo.audit(root, ...)`:
+    Python binds a subpackage to its parent's attribute whenever it is imported, which would hide a function of that
+    name, so the package itself answers the call."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from medzoo.api import audit
+
+        return audit(*args, **kwargs)
+
+
+import_module("medzoo.audit").__class__ = _AuditPackage  # a docstring-only package: nothing heavy is imported
 
 
 def __getattr__(name: str) -> Any:

@@ -45,6 +45,11 @@ def test_the_top_level_names_are_the_api_and_import_lazily():
         assert callable(getattr(medzoo, name)) and getattr(medzoo, name).__doc__, name
     assert medzoo.Predictor.predict.__doc__ and medzoo.Predictor.explain.__doc__
     assert "resnet18" in medzoo.list_models() and medzoo.create_model("resnet10", num_classes=3).fc.out_features == 3
+    # medzoo.audit is also the audit's package, bound to that name whenever a module of it is imported: still callable
+    script = ("import medzoo.audit.report, medzoo; from medzoo.audit.settings import AuditSettings; "
+              "print(callable(medzoo.audit), medzoo.audit.report.__name__)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "medzoo.audit.report"]
     with pytest.raises(AttributeError, match="no attribute 'trian'"):
         medzoo.trian  # noqa: B018
 

@@ -44,6 +44,9 @@ class Predictor:
         self.path = hub.resolve(ref)
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.model, self.card = model_from_checkpoint(self.path, self.device)
+        self.channels_last = self.card.channels_last  # as the model was trained and `medzoo eval` runs it
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.scorer = OODScorer(self.model, self.card, str(self.path))  # says so once when the card has none
         self.preprocess = Preprocessor(self.card, str(self.path))
         self.precision = Precision.resolve(precision or self.card.precision, self.device)
@@ -96,8 +99,9 @@ class Predictor:
         for start in range(0, len(items), batch_size):
             names, tensors = zip(*items[start:start + batch_size])
             batch = torch.stack(tensors)
+            laid_out = batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
             with self.scorer.watch(len(names)):
-                probs = probabilities(self.model, batch, self.precision.autocast)
+                probs = probabilities(self.model, laid_out, self.precision.autocast)
             yield Answered(names, batch, probs, self.scorer.take())
 
     def row(self, name: str, probs: np.ndarray, score: tuple[float | None, bool | None]) -> dict[str, Any]:

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 from medzoo.close_names import unknown_name
 from medzoo.download import sha256_file
 from medzoo.errors import ConfigError
-from medzoo.zoo import hub
-from medzoo.zoo.card import ModelCard
+from medzoo.zoo import catalog, hub
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -29,10 +28,8 @@ def headline(summary: dict) -> str:
 
 def list_checkpoints(cfg: DictConfig) -> list[str]:
     """One line per published checkpoint: name, task, headline test metric, and whether it is local."""
-    lines = []
-    for name, entry in hub.manifest().items():
-        where = "packaged" if entry.shipped else ("download" if entry.urls else "cache only")
-        lines.append(f"{name:<36} {entry.task:<44} {headline(entry.summary):<40} {where}")
+    lines = [f"{entry['name']:<36} {entry['task']:<44} {headline({'test': entry['test']}):<40} {entry['where']}"
+             for entry in catalog.published()]
     print("\n".join(lines) if lines else "no published checkpoints")
     return lines
 
@@ -41,17 +38,7 @@ def info(cfg: DictConfig) -> dict:
     """The checkpoint's full card as JSON (metrics under `metrics.test`)."""
     if not cfg.name:
         raise ConfigError("medzoo zoo info needs name=NAME (see `medzoo zoo list`).")
-    entries = hub.manifest()
-    if cfg.name not in entries:
-        raise unknown_name("checkpoint", cfg.name, entries)
-    entry = entries[cfg.name]
-    if entry.card is not None and not entry.shipped:
-        stored = ModelCard.from_dict(entry.card, f"{hub.MANIFEST}: {cfg.name}")
-    else:
-        from medzoo.zoo.checkpoint import read_card
-
-        stored = read_card(hub.resolve(f"{hub.ZOO_PREFIX}{cfg.name}"))
-    card = {"name": cfg.name, "sha256": entry.sha256, **stored.to_dict()}
+    card = catalog.info(cfg.name)
     print(json.dumps(card, indent=2, default=str))
     return card
 

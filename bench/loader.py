@@ -492,7 +492,7 @@ def run(args: argparse.Namespace) -> dict:
     del ours, theirs, without_noise, new_segments
     for name, what in (("cache + aug", CACHE_AUG), ("MONAI pipeline nii", MONAI_AUG),
                        (NO_NOISE, "prepared cache + flip/rot90/min-max + collate (diagnostic)"),
-                       (NEW_SEGMENTS, "cache + aug, batches into new /dev/shm segments (data.batch_ring=false)")):
+                       (NEW_SEGMENTS, "cache + aug, batches into new /dev/shm segments (loader.batch_ring=false)")):
         total = pair[name]
         rows.append(row(name, total["seconds"], total["samples"], sample_bytes, what, total["cpu"]))
     round_ratios = [a / b for a, b in zip(pair["cache + aug"]["round_rates"],

@@ -16,11 +16,13 @@ import json
 
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from medzoo.engine.loaders import eval_loader
 from medzoo.engine.precision import Precision
 from medzoo.engine.recipe_parts import load_splits
 from medzoo.engine.trainer import detailed_metrics, predict_probs
+from medzoo.loading.settings import LoaderSettings
 from medzoo.recipes import register_recipes
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import hub
@@ -42,7 +44,7 @@ def main() -> None:
     device = torch.device("cpu")
     model, card = model_from_checkpoint(hub.resolve(args.ckpt), device)
     spec = TransformSpec.from_config(cfg.transforms)
-    splits = load_splits(cfg, spec)
+    splits = load_splits(OmegaConf.to_container(cfg.data, resolve=True), spec)
     pairs = list(zip(card.classes, splits.classes, strict=True))
     for theirs, ours in pairs:
         if not any(theirs.lower().startswith(word) and ours.lower().startswith(word) for word in SAME_ORDER):
@@ -50,7 +52,7 @@ def main() -> None:
     precision = Precision.resolve(card.precision, device)
     results = {}
     for name in args.splits:
-        probs, labels = predict_probs(model, eval_loader(splits, name, spec, cfg.data, device), device, precision)
+        probs, labels = predict_probs(model, eval_loader(splits, name, spec, LoaderSettings.from_config(cfg.loader), device), device, precision)
         metrics = detailed_metrics(probs, labels, list(splits.classes))
         results[name] = {key: metrics[key] for key in ("accuracy", "balanced_accuracy", "num_samples", "per_class",
                                                        "confusion_matrix") if key in metrics}

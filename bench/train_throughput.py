@@ -6,9 +6,9 @@
 
 Data are synthetic uint8 samples held in memory and fed through medzoo's loader (seeded sampler, per-sample
 cast), so the figures measure the model step and the loader, not JPEG decoding. The `device` case holds the
-split on the device and augments each batch there (data.device_cache, the GPU recipe's path); the
+split on the device and augments each batch there (loader.device_cache, the GPU recipe's path); the
 `device_augment` case has the workers hand over the 1000-channel stacks as uint8 and augments each batch
-on the device (data.device_augment: flip, rot90, min-max, noise, as `transforms=stack_2d5_aug`).
+on the device (loader.device_augment: flip, rot90, min-max, noise, as `transforms=stack_2d5_aug`).
 """
 
 from __future__ import annotations

@@ -141,10 +141,14 @@ def _search_path(argv: list[str]) -> list[str]:
 
 def _check_names(argv: list[str]) -> None:
     """Fail early, with the closest names, on an unknown recipe (shipped, or in a `hydra.searchpath` folder)."""
+    from medzoo.loading.settings import moved_loader_keys
     from medzoo.recipes import check_recipe
 
     search_path = _search_path(argv)
     for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key.startswith("data."):  # a loader key written where it was before the loader group
+            moved_loader_keys({key[len("data."):]: value})
         if arg.startswith("recipe="):
             for name in arg.split("=", 1)[1].split(","):
                 check_recipe(name, search_path)

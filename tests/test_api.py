@@ -18,7 +18,7 @@ from medzoo.errors import ConfigError, MedzooError, UnknownNameError
 from tests.test_cli import medzoo as medzoo_cli
 
 SHIPPED = "brain_tumor_resnet18_cpu"
-FAST = ("model=resnet10", "model.width=0.25", "trainer.precision=fp32", "data.num_workers=0", "trainer.progress=false")
+FAST = ("model=resnet10", "model.width=0.25", "trainer.precision=fp32", "loader.num_workers=0", "trainer.progress=false")
 
 
 def brain_like_images(folder, count=3, seed=0):

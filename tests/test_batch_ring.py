@@ -1,9 +1,10 @@
-"""Worker batches handed over through reused shared-memory slots (data.batch_ring)."""
+"""Worker batches handed over through reused shared-memory slots (loader.batch_ring)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from medzoo.loading import batch_ring
 from medzoo.loading import shared_memory as shm
 from medzoo.loading.batch_ring import BatchRing, RingDataLoader, SlotFilling, ring_for
 from medzoo.loading.loader import make_loader
+from medzoo.loading.settings import LoaderSettings
 from medzoo.transforms.multichannel import Compose, Resize
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder
@@ -122,7 +124,7 @@ def test_ring_for_leaves_pinned_and_short_lived_loaders_alone():
     assert ring_for(True, first, 4, {**settings, "persistent_workers": False}, None) is None
     assert ring_for(True, ("not a tensor", 1), 4, settings, None) is None
     assert ring_for(False, first, 4, settings, None) is None
-    with pytest.raises(ValueError, match="data.batch_ring must be auto, true or false"):
+    with pytest.raises(ValueError, match="loader.batch_ring must be auto, true or false"):
         ring_for("yes", first, 4, settings, None)
     with pytest.raises(ValueError, match="persistent workers"):
         RingDataLoader(Noisy(), ring=BatchRing(first[0], 2, 1, 2), batch_size=2, num_workers=1)
@@ -132,12 +134,12 @@ def test_build_loaders_passes_data_batch_ring_on():
     config = Path(medzoo_package.__file__).parent / "conf" / "transforms" / "stack_2d5_aug.yaml"
     spec = TransformSpec.from_config(OmegaConf.load(config))
     splits = DataSplits(split(), split(4), split(4), ["a", "b", "c"])
-    data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 4, "num_workers": 1, "batch_ring": True})
+    data = LoaderSettings(batch_size=4, eval_batch_size=4, num_workers=1, batch_ring=True)
     loaders = build_loaders(splits, spec, data, seed=0, device=CPU)
     assert isinstance(loaders.train, RingDataLoader)
     assert type(loaders.val) is DataLoader and type(loaders.test) is DataLoader  # once an epoch: no ring
     with_ring = epochs(loaders.train, 2)
-    data.batch_ring = False
+    data = replace(data, batch_ring=False)
     without = build_loaders(splits, spec, data, seed=0, device=CPU).train
     assert type(without) is DataLoader
     assert_same(with_ring, epochs(without, 2))
@@ -145,9 +147,9 @@ def test_build_loaders_passes_data_batch_ring_on():
 
 def test_a_recipe_trains_from_the_ring(tmp_path):
     root = make_image_folder(tmp_path / "data", per_class_train=10, per_class_test=2)
-    settings = [item for item in TINY if not item.startswith("data.num_workers=")]
-    medzoo("train", "recipe=brain_tumor_resnet18_cpu", f"data.root={root}", *settings, "data.num_workers=1",
-           "data.batch_ring=true", "trainer.max_epochs=3", "data.clean_split=null", "logger.plots=false",
+    settings = [item for item in TINY if not item.startswith("loader.num_workers=")]
+    medzoo("train", "recipe=brain_tumor_resnet18_cpu", f"data.root={root}", *settings, "loader.num_workers=1",
+           "loader.batch_ring=true", "trainer.max_epochs=3", "data.clean_split=null", "logger.plots=false",
            f"hydra.run.dir={tmp_path / 'run'}")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
     assert "batch ring: " in (tmp_path / "run" / "cli.log").read_text()

@@ -19,7 +19,7 @@ from medzoo.zoo.checkpoint import read_card
 from tests.helpers import make_image_folder
 
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
-TINY = ["transforms.image_size=32", "model=resnet10", "data.batch_size=8", "data.num_workers=0",
+TINY = ["transforms.image_size=32", "model=resnet10", "loader.batch_size=8", "loader.num_workers=0",
         "trainer.progress=false", "optim.lr=3e-3"]
 
 
@@ -74,7 +74,7 @@ def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
     ("trainer.freeze=[nosuchlayer]", "trainer.freeze"),
     ("trainer.max_epochs=-1", "trainer.max_epochs"),
     ("+trainer.max_epoch=1", "trainer.max_epoch"),
-    ("data.batch_size=0", "data.batch_size"),
+    ("loader.batch_size=0", "loader.batch_size"),
     ("model=resnet51", "Did you mean: resnet50"),
 ])
 def test_a_wrong_setting_is_one_line_naming_the_key(tmp_path, synthetic_root, setting, key):

@@ -1,11 +1,12 @@
-"""Training batches augmented per batch on the device: from a split held there (data.device_cache) or
-from CPU workers that hand over the samples as stored (data.device_augment)."""
+"""Training batches augmented per batch on the device: from a split held there (loader.device_cache) or
+from CPU workers that hand over the samples as stored (loader.device_augment)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from medzoo.loading.device_data import (
     wants_device_cache,
 )
 from medzoo.loading.loader import make_loader
+from medzoo.loading.settings import LoaderSettings
 from medzoo.transforms import batch
 from medzoo.transforms.spec import TransformSpec
 from tests.helpers import make_image_folder
@@ -89,12 +91,12 @@ def test_build_loaders_holds_the_training_split_when_asked():
     cfg.transforms.image_size = 16
     spec = TransformSpec.from_config(cfg.transforms)
     splits = DataSplits(split(), split(4), split(4), ["a", "b", "c"])
-    data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "device_cache": True})
+    data = LoaderSettings(batch_size=4, eval_batch_size=4, num_workers=0, device_cache=True)
     loaders = build_loaders(splits, spec, data, seed=0, device=CPU)
     assert isinstance(loaders.train, DeviceResidentLoader)
     images, labels = next(iter(loaders.train))
     assert images.shape == (4, 1, 16, 16) and images.dtype == torch.float32 and labels.dtype == torch.long
-    data.device_cache = False
+    data = replace(data, device_cache=False)
     assert isinstance(build_loaders(splits, spec, data, seed=0, device=CPU).train, torch.utils.data.DataLoader)
 
 
@@ -102,7 +104,7 @@ def test_build_loaders_holds_the_training_split_when_asked():
                                              ("device_augment", "augmentation per batch on cpu")])
 def test_a_recipe_trains_with_its_augmentation_on_the_device(tmp_path, setting, logged):
     root = make_image_folder(tmp_path / "data", per_class_train=10, per_class_test=2)
-    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, f"data.{setting}=true",
+    medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={root}", *TINY, f"loader.{setting}=true",
            "trainer.max_epochs=3", "data.clean_split=null", "logger.plots=false", f"hydra.run.dir={tmp_path / 'run'}")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 3
     assert logged in (tmp_path / "run" / "cli.log").read_text()
@@ -149,9 +151,9 @@ def test_device_augment_switch():
     assert wants_device_augment(True, CPU) and not wants_device_augment(False, CPU)
     assert not wants_device_augment("auto", CPU)  # auto: only when batches go to a CUDA device
     assert wants_device_augment("auto", torch.device("cuda"))
-    with pytest.raises(ConfigError, match="data.device_augment must be true, false or auto"):
+    with pytest.raises(ConfigError, match="loader.device_augment must be true, false or auto"):
         wants_device_augment("on", CPU)
-    with pytest.raises(ConfigError, match="data.device_augment needs per-batch transforms"):
+    with pytest.raises(ConfigError, match="loader.device_augment needs per-batch transforms"):
         DeviceAugmentedLoader(augmented(0).loader, batch.Compose([]), seed=0, device=CPU)
 
 
@@ -159,12 +161,12 @@ def test_build_loaders_augments_on_the_device_when_asked():
     config = Path(medzoo_package.__file__).parent / "conf" / "transforms" / "stack_2d5_aug.yaml"
     spec = TransformSpec.from_config(OmegaConf.load(config))
     splits = DataSplits(split(), split(4), split(4), ["a", "b", "c"])
-    data = OmegaConf.create({"batch_size": 4, "eval_batch_size": 4, "num_workers": 0, "device_augment": True})
+    data = LoaderSettings(batch_size=4, eval_batch_size=4, num_workers=0, device_augment=True)
     train = build_loaders(splits, spec, data, seed=0, device=CPU).train
     assert isinstance(train, DeviceAugmentedLoader)
     images, _ = next(iter(train))
     assert images.dtype == torch.float32 and float(images.min()) < 0.2 and float(images.max()) > 0.8  # min-max ran
-    data.device_augment = False
+    data = replace(data, device_augment=False)
     assert isinstance(build_loaders(splits, spec, data, seed=0, device=CPU).train, torch.utils.data.DataLoader)
 
 

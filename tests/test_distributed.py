@@ -32,7 +32,7 @@ from tests.helpers import make_image_folder
 from tests.test_cli import MEDZOO
 
 COMMON = ["recipe=brain_tumor_resnet18", "transforms.image_size=32", "model=resnet10", "model.norm=group",
-          "data.num_workers=0", "trainer.progress=false", "trainer.deterministic=true", "trainer.precision=fp32",
+          "loader.num_workers=0", "trainer.progress=false", "trainer.deterministic=true", "trainer.precision=fp32",
           "trainer.channels_last=false", "trainer.max_epochs=2", "logger.plots=false",
           "optim=sgd", "optim.lr=0.02",  # SGD: Adam would turn float-rounding noise in near-zero gradients into steps
           "trainer.save_last=true", "trainer.weights_dtype=float32"]  # the last weights, compared below in full
@@ -42,10 +42,10 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     root = make_image_folder(tmp_path / "data", per_class_train=10, per_class_test=4)
     env = {**os.environ, "MEDZOO_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
-    subprocess.run([MEDZOO, "train", *COMMON, f"data.root={root}", "data.batch_size=16", f"hydra.run.dir={one}"],
+    subprocess.run([MEDZOO, "train", *COMMON, f"data.root={root}", "loader.batch_size=16", f"hydra.run.dir={one}"],
                    check=True, env=env, capture_output=True)
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "medzoo.cli", "train", *COMMON, f"data.root={root}", "data.batch_size=8",
+                          "-m", "medzoo.cli", "train", *COMMON, f"data.root={root}", "loader.batch_size=8",
                           f"hydra.run.dir={two}"], env=env, capture_output=True, text=True)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "rank 1 of 2" in ddp.stderr + ddp.stdout and "effective batch 16" in ddp.stderr + ddp.stdout

@@ -113,7 +113,7 @@ transforms:
       offset: 0.5
       record: {record}
   eval: []
-data:
+loader:
   batch_size: 4
   num_workers: 0
 trainer:
@@ -236,7 +236,7 @@ def test_register_reader_adds_a_suffix_and_refuses_clashes(tmp_path, monkeypatch
         readers.register_reader("nested", nested, [".nested"])
     with pytest.raises(ConfigError, match="lower case and start with a dot"):
         readers.register_reader("caps", read_here, ["CAPS"])
-    assert set(readers.READERS) == {"nifti", "dicom", "tiff", "npy", "npz", "here"}
+    assert set(readers.READERS) == {"nifti", "dicom", "tiff", "npy", "npz", "image", "medmnist", "here"}
 
 
 def test_a_recipe_in_a_search_path_folder_passes_the_name_check(tmp_path):

@@ -61,7 +61,7 @@ def test_lowers_prefetch_first_when_shm_is_tight(monkeypatch, caplog):
     assert loader.num_workers == 2 and loader.prefetch_factor == 2 and loader.persistent_workers is True
     message = caplog.records[0].getMessage()
     assert "2 worker(s) x prefetch_factor 4 x batch 4 x 0.2 MB" in message
-    assert "num_workers=2, prefetch_factor=2" in message and "data.num_workers" in message
+    assert "num_workers=2, prefetch_factor=2" in message and "loader.num_workers" in message
 
 
 def test_falls_back_to_the_training_process_and_says_so_when_shm_is_too_small(monkeypatch, caplog):
@@ -72,7 +72,7 @@ def test_falls_back_to_the_training_process_and_says_so_when_shm_is_too_small(mo
     message = caplog.records[0].getMessage()
     assert "/dev/shm has 0.1 MB free (80% usable: 0.1 MB)" in message
     assert "2 worker(s) x prefetch_factor 4 x batch 4" in message and "num_workers=0" in message
-    assert "lower data.num_workers or data.batch_size" in message and "--shm-size" in message
+    assert "lower loader.num_workers or loader.batch_size" in message and "--shm-size" in message
     images, labels = next(iter(loader))  # and it still loads
     assert images.shape == (4, *SHAPE) and images.dtype == torch.float32 and labels.tolist() == [0, 1, 0, 1]
 

@@ -17,7 +17,7 @@ from medzoo.zoo.checkpoint import read_card
 from tests.conftest import SHARED_DATA
 from tests.test_cli import medzoo
 
-FAST = ["trainer.max_epochs=1", "model=resnet10", "model.width=0.25", "data.batch_size=8", "data.eval_batch_size=16",
+FAST = ["trainer.max_epochs=1", "model=resnet10", "model.width=0.25", "loader.batch_size=8", "loader.eval_batch_size=16",
         "trainer.progress=false", "trainer.precision=fp32", "logger.loggers=[csv]", "logger.plots=false"]
 
 

@@ -397,7 +397,7 @@ def test_stack_2d5_config_is_monai_reference_augmentation():
         candidates = [np.rot90(flip, k, axes=(1, 2)) for flip in (scaled, scaled[..., ::-1]) for k in range(4)]
         stds.append(min(float((out - c).std()) for c in candidates))
     assert max(stds) <= 0.1 * 1.05 and 0.03 < float(np.mean(stds)) < 0.07
-    # the batch twins (data.device_cache) run the same steps per batch: same layout, range and noise law
+    # the batch twins (loader.device_cache) run the same steps per batch: same layout, range and noise law
     per_batch = spec.batch_pipeline().set_seed(0)
     assert [type(t).__name__ for t in per_batch.transforms] == [type(t).__name__ for t in train.transforms]
     out = per_batch(torch.from_numpy(np.stack([stack] * 40))).numpy()

@@ -234,7 +234,7 @@ def test_shm_check_lowers_prefetch_then_workers(monkeypatch, caplog, free, expec
     else:
         message = caplog.records[0].getMessage()
         assert "4 worker(s) x prefetch_factor 2 x batch 4 x 262.0 MB" in message and "8.38 GB" in message
-        assert "data.num_workers" in message and "data.batch_size" in message and "--shm-size" in message
+        assert "loader.num_workers" in message and "loader.batch_size" in message and "--shm-size" in message
 
 
 def test_loader_settings_pin_memory_for_cuda_only_and_prefetch_by_batch_size(monkeypatch):

@@ -100,10 +100,10 @@ def test_medzoo_trains_and_evaluates_from_a_prepared_cache(tmp_path):
     source = stacks(tmp_path / "src", per_class=12)
     medzoo("prepare", f"inputs={source}", f"out={tmp_path / 'cache'}", "progress=false",
            f"hydra.run.dir={tmp_path / 'prep'}")
-    settings = [item for item in TINY if not item.startswith(("transforms.", "data.num_workers="))]
+    settings = [item for item in TINY if not item.startswith(("transforms.", "loader.num_workers="))]
     run = tmp_path / "run"
     medzoo("train", "data=prepared", f"data.path={tmp_path / 'cache'}", "transforms=stack_2d5_aug", *settings,
-           "data.num_workers=1", "data.batch_ring=true", "trainer.max_epochs=2", "logger.plots=false",
+           "loader.num_workers=1", "loader.batch_ring=true", "trainer.max_epochs=2", "logger.plots=false",
            f"hydra.run.dir={run}")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and sum(map(sum, metrics["test"]["confusion_matrix"])) == 4

@@ -35,7 +35,7 @@ from tests.helpers import make_image_folder
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
                 None)
-FAST = ["model=resnet10", "model.width=0.25", "trainer.precision=fp32", "data.num_workers=0",
+FAST = ["model=resnet10", "model.width=0.25", "trainer.precision=fp32", "loader.num_workers=0",
         "trainer.progress=false"]
 SECTIONS = {"train": ("run", "data", "curves", "metrics", "gallery", "card"),
             "eval": ("run", "data", "metrics", "gallery", "card"),

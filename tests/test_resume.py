@@ -25,8 +25,8 @@ from tests.helpers import CLASSES, make_image_folder
 from tests.test_cli import MEDZOO
 
 EPOCHS = 3
-SETTINGS = ["recipe=brain_tumor_resnet18", "transforms.image_size=64", "model=resnet10", "data.batch_size=8",
-            "data.num_workers=0", "trainer.progress=false", "trainer.deterministic=true",
+SETTINGS = ["recipe=brain_tumor_resnet18", "transforms.image_size=64", "model=resnet10", "loader.batch_size=8",
+            "loader.num_workers=0", "trainer.progress=false", "trainer.deterministic=true",
             f"trainer.max_epochs={EPOCHS}", "logger.plots=false",
             "trainer.mix.name=cutmix",  # its draws come from the saved global RNG: resumed runs must mix alike
             # last.safetensors is compared too, both at full precision; the finished runs keep their last.pt

@@ -102,7 +102,7 @@ def test_nonfinite_loss_can_skip_batches_instead(tmp_path):
 def test_out_of_memory_names_the_batch_size_and_what_to_lower(tmp_path):
     trainer, _ = make_trainer(tmp_path)
     trainer.model.poison = "oom"
-    with pytest.raises(TrainingError, match="data.batch_size=8.*accumulate_grad_batches"):
+    with pytest.raises(TrainingError, match="loader.batch_size=8.*accumulate_grad_batches"):
         trainer.fit(loader(), loader(seed=1))
 
 

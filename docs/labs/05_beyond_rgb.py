@@ -368,7 +368,7 @@ print(f"second prepare: read {rerun['read']}, kept {rerun['kept']} (nothing chan
 # %% [markdown]
 # The cache trains like any data set: `data=prepared data.path=CACHE`, with validation and test carved from it
 # (stratified by class). A small ResNet on 16-channel stacks, the 2.5D augmentations from section 5. The stacks are
-# tiny, so the loader runs in this process (`data.num_workers=0`): starting worker processes would cost more than
+# tiny, so the loader runs in this process (`loader.num_workers=0`): starting worker processes would cost more than
 # they save (lab 7 measures that trade).
 
 # %%
@@ -377,7 +377,7 @@ FAST = ["trainer.max_epochs=1", "model.width=0.25"] if QUICK else ["trainer.max_
 runs = {}
 for seed in SEEDS:
     runs[seed] = medzoo.train(None, "data=prepared", f"data.path={cache}", "transforms=stack_2d5_aug",
-                              "model=resnet10", "data.batch_size=16", "data.num_workers=0", "trainer.precision=fp32",
+                              "model=resnet10", "loader.batch_size=16", "loader.num_workers=0", "trainer.precision=fp32",
                               "trainer.progress=false", "optim.lr=0.003", f"seed={seed}", *FAST,
                               f"hydra.run.dir={out / f'train_seed{seed}'}")
     test = runs[seed].metrics["test"]

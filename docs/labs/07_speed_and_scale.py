@@ -122,7 +122,7 @@ print(f"largest logit {exact.abs().max().item():.3f}; largest bf16 - fp32 differ
 # plus two loader worker processes instead of none.
 
 # %%
-BENCH = ["data.batch_size=32", "bench.warmup_steps=3", "bench.eval_steps=3", "trainer.progress=false"]
+BENCH = ["loader.batch_size=32", "bench.warmup_steps=3", "bench.eval_steps=3", "trainer.progress=false"]
 if QUICK:
     BENCH += ["bench.steps=4", "model=resnet10", "model.width=0.25"]
 grid = {"bf16, channels_last (the recipe)": ["trainer.precision=bf16", "trainer.channels_last=true"]}
@@ -131,7 +131,7 @@ if not QUICK:
                  "bf16, contiguous": ["trainer.precision=bf16", "trainer.channels_last=false"],
                  "fp32, contiguous": ["trainer.precision=fp32", "trainer.channels_last=false"],
                  "bf16, channels_last, 2 workers": ["trainer.precision=bf16", "trainer.channels_last=true",
-                                                    "data.num_workers=2"]})
+                                                    "loader.num_workers=2"]})
 benches = {}
 for index, (name, overrides) in enumerate(grid.items()):
     benches[name] = medzoo.bench("demo", *BENCH, *overrides, f"hydra.run.dir={out / f'bench{index}'}")
@@ -153,7 +153,7 @@ print("timed training steps:", benches[next(iter(grid))]["train"]["images"] // 3
 # ## 3. Two processes: DistributedDataParallel on the CPU
 # `torchrun --nproc_per_node=2 -m medzoo.cli train ...` starts two processes (ranks). Each holds a full copy of the
 # model and takes every second sample of the same seeded order; after each backward pass the gradients are averaged
-# (all-reduce, with the `gloo` backend on a CPU), so both copies take the same step. `data.batch_size` is **per
+# (all-reduce, with the `gloo` backend on a CPU), so both copies take the same step. `loader.batch_size` is **per
 # process**: 2 x 32 is the global batch of one process at 64.
 #
 # To compare like with like we follow `tests/test_distributed.py`: group normalisation (BatchNorm would normalise
@@ -165,7 +165,7 @@ print("timed training steps:", benches[next(iter(grid))]["train"]["images"] // 3
 EPOCHS = 1 if QUICK else 6
 COMMON = ["recipe=demo", f"trainer.max_epochs={EPOCHS}", "model=resnet10", "model.width=0.5", "model.norm=group",
           "optim.lr=3e-4", "trainer.precision=fp32", "trainer.channels_last=false", "trainer.deterministic=true",
-          "data.num_workers=0", "trainer.progress=false", "trainer.ood=false", "logger.plots=false"]
+          "loader.num_workers=0", "trainer.progress=false", "trainer.ood=false", "logger.plots=false"]
 env = {**os.environ, "MEDZOO_OFFLINE": "1"}
 
 
@@ -180,11 +180,11 @@ def launch(command: list[str], threads: int, log: Path) -> float:
 
 
 one, two = out / "one_process", out / "two_processes"
-wall = {"one process, batch 64": launch([sys.executable, "-m", "medzoo.cli", "train", *COMMON, "data.batch_size=64",
+wall = {"one process, batch 64": launch([sys.executable, "-m", "medzoo.cli", "train", *COMMON, "loader.batch_size=64",
                                          f"hydra.run.dir={one}"], 2, out / "one_process.log"),
         "two processes, 2 x 32": launch([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                          "--nproc_per_node=2", "-m", "medzoo.cli", "train", *COMMON,
-                                         "data.batch_size=32", f"hydra.run.dir={two}"], 1, out / "two_processes.log")}
+                                         "loader.batch_size=32", f"hydra.run.dir={two}"], 1, out / "two_processes.log")}
 for name, seconds in wall.items():
     print(f"{name:24s} {seconds:6.1f} s wall (start-up, {EPOCHS} epoch(s), test, report)")
 
@@ -250,7 +250,7 @@ print({rank: len(indices) for rank, indices in shares.items()}, "samples per ran
 # 2. The bf16 logits differ from fp32 ones in the second or third digit. Why does training in bf16 still work? Which
 #    parts of a step does autocast keep in fp32?
 # 3. In the bench table, the data wait is close to zero without workers. Give an example of a recipe where
-#    `data.num_workers=2` would pay (think of what happens per sample before a batch is ready).
+#    `loader.num_workers=2` would pay (think of what happens per sample before a batch is ready).
 # 4. Two processes on a 2-core machine are not faster than one. What does each step cost in DDP that one process
 #    does not pay? When would two processes pay (think of two GPUs)?
 # 5. Change `model.norm=group` to `model.norm=batch` in `COMMON` and rerun section 3. Do the two runs still agree?

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from medzoo.commands.common import run_directory
+from medzoo.commands.common import plain, run_directory
 from medzoo.engine.checkpoint_metrics import checkpoint_metrics
 from medzoo.engine.reports import plot_confusion, plot_reliability, write_json
 from medzoo.engine.runtime import resolve_device
@@ -25,8 +25,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     path = hub.resolve(cfg.ckpt)
     model, card = model_from_checkpoint(path, device)
     samples = {}  # the evaluated split's arrays, for the report's thumbnails
-    metrics = checkpoint_metrics(model, card, [cfg.split], cfg.data, cfg.paths.cache_dir, device,
-                                 cfg.trainer.precision, predictions_dir=run_dir, where=str(path), samples=samples)
+    metrics = checkpoint_metrics(model, card, [cfg.split], plain(cfg.data), cfg.paths.cache_dir, device,
+                                 cfg.trainer.precision, loader_overrides=plain(cfg.get("loader")),
+                                 predictions_dir=run_dir, where=str(path), samples=samples)
     metrics.update(checkpoint=str(cfg.ckpt), recipe=card.recipe)
     write_json(run_dir / "metrics.json", metrics)
     plot_confusion(metrics[cfg.split]["confusion_matrix"], list(card.classes), run_dir / f"confusion_{cfg.split}.png",

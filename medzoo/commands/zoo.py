@@ -50,6 +50,7 @@ def publish(cfg: DictConfig) -> dict:
         raise ConfigError("medzoo zoo publish needs ckpt=PATH name=NAME task='...' (see docs/zoo/README.md).")
     import torch
 
+    from medzoo.commands.common import plain
     from medzoo.engine.checkpoint_metrics import checkpoint_metrics
     from medzoo.engine.runtime import resolve_device
     from medzoo.zoo.card_doc import model_card
@@ -70,7 +71,8 @@ def publish(cfg: DictConfig) -> dict:
                           "urls=[...] (served from the cache or by URL).")
     model16, card16 = model_from_checkpoint(target, device)
     splits = ["val", "test"] + (["test_deleaked"] if card.provenance.data_settings.get("clean_split") else [])
-    measured = checkpoint_metrics(model16, card16, splits, cfg.data, cfg.paths.cache_dir, device, where=str(target))
+    measured = checkpoint_metrics(model16, card16, splits, plain(cfg.data), cfg.paths.cache_dir, device,
+                                  loader_overrides=plain(cfg.get("loader")), where=str(target))
     training = {k: v for k, v in card.metrics.items() if k not in ("val", "test", "test_deleaked")}
     published = {"task": cfg.task, "command": cfg.command, "hardware": cfg.hardware, "train_time": cfg.train_time,
                  "weights_dtype": "float16", "limitations": list(cfg.limitations or []),
@@ -99,6 +101,7 @@ def add_ood(cfg: DictConfig) -> dict:
     package gets its manifest entry's sha256 and size updated."""
     if not cfg.ckpt:
         raise ConfigError("medzoo zoo ood needs ckpt=NAME_OR_PATH and the data it was trained on (data.root=DIR).")
+    from medzoo.commands.common import plain
     from medzoo.engine.ood import checkpoint_summary
     from medzoo.engine.runtime import resolve_device
     from medzoo.zoo.checkpoint import replace_card
@@ -112,7 +115,8 @@ def add_ood(cfg: DictConfig) -> dict:
                           "summary to your own copy (ckpt=PATH) or publish it again.")
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(path, device)
-    replace_card(path, card.with_ood(checkpoint_summary(model, card, cfg.data, cfg.paths.cache_dir, device, str(path))))
+    summary = checkpoint_summary(model, card, plain(cfg.data), cfg.paths.cache_dir, device, str(path))
+    replace_card(path, card.with_ood(summary))
     entry = {"checkpoint": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}
     if shipped:
         manifest_path = Path(cfg.manifest or package / hub.MANIFEST)

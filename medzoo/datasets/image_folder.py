@@ -31,7 +31,7 @@ class ImageFolderSource:
                  train_dir: str = "Training", test_dir: str = "Testing", class_map: Mapping[str, str] | None = None,
                  channels: int = 1, val_fraction: float = 0.15, split_seed: int = 0, on_error: str = "raise",
                  cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
-                 clean_split: str | None = None, dedup: bool = False, **loader_settings):
+                 clean_split: str | None = None, dedup: bool = False):
         if on_error not in ("raise", "skip"):
             raise ConfigError(f"data.on_error must be 'raise' or 'skip', not {on_error!r}")
         if cache not in ("disk", "memory"):
@@ -44,7 +44,6 @@ class ImageFolderSource:
         self.clean_split, self.dedup = clean_split, dedup
         if dedup and not clean_split:
             raise ConfigError("data.dedup=true needs data.clean_split=PATH (clean_split.json from `medzoo audit`).")
-        self.loader_settings = loader_settings
 
     def resolve(self) -> Path:
         """The data root (see `resolve_root`)."""

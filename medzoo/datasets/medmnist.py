@@ -3,6 +3,8 @@
 Any file in the MedMNIST format reads with no settings: `layout: auto` picks 2D images or 3D volumes from the
 array shapes, and the classes come from the labels (their names from `FILE.json` beside the file, or the official
 names of a known set). Multi-label sets (ChestMNIST: one 0/1 column per finding) are refused with the reason.
+The file itself is read by `read_medmnist`, the `medmnist` entry of `READERS` (datasets/readers/medmnist_file.py),
+imported here so that `from medzoo.datasets.medmnist import read_medmnist` keeps working.
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ import numpy as np
 from medzoo.datasets.cache import CachedSplit
 from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.fetch import default_data_home as data_home
+from medzoo.datasets.readers.medmnist_file import SINGLE_LABEL, read_medmnist
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.layout import depth_to_channels
 
 log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
-SPLITS = ("train", "val", "test")
 LAYOUTS = ("auto", "image", "volume", "slices")
-SINGLE_LABEL = "binary or multi-class, labels of shape (N,) or (N, 1)"
 # Official label names (MedMNIST info.py) of the sets medzoo has recipes for, written as medzoo's class names; a file
 # whose name is one of these, with or without a size suffix (pneumoniamnist_64.npz), gets them.
 KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
@@ -58,46 +59,6 @@ def find_npz(setting: str) -> Path:
         return candidate
     raise DataError(f"data.path={setting}: no such file here, nor {candidate}. Set data.path to a MedMNIST .npz "
                     f"file, or MEDZOO_DATA to the folder holding medmnist/{candidate.name}.")
-
-
-def _labels(path: Path, split: str, labels: np.ndarray, count: int) -> np.ndarray:
-    """(N,) int64 class indices from (N,) or (N, 1) labels; multi-label and non-integer labels refused."""
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
-    if labels.ndim == 2 and labels.shape[0] == count:
-        raise DataError(f"{path}: multi-label MedMNIST sets are not supported ({split}_labels has shape "
-                        f"{labels.shape}: one 0/1 column per finding, as in ChestMNIST); medzoo trains single-label "
-                        f"sets: {SINGLE_LABEL}.")
-    if labels.ndim != 1 or len(labels) != count:
-        raise DataError(f"{path}: {split}_labels has shape {labels.shape} for {count} images; expected ({count},) "
-                        f"or ({count}, 1): {SINGLE_LABEL}.")
-    if labels.dtype.kind not in "iub" and not (labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)):
-        raise DataError(f"{path}: {split}_labels are {labels.dtype} values that are not whole numbers; "
-                        "expected class indices 0..K-1.")
-    if count and labels.min() < 0:
-        raise DataError(f"{path}: {split}_labels holds {labels.min()}; class indices run from 0 to K-1.")
-    return labels.astype(np.int64)
-
-
-def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Images (N x H x W[x 3] or N x D x H x W) and labels (N,) per split; labels of shape (N, 1) are flattened."""
-    if not path.is_file():
-        raise DataError(f"MedMNIST file not found: {path}. Set data.path to a MedMNIST .npz file.")
-    keys = [f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")]
-    try:
-        with np.load(path) as npz:
-            missing = [key for key in keys if key not in npz.files]
-            if missing:
-                raise DataError(f"{path}: not a MedMNIST file, missing key(s) {', '.join(missing)}; expected "
-                                f"{', '.join(keys)}.")
-            arrays = {split: (npz[f"{split}_images"], npz[f"{split}_labels"]) for split in SPLITS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read .npz ({exc}).") from exc
-    shapes = {split: images.shape[1:] for split, (images, _) in arrays.items()}
-    if len(set(shapes.values())) > 1:
-        raise DataError(f"{path}: the splits' images differ in shape ({shapes}); one size per file expected.")
-    return {split: (images, _labels(path, split, labels, len(images))) for split, (images, labels) in arrays.items()}
 
 
 def guess_layout(shape: tuple[int, ...]) -> str:
@@ -173,7 +134,7 @@ class MedMNISTSource:
 
     def __init__(self, name: str | None = None, classes: Sequence[str] | None = None, path: str | None = None,
                  file: str | None = None, layout: str = "auto", channels: int | None = None,
-                 depth_mode: str = "resample", **loader_settings):
+                 depth_mode: str = "resample"):
         if layout not in LAYOUTS:
             raise ConfigError(f"data.layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         if not path and not file and not name:
@@ -183,7 +144,6 @@ class MedMNISTSource:
         self.class_names = list(classes) if classes else None
         self.layout, self.channels, self.depth_mode = layout, channels, depth_mode
         self.spatial_dims = 3 if layout == "volume" else 2  # layout auto: set by `load` from the file
-        self.loader_settings = loader_settings
 
     def resolve(self) -> Path:
         """The .npz file: data.path, else `$MEDZOO_DATA/medmnist/<data.file>`."""

@@ -90,7 +90,7 @@ class MultiSourceData:
     def __init__(self, name: str, sources: Mapping[str, object], classes: Sequence[str], channels: int = 1,
                  val_fraction: float = 0.15, split_seed: int = 0, balance: str | None = None,
                  cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
-                 on_error: str = "raise", **loader_settings):
+                 on_error: str = "raise"):
         if balance not in BALANCE:
             raise ConfigError(f"data.balance must be null or 'source_class', not {balance!r}")
         if not sources:
@@ -103,7 +103,6 @@ class MultiSourceData:
         self.channels, self.val_fraction, self.split_seed, self.balance = channels, val_fraction, split_seed, balance
         self.cache_dir = Path(cache_dir).expanduser() if cache == "disk" and cache_dir else None
         self.decode_workers, self.on_error = decode_workers, on_error
-        self.loader_settings = loader_settings
 
     # --- records -------------------------------------------------------------------------------------
     def _vocab(self, source: str, names: Sequence[str]) -> list[int]:

@@ -105,12 +105,12 @@ class PreparedSource:
 
     def __init__(self, path: str | None, name: str = "prepared", test_path: str | None = None,
                  val_fraction: float = 0.15, test_fraction: float = 0.15, split_seed: int = 0,
-                 verify: str = "size", **loader_settings):
+                 verify: str = "size"):
         if not path:
             raise ConfigError("data=prepared needs data.path=CACHE, the folder `medzoo prepare out=CACHE` wrote.")
         self.path, self.test_path, self.name = Path(path).expanduser(), test_path, name
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.verify, self.loader_settings = verify, loader_settings
+        self.verify = verify
 
     def load(self, preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
              preprocess_spec: str = "") -> DataSplits:

@@ -6,6 +6,7 @@ against it, and nothing of the card is instantiated."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_predictions
 from medzoo.engine.trainer import detailed_metrics, predict_probs
 from medzoo.errors import ConfigError, DataError
+from medzoo.loading.settings import LOADER_KEYS, LoaderSettings, moved_loader_keys
 from medzoo.recipes import recipe_files
 from medzoo.transforms.registry import check_plain
 from medzoo.transforms.spec import TransformSpec
@@ -38,9 +40,10 @@ def data_groups() -> list[str]:
     return sorted(path.stem for path in folder.glob("*.yaml"))
 
 
-def installed_data_config(card: ModelCard, source: str | None, where: str) -> DictConfig:
-    """The data config to evaluate on, from installed configs only: `data=NAME` on the command line, else the
-    card's recipe, else the data config the card names. Nothing of the card is instantiated."""
+def installed_config(card: ModelCard, source: str | None, where: str) -> DictConfig:
+    """The training config whose data (and the loader that data picks) to evaluate on, from installed configs
+    only: `data=NAME` on the command line, else the card's recipe, else the data config the card names. Nothing
+    of the card is instantiated."""
     if source:
         if source not in data_groups():
             raise unknown_name("data config (data=NAME)", source, data_groups())
@@ -53,7 +56,12 @@ def installed_data_config(card: ModelCard, source: str | None, where: str) -> Di
         raise ConfigError(f"{where}: its recipe {card.recipe!r} and data config {card.provenance.data_group!r} are "
                           f"not installed here; name the data to evaluate on: data=NAME ({', '.join(data_groups())}) "
                           "data.root=DIR.")
-    return compose(config_name="train", overrides=overrides).data
+    return compose(config_name="train", overrides=overrides)
+
+
+def installed_data_config(card: ModelCard, source: str | None, where: str) -> DictConfig:
+    """The data part of `installed_config`."""
+    return installed_config(card, source, where).data
 
 
 def _fits(value: Any, schema: Any) -> bool:
@@ -72,15 +80,23 @@ def _fits(value: Any, schema: Any) -> bool:
     return False
 
 
-def data_config(card: ModelCard, overrides: DictConfig, cache_dir: str, where: str = "checkpoint") -> DictConfig:
-    """The installed data config (see `installed_data_config`) with the card's data settings as values, checked
-    against it, and every non-null command-line override on top."""
-    user = {k: v for k, v in OmegaConf.to_container(overrides, resolve=True).items() if v is not None}
-    base = installed_data_config(card, user.pop("source", None), where)
+def evaluation_data(card: ModelCard, data_overrides: Mapping[str, Any], loader_overrides: Mapping[str, Any],
+                    cache_dir: str, where: str = "checkpoint") -> tuple[DictConfig, LoaderSettings]:
+    """The installed data config (see `installed_config`) with the card's data settings as values, checked
+    against it, and every non-null command-line override on top; and the loader settings the data config picks,
+    with the eval batch and workers an older card recorded among its data settings and the overrides on top."""
+    user = {k: v for k, v in data_overrides.items() if v is not None}
+    moved_loader_keys(user)
+    installed = installed_config(card, user.pop("source", None), where)
+    base = installed.data
     schema = OmegaConf.to_container(base, resolve=True)
-    values = {}
+    values, recorded_loader = {}, {}
     for key, value in card.provenance.data_settings.items():
         if key.startswith("_") or key in LOCAL_SETTINGS:
+            continue
+        if key in LOADER_KEYS:  # a card written before the loader group kept these among its data settings
+            check_plain(value, f"{where}: card data setting '{key}'", error=DataError)
+            recorded_loader[key] = value
             continue
         if key not in schema:
             log.warning("%s: card data setting '%s' is not a setting of this data config; ignored", where, key)
@@ -91,13 +107,26 @@ def data_config(card: ModelCard, overrides: DictConfig, cache_dir: str, where: s
                             f"{schema[key]!r}; the card was edited or comes from another medzoo. Pass data.{key}=...")
         values[key] = value
     merged = OmegaConf.merge(base, OmegaConf.create(values), OmegaConf.create(user))
-    with open_dict(merged):
-        merged.cache_dir = cache_dir
-    return merged
+    if "cache_dir" in schema:  # sources that decode once keep their cache on this machine
+        with open_dict(merged):
+            merged.cache_dir = cache_dir
+    loader = LoaderSettings.from_config(installed.get("loader") or {})
+    try:
+        loader = loader.merged(recorded_loader, f"{where}: card data")
+    except ConfigError as exc:
+        raise DataError(f"{exc} The card was edited or comes from another medzoo; pass loader.KEY=... "
+                        "instead.") from exc
+    return merged, loader.merged(loader_overrides)
 
 
-def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: list[str], data_overrides: DictConfig,
-                       cache_dir: str, device: torch.device, precision_name: str | None = None,
+def data_config(card: ModelCard, overrides: Mapping[str, Any], cache_dir: str, where: str = "checkpoint") -> DictConfig:
+    """The data config of `evaluation_data`."""
+    return evaluation_data(card, overrides, {}, cache_dir, where)[0]
+
+
+def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: list[str],
+                       data_overrides: Mapping[str, Any], cache_dir: str, device: torch.device,
+                       precision_name: str | None = None, loader_overrides: Mapping[str, Any] | None = None,
                        predictions_dir: Path | None = None, where: str = "checkpoint",
                        samples: dict[str, CachedSplit] | None = None) -> dict[str, dict]:
     """Metrics of a loaded checkpoint on `split_names`, through installed data configs and the checkpoint's own
@@ -105,7 +134,7 @@ def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: lis
     `samples`, each evaluated split's arrays are put there (the report's thumbnails)."""
     spec = TransformSpec.from_card_steps(card.preprocessing.backend, card.preprocessing.pre,
                                          card.preprocessing.eval, where)
-    data_cfg = data_config(card, data_overrides, cache_dir, where)
+    data_cfg, loader = evaluation_data(card, data_overrides, loader_overrides or {}, cache_dir, where)
     splits = instantiate(data_cfg, _convert_="all").load(spec.preprocess, spec.pre_spec)
     if list(splits.classes) != list(card.classes):
         raise DataError(f"the data's classes {splits.classes} differ from the checkpoint's {list(card.classes)}; "
@@ -119,7 +148,7 @@ def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: lis
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     metrics = {}
     for name in split_names:
-        probs, labels = predict_probs(model, eval_loader(splits, name, spec, data_cfg, device), device, precision,
+        probs, labels = predict_probs(model, eval_loader(splits, name, spec, loader, device), device, precision,
                                       channels_last)
         metrics[name] = detailed_metrics(probs, labels, splits.classes)
         if predictions_dir is not None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
-from medzoo.datasets.readers.registry import DICOM_SUFFIXES, is_dicom_series, volume_suffixes
+from medzoo.datasets.readers.registry import DICOM_SUFFIXES, READERS, is_dicom_series, volume_suffixes
 from medzoo.errors import DataError
 from medzoo.transforms.layout import canonical_layout, to_channel_first
 from medzoo.transforms.spec import TransformSpec
@@ -26,8 +26,13 @@ SLICE_NAME = re.compile(r"(?P<volume>.+)#slice\d{3,}")  # how `Preprocessor.item
 def _is_volume(path: Path) -> bool:
     """A volume file; DICOM files count through their series folder, not one by one."""
     suffix = path.suffix.lower()
-    return (path.name.lower().endswith(volume_suffixes()) and suffix not in IMAGE_EXTENSIONS
+    return (path.name.lower().endswith(volume_suffixes()) and suffix not in _image_suffixes()
             and suffix not in DICOM_SUFFIXES)
+
+
+def _image_suffixes() -> frozenset[str]:
+    """2D image files: what image folders decode (TIFF included) and what the `image` reader claims."""
+    return IMAGE_EXTENSIONS | frozenset(READERS["image"].suffixes)
 
 
 def list_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -43,9 +48,9 @@ def list_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     if not path.is_dir():
         raise DataError(f"inputs not found: {path}. Set inputs=FILE_OR_DIR (an image, a volume, a DICOM folder).")
     found = [p for p in sorted(path.rglob("*"))
-             if (p.is_file() and (p.suffix.lower() in IMAGE_EXTENSIONS or _is_volume(p))) or is_dicom_series(p)]
+             if (p.is_file() and (p.suffix.lower() in _image_suffixes() or _is_volume(p))) or is_dicom_series(p)]
     if not found:
-        raise DataError(f"nothing to predict under {path}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}), "
+        raise DataError(f"nothing to predict under {path}: no images ({', '.join(sorted(_image_suffixes()))}), "
                         f"volumes ({', '.join(volume_suffixes())}) or DICOM series folders. Set inputs=FILE_OR_DIR.")
     return found
 
@@ -86,7 +91,7 @@ class Preprocessor:
         """(name, model input) pairs for one input: an image, or a volume / DICOM series as the model
         expects it (3D model: the volume; 2.5D model: slices as channels; 2D model: one item per slice)."""
         path = Path(path)
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+        if path.is_file() and path.suffix.lower() in _image_suffixes():
             return [(str(path), self.file(path))]
         from medzoo.datasets.readers import read_volume
 

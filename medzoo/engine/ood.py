@@ -20,6 +20,7 @@ threshold is computed, so training and `medzoo predict` score with the same numb
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -229,7 +230,7 @@ def summarise_or_warn(model: nn.Module, splits: DataSplits, spec: TransformSpec,
         return None
 
 
-def checkpoint_splits(card: ModelCard, data_overrides: Any, cache_dir: str,
+def checkpoint_splits(card: ModelCard, data_overrides: Mapping[str, Any], cache_dir: str,
                       where: str = "checkpoint") -> tuple[DataSplits, TransformSpec]:
     """The splits a checkpoint was trained on (installed data configs and the card's data settings, as `medzoo
     eval` reads them), through its own preprocessing."""
@@ -247,7 +248,7 @@ def checkpoint_splits(card: ModelCard, data_overrides: Any, cache_dir: str,
     return splits, spec
 
 
-def checkpoint_summary(model: nn.Module, card: ModelCard, data_overrides: Any, cache_dir: str,
+def checkpoint_summary(model: nn.Module, card: ModelCard, data_overrides: Mapping[str, Any], cache_dir: str,
                        device: torch.device, where: str = "checkpoint") -> dict[str, Any]:
     """The card form of the summary of a trained checkpoint, from the data it was trained on: no retraining."""
     splits, spec = checkpoint_splits(card, data_overrides, cache_dir, where)

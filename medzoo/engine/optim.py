@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from medzoo.close_names import unknown_name
 from medzoo.errors import ConfigError
@@ -33,11 +33,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float | No
     return out
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+def build_optimizer(cfg: Mapping[str, Any], model: torch.nn.Module,
+                    lr: float | None = None) -> torch.optim.Optimizer:
     """Instantiate `cfg` (a `_target_` optimiser with `_partial_: true`) on the model's parameter groups;
-    `lr` overrides cfg.lr (e.g. scaled for a larger global batch)."""
+    `lr` overrides cfg's lr (e.g. scaled for a larger global batch)."""
     settings = {k: v for k, v in cfg.items() if k != "backbone_lr_scale"}
-    lr = float(cfg.lr) if lr is None else lr
+    lr = float(cfg["lr"]) if lr is None else lr
     factory = instantiate(OmegaConf.create(settings), lr=lr)
     return factory(parameter_groups(model, float(cfg.get("weight_decay", 0.0)), lr,
                                     float(cfg.get("backbone_lr_scale", 1.0))))
@@ -87,12 +88,13 @@ SCHEDULES: dict[str, Callable[..., Callable[[int], float]]] = {
 }
 
 
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+def build_scheduler(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                     max_epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR: warm-up of `warmup_epochs`, then the named schedule over the whole run."""
-    if cfg.name not in SCHEDULES:
-        raise unknown_name("schedule (sched.name)", cfg.name, SCHEDULES)
+    name = cfg.get("name")
+    if name not in SCHEDULES:
+        raise unknown_name("schedule (sched.name)", str(name), SCHEDULES)
     total = max(1, steps_per_epoch * max_epochs)
     warmup = int(round(float(cfg.get("warmup_epochs", 0)) * steps_per_epoch))
     options = {k: v for k, v in cfg.items() if k not in ("name", "warmup_epochs")}
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[cfg.name](total, warmup, **options))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, SCHEDULES[name](total, warmup, **options))

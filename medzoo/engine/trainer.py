@@ -95,7 +95,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, criterion: torch.nn.Module, *,
-                 device: torch.device, precision: Precision, settings: TrainerSettings | Any, channels_last: bool, classes: list[str],
+                 device: torch.device, precision: Precision, settings: TrainerSettings, channels_last: bool, classes: list[str],
                  run_dir: Path, on_best: Callable[[torch.nn.Module, dict], None], loggers: list[Any] = (),
                  dist: DistInfo = SINGLE_PROCESS, recipe: str | None = None):
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
@@ -208,8 +208,8 @@ class Trainer:
             return self.train_one_epoch(loader, epoch)
         except torch.OutOfMemoryError as exc:
             raise TrainingError(
-                f"out of memory in epoch {epoch + 1} with data.batch_size={loader.batch_size} on {self.device}. "
-                "Lower data.batch_size (and raise trainer.accumulate_grad_batches to keep the effective batch), "
+                f"out of memory in epoch {epoch + 1} with loader.batch_size={loader.batch_size} on {self.device}. "
+                "Lower loader.batch_size (and raise trainer.accumulate_grad_batches to keep the effective batch), "
                 "lower transforms.image_size, or use trainer.precision=bf16. The last complete epoch is saved "
                 f"at {self.state_path}; resume with trainer.resume=auto.") from exc
 

@@ -205,7 +205,7 @@ def ring_for(mode: bool | str, first: Any, batch_size: int, settings: dict,
         free_bytes: free bytes of /dev/shm, None where it cannot be checked.
     """
     if mode not in ("auto", True, False):
-        raise ConfigError(f"data.batch_ring must be auto, true or false, not {mode!r}")
+        raise ConfigError(f"loader.batch_ring must be auto, true or false, not {mode!r}")
     workers, prefetch = settings["num_workers"], settings.get("prefetch_factor") or 0
     image = first[0] if isinstance(first, (tuple, list)) and first else None
     if (mode is False or workers == 0 or settings.get("pin_memory") or not settings.get("persistent_workers")

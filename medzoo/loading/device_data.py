@@ -1,13 +1,13 @@
 """Training batches augmented on the device, one batch at a time, from a split held there or from a loader.
 
-`DeviceResidentLoader` (data.device_cache): small 2D sets fit in GPU memory many times over (the brain-tumour
+`DeviceResidentLoader` (loader.device_cache): small 2D sets fit in GPU memory many times over (the brain-tumour
 set at 224 px is about 150 MB as uint8), so an epoch need not wait for JPEG decoding, CPU augmentation,
 collate or host-to-device copies: the decoded, preprocessed uint8 images go to the device once, and each
 batch is an index gather plus the recipe's per-batch transforms (`medzoo.transforms.batch`, vectorised over
 the batch). The order and every batch's augmentation depend only on (seed, epoch, step), so resume stays
 exact; under DDP each rank takes its share of the order.
 
-`DeviceAugmentedLoader` (data.device_augment): for sets too large to hold there (slice stacks of hundreds of
+`DeviceAugmentedLoader` (loader.device_augment): for sets too large to hold there (slice stacks of hundreds of
 channels), CPU workers hand over the samples as stored (uint8 or int16: a quarter or a half of float32's
 bytes through /dev/shm and the bus), and each batch is augmented on the device after a non-blocking copy,
 with the same per-batch transforms and the same per-step seeds.
@@ -45,7 +45,7 @@ def _on_off_auto(key: str, setting: bool | str | None) -> bool | None:
 
 def wants_device_augment(setting: bool | str | None, device: torch.device) -> bool:
     """`true`: always (any device); `false`/null: never; `auto`: when batches go to a CUDA device."""
-    chosen = _on_off_auto("data.device_augment", setting)
+    chosen = _on_off_auto("loader.device_augment", setting)
     return device.type == "cuda" if chosen is None else chosen
 
 
@@ -62,7 +62,7 @@ def _check_transforms(transforms: Compose, setting: str) -> None:
 
 def wants_device_cache(setting: bool | str | None, split: CachedSplit, device: torch.device) -> bool:
     """`true`: always (any device); `false`/null: never; `auto`: on CUDA when the split fits comfortably."""
-    chosen = _on_off_auto("data.device_cache", setting)
+    chosen = _on_off_auto("loader.device_cache", setting)
     if chosen is not None:
         return chosen
     if device.type != "cuda":
@@ -70,7 +70,7 @@ def wants_device_cache(setting: bool | str | None, split: CachedSplit, device: t
     free, _ = torch.cuda.mem_get_info(device)
     fits = split.images.nbytes <= AUTO_SHARE_OF_FREE_MEMORY * free
     if not fits:
-        log.info("data.device_cache=auto: the split (%.1f GB) is over %.0f %% of the free GPU memory (%.1f GB); "
+        log.info("loader.device_cache=auto: the split (%.1f GB) is over %.0f %% of the free GPU memory (%.1f GB); "
                  "loading through CPU workers instead", split.images.nbytes / 1e9, 100 * AUTO_SHARE_OF_FREE_MEMORY,
                  free / 1e9)
     return fits
@@ -85,7 +85,7 @@ class DeviceResidentLoader:
 
     def __init__(self, split: CachedSplit, transforms: Compose, batch_size: int, *, seed: int,
                  device: torch.device, drop_last: bool = True, rank: int = 0, world_size: int = 1):
-        _check_transforms(transforms, "data.device_cache")
+        _check_transforms(transforms, "loader.device_cache")
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(device)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(device)
         self.transforms, self.batch_size, self.device = transforms, int(batch_size), device
@@ -115,7 +115,7 @@ class DeviceAugmentedLoader:
     """
 
     def __init__(self, loader, transforms: Compose, *, seed: int, device: torch.device, rank: int = 0):
-        _check_transforms(transforms, "data.device_augment")
+        _check_transforms(transforms, "loader.device_augment")
         self.loader, self.transforms, self.device, self.seed, self.rank = loader, transforms, device, seed, rank
         self.sampler, self.batch_size, self.num_workers = loader.sampler, loader.batch_size, loader.num_workers
         log.info("training samples handed over as stored by %d worker(s); augmentation per batch on %s",

@@ -90,7 +90,7 @@ def loader_settings(sample_bytes: int, batch_size: int, num_workers: int | str,
             log.warning(
                 "%s has %s free (%d%% usable: %s), but %d worker(s) x prefetch_factor %d x batch %d x %s per "
                 "sample = %s of batches would wait there. Using %s. To choose yourself, lower "
-                "data.num_workers or data.batch_size (or the per-sample size: crop, fewer channels), or give "
+                "loader.num_workers or loader.batch_size (or the per-sample size: crop, fewer channels), or give "
                 "the machine more shared memory (docker run --shm-size=16g, or a larger /dev/shm mount).",
                 SHM_PATH, _gb(free),
                 int(SHM_FRACTION * 100), _gb(budget), workers, prefetch, batch_size, _gb(sample_bytes),

@@ -67,8 +67,8 @@ BACKENDS: dict[str, Callable[[Sequence[dict], int | None], Callable]] = {
 
 class TransformSpec:
     """The transform lists of a recipe, as plain data that can be stored in a checkpoint card: `pre` (once per
-    file), per-sample `train` and `eval`. A split augmented on the device (data.device_cache,
-    data.device_augment) runs the batch twins of `train` (medzoo.transforms.twins): one list, two places."""
+    file), per-sample `train` and `eval`. A split augmented on the device (loader.device_cache,
+    loader.device_augment) runs the batch twins of `train` (medzoo.transforms.twins): one list, two places."""
 
     def __init__(self, pre: Sequence[Any] = (), train: Sequence[Any] = (), eval: Sequence[Any] = (),
                  where: str = "transforms", backend: str = "albumentations",

@@ -1,6 +1,6 @@
 """The per-batch twin of each per-sample step, so that a recipe states its augmentation once (`train`).
 
-When a split is augmented on the device (data.device_cache, data.device_augment), each step of `train` is
+When a split is augmented on the device (loader.device_cache, loader.device_augment), each step of `train` is
 replaced by its twin from `medzoo.transforms.batch`: the same operation with the same parameters, vectorised
 over a (B, C, H, W) batch. A medzoo multichannel step's twin is the batch class of the same name. An
 albumentations step's twin is listed below with how its parameters translate; a setting the twin has no
@@ -120,7 +120,7 @@ def _albumentations_twin(name: str, params: dict[str, Any], where: str) -> dict[
             if not _same(value, twin.assumed[key]):
                 raise ConfigError(f"{where}: {name} with {key}={value!r} has no per-batch twin (the twin "
                                   f"implements {key}={twin.assumed[key]!r}); keep that value or run the "
-                                  "augmentation on the CPU (data.device_cache=false, data.device_augment=false).")
+                                  "augmentation on the CPU (loader.device_cache=false, loader.device_augment=false).")
             continue
         twin_key = twin.rename.get(key, key)
         if twin_key not in accepted:
@@ -143,7 +143,7 @@ def batch_twin(step: Any, where: str = "transforms.train") -> dict[str, Any]:
         return _albumentations_twin(name, params, where)
     raise ConfigError(f"{where}: '{name}' has no per-batch twin, so it cannot run on the device; remove it, "
                       "use a step that has one (medzoo.transforms.twins.twin_names()), or augment on the CPU "
-                      "(data.device_cache=false, data.device_augment=false).")
+                      "(loader.device_cache=false, loader.device_augment=false).")
 
 
 def batch_twins(steps: list[Any], where: str = "transforms.train") -> list[dict[str, Any]]:

@@ -3,12 +3,31 @@ one front door.
 
 Layout after any reader: channel-first, `(C, D, H, W)` for volumes and `(C, H, W)` for 2D images, where
 D is the slice axis (DICOM slice order, TIFF page order, NIfTI canonical z), H the rows and W the columns.
+
+One table holds every format: NIfTI, DICOM, TIFF, NumPy (`.npy`, `.npz`), 2D images (`image`: JPEG, PNG, BMP,
+GIF) and MedMNIST. A reader's `kind` says what it returns: `sample` readers give one `Volume` per file;
+`dataset` readers (`medmnist`) give a whole dataset's split arrays, for a data source (`data=medmnist`), and
+`read_volume` refuses them. `reader_for(path)` picks a reader by suffix and content:
+
+1. a folder is a DICOM series;
+2. otherwise the longest suffix any reader claims decides (`.nii.gz` before `.gz`); where several readers claim
+   it, the first whose content check (`ReaderSpec.sniff`) accepts the file wins, else the one with no check:
+   an `.npz` holding MedMNIST's members (`train_images`, `train_labels`, ... `test_labels`) is `medmnist`, any
+   other `.npz` is `npz`;
+3. a file with no suffix, or one no reader claims, goes to the first reader whose content check accepts it: 128
+   bytes then `DICM` (the DICOM preamble) is `dicom`, a zip with MedMNIST's members is `medmnist`;
+4. anything else is a DataError listing the formats.
+
+Content checks read a file's first bytes or a zip's directory only, and regular files only (never a pipe).
+`.tif`/`.tiff` go to `tiff` by suffix; image folders decode them with the `image` reader instead (one Pillow page,
+uint8), as they always have: see `readers/image.py`.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,40 +151,84 @@ def check_finite(array: np.ndarray, source: str | Path, allow_nonfinite: bool = 
                         f"array of shape {array.shape}. Fix or mask the file, or pass allow_nonfinite=True.")
 
 
+READER_KINDS = ("sample", "dataset")
+
+
 @dataclass(frozen=True)
 class ReaderSpec:
-    """One registered reader: its name, where its function lives (imported on first use), what it reads."""
+    """One registered reader: its name, where its function lives (imported on first use), what it reads.
+
+    `kind`: `sample` (the function returns one `Volume`) or `dataset` (a whole dataset's split arrays; not for
+    `read_volume`). `sniff`: an optional `module:function(path) -> bool` that recognises the format by content, for
+    a suffix shared with another reader or a file no suffix names.
+    """
 
     name: str
     target: str
     suffixes: tuple[str, ...]
     description: str
+    kind: str = "sample"
+    sniff: str = ""
 
-    def load(self) -> Callable[..., Volume]:
+    def load(self) -> Callable[..., Any]:
         """Import and return the reader function (`module:function`)."""
-        module, _, function = self.target.partition(":")
-        return getattr(importlib.import_module(module), function)
+        return _resolve(self.target)
+
+    def accepts(self, path: Path) -> bool:
+        """True when this reader's content check recognises the regular file `path` (False without a check)."""
+        if not self.sniff:
+            return False
+        try:
+            if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
+                return False
+        except OSError:
+            return False
+        return bool(_resolve(self.sniff)(path))
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 # A file with one of these suffixes is DICOM; a folder holding one is a DICOM series.
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+DICOM_PREAMBLE = 128  # bytes before the `DICM` marker of a DICOM file
+
+
+def has_dicom_preamble(path: str | Path) -> bool:
+    """True when bytes 128..131 of `path` are `DICM`, the marker of a DICOM file (whatever its name)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(DICOM_PREAMBLE + 4)
+    except OSError:
+        return False
+    return head[DICOM_PREAMBLE:] == b"DICM"
+
 
 # The one explicit list of readers. Targets are imported lazily so that reading a .npy file never pays for
-# importing pydicom or tifffile.
+# importing pydicom or tifffile. Where two readers share a suffix (`.npz`), the one listed with a content check
+# is asked first (`reader_for`).
 _PACKAGE = "medzoo.datasets.readers"
 READERS: dict[str, ReaderSpec] = {spec.name: spec for spec in (
     ReaderSpec("nifti", f"{_PACKAGE}.nifti:read_nifti", (".nii", ".nii.gz"), "NIfTI-1/2 volume, reoriented to RAS+"),
     ReaderSpec("dicom", f"{_PACKAGE}.dicom:read_dicom_series", DICOM_SUFFIXES,
-               "a folder holding one DICOM series (or one .dcm file)"),
+               "a folder holding one DICOM series (or one .dcm file)", sniff=f"{__name__}:has_dicom_preamble"),
     ReaderSpec("tiff", f"{_PACKAGE}.tiff:read_tiff", (".tif", ".tiff"), "TIFF image or multipage stack"),
     ReaderSpec("npy", f"{_PACKAGE}.numpy_io:read_npy", (".npy",), "NumPy array, memory-mapped"),
     ReaderSpec("npz", f"{_PACKAGE}.numpy_io:read_npz", (".npz",), "one array of a NumPy .npz archive"),
+    ReaderSpec("image", f"{_PACKAGE}.image:read_image", (".jpg", ".jpeg", ".png", ".bmp", ".gif"),
+               "2D image decoded by Pillow to uint8 (C, H, W)"),
+    ReaderSpec("medmnist", f"{_PACKAGE}.medmnist_file:read_medmnist", (".npz",),
+               "a whole MedMNIST dataset (train/val/test images and labels)", kind="dataset",
+               sniff=f"{_PACKAGE}.medmnist_file:is_medmnist"),
 )}
 
 
 def volume_suffixes() -> tuple[str, ...]:
-    """Every file suffix a reader claims (lower case)."""
-    return tuple(suffix for spec in READERS.values() for suffix in spec.suffixes)
+    """Every file suffix a `sample` reader claims (lower case), each once: the files `read_volume` reads."""
+    return tuple(dict.fromkeys(suffix for spec in READERS.values() if spec.kind == "sample"
+                               for suffix in spec.suffixes))
 
 
 def is_dicom_series(path: str | Path) -> bool:
@@ -218,23 +281,31 @@ def supported_formats() -> str:
 
 
 def reader_for(path: str | Path) -> ReaderSpec:
-    """The reader for `path` by suffix, or DICOM for a directory; DataError listing the formats otherwise."""
+    """The reader for `path` by suffix and content (see the module docstring), or DICOM for a directory; DataError
+    listing the formats otherwise."""
     path = Path(path)
     if path.is_dir():
         return READERS["dicom"]
     name = path.name.lower()
     # Longest suffix first, so `.nii.gz` wins over any reader that might claim `.gz`.
-    by_suffix = sorted(((suffix, spec) for spec in READERS.values() for suffix in spec.suffixes),
-                       key=lambda item: -len(item[0]))
-    for suffix, spec in by_suffix:
-        if name.endswith(suffix):
-            return spec
+    claimed = sorted({suffix for spec in READERS.values() for suffix in spec.suffixes}, key=lambda s: (-len(s), s))
+    suffix = next((suffix for suffix in claimed if name.endswith(suffix)), None)
+    if suffix is not None:
+        candidates = [spec for spec in READERS.values() if suffix in spec.suffixes]
+        if len(candidates) == 1:
+            return candidates[0]
+        by_content = next((spec for spec in candidates if spec.accepts(path)), None)
+        return by_content or next((spec for spec in candidates if not spec.sniff), candidates[0])
+    by_content = next((spec for spec in READERS.values() if spec.accepts(path)), None)
+    if by_content is not None:
+        return by_content
     raise DataError(f"{path}: no reader for this file type. Supported: {supported_formats()}. "
                     "Convert the file, or pass reader=NAME to force one.")
 
 
 def read_volume(path: str | Path, reader: str = "auto", **kwargs: Any) -> Volume:
-    """Read `path` with the named reader, or by its suffix (a directory is a DICOM series) when `reader="auto"`."""
+    """Read `path` with the named reader, or by suffix and content (a directory is a DICOM series) when
+    `reader="auto"`; a `dataset` reader's file (MedMNIST) is refused, since it holds a dataset, not one sample."""
     if reader != "auto" and reader not in READERS:
         raise unknown_name("reader", reader, READERS)
     path = Path(path).expanduser()
@@ -243,4 +314,7 @@ def read_volume(path: str | Path, reader: str = "auto", **kwargs: Any) -> Volume
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes), cut off by a failed copy or download. Restore or delete it.")
     spec = reader_for(path) if reader == "auto" else READERS[reader]
+    if spec.kind != "sample":
+        raise DataError(f"{path}: a {spec.name} file holds a whole dataset (train/val/test arrays), not one image "
+                        f"or volume; train on it with data={spec.name} data.path={path}.")
     return spec.load()(path, **kwargs)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from plain_loop import plain_epoch, sync
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
@@ -38,7 +38,7 @@ OPTIM = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight
 def make_loader_for(size: int, batch: int, steps: int, seed: int) -> torch.utils.data.DataLoader:
     rng = np.random.default_rng(seed)
     count = batch * steps
-    split = CachedSplit(rng.integers(0, 255, (count, 1, size, size), dtype=np.uint8),
+    split = SplitArrays(rng.integers(0, 255, (count, 1, size, size), dtype=np.uint8),
                         rng.integers(0, 4, count), [str(i) for i in range(count)])
     spec = TransformSpec(train=[{"_target_": "albumentations.HorizontalFlip", "p": 0.5},
                                 {"_target_": "albumentations.Normalize", "normalization": "image"}])

@@ -54,7 +54,8 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 import medzoo.conf
-from medzoo.datasets.prepared import PreparedDataset, prepare
+from medzoo.datasets.dataset import ArrayDataset
+from medzoo.datasets.prepared_store import PreparedStore, prepare
 from medzoo.datasets.readers import read_volume
 from medzoo.loading.loader import make_loader
 from medzoo.transforms.layout import canonical_layout
@@ -447,13 +448,17 @@ def run(args: argparse.Namespace) -> dict:
 
     # One thread, no loader: what reading the cache costs next to copying the same bytes from memory.
     memory = [np.load(p) for p in paths["npy"]]
-    cache = PreparedDataset(workdir / "cache", verify="size")
+    def served(transform=None) -> ArrayDataset:
+        """The prepared store through the one ArrayDataset, as training serves it (stored dtype kept)."""
+        return ArrayDataset(PreparedStore(workdir / "cache", verify="size").split(), transform, keep_dtype=True)
+
+    cache = served()
     turn = iter(range(10**9))
     seconds, calls = best_rate(lambda: np.array(memory[next(turn) % stacks]), stacks, 5)
     rows.append(row("memcpy (1 thread)", seconds, calls, sample_bytes, "np.array copy of an in-memory stack"))
     seconds, calls = best_rate(lambda: cache[next(turn) % stacks], stacks, 5)
     rows.append(row("cache read (1 thread)", seconds, calls, sample_bytes,
-                    "PreparedDataset item, no transform: np.load(mmap) + copy"))
+                    "prepared store item (ArrayDataset), no transform: np.load(mmap) + copy"))
     rows += handover_rows(memory[0].astype(np.float32))
 
     def loader_for(dataset: Dataset, batch_ring: bool | str = "auto") -> DataLoader:
@@ -477,9 +482,9 @@ def run(args: argparse.Namespace) -> dict:
 
     # The headline pair: medzoo's 2.5D pipeline from the cache and MONAI's from the .nii files, same loader
     # settings, in alternating epochs.
-    ours = loader_for(PreparedDataset(workdir / "cache", transform=augmentations()))
-    without_noise = loader_for(PreparedDataset(workdir / "cache", transform=augmentations(noise=False)))
-    new_segments = loader_for(PreparedDataset(workdir / "cache", transform=augmentations()), batch_ring=False)
+    ours = loader_for(served(augmentations()))
+    without_noise = loader_for(served(augmentations(noise=False)))
+    new_segments = loader_for(served(augmentations()), batch_ring=False)
     settings = {key: getattr(ours, key) for key in LOADER_KEYS}
     ring = getattr(ours, "ring", None)
     log(f"loader settings (medzoo's make_loader; MONAI gets the same): {settings}; {stacks} stacks of "

@@ -27,7 +27,7 @@ import torch
 from omegaconf import OmegaConf
 from plain_loop import plain_epoch, sync
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
@@ -98,7 +98,7 @@ def make_data(case: Case, steps: int, workers: int, device: torch.device):
     count = case.batch * steps
     spatial = (case.size,) * case.spatial_dims
     pool = max(1, min(count, POOL_BYTES // (case.channels * case.size**case.spatial_dims)))
-    split = CachedSplit(rng.integers(0, 255, (pool, case.channels, *spatial), dtype=np.uint8),
+    split = SplitArrays(rng.integers(0, 255, (pool, case.channels, *spatial), dtype=np.uint8),
                         rng.integers(0, 4, pool), [str(i) for i in range(pool)])
     if case.loader == "device":
         return DeviceResidentLoader(split, device_augmentation(), case.batch, seed=0, device=device)

@@ -35,3 +35,15 @@ def make_image_folder(root: Path, per_class_train: int = 12, per_class_test: int
                 gray = np.array(Image.fromarray(class_image(label, rng, size)).resize((side, side)))
                 Image.fromarray(np.stack([gray] * 3, -1)).save(folder / f"img ({i}).jpg", quality=95)
     return root
+
+
+def prepared_dataset(root, *, verify: str = "size", transform=None):
+    """A prepared store served as training serves it: `PreparedStore(root).split()` through the one
+    `ArrayDataset` (without a transform a sample keeps its stored dtype); `.store` is the opened store."""
+    from medzoo.datasets.dataset import ArrayDataset
+    from medzoo.datasets.prepared_store import PreparedStore
+
+    store = PreparedStore(root, verify=verify)
+    dataset = ArrayDataset(store.split(), transform, keep_dtype=True)
+    dataset.store = store
+    return dataset

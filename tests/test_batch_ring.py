@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import medzoo as medzoo_package
 from medzoo.datasets.dataset import DataSplits
-from medzoo.datasets.prepared import PreparedDataset, prepare
+from medzoo.datasets.prepared_store import prepare
 from medzoo.engine.loaders import build_loaders
 from medzoo.loading import batch_ring
 from medzoo.loading import shared_memory as shm
@@ -25,7 +25,7 @@ from medzoo.loading.loader import make_loader
 from medzoo.loading.settings import LoaderSettings
 from medzoo.transforms.multichannel import Compose, Resize
 from medzoo.transforms.spec import TransformSpec
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, prepared_dataset
 from tests.test_cli import TINY, medzoo
 from tests.test_device_data import assert_loss_falls, split
 
@@ -184,7 +184,7 @@ def as_worker(monkeypatch, worker_id: int = 0) -> None:
 
 @pytest.mark.parametrize("transform", [None, "stack_aug"])
 def test_a_prepared_dataset_builds_its_samples_in_the_slot_rows(tmp_path, monkeypatch, transform):
-    data = PreparedDataset(prepared_stacks(tmp_path), transform=stack_aug() if transform else None)
+    data = prepared_dataset(prepared_stacks(tmp_path), transform=stack_aug() if transform else None)
     first = data[(0, 5)]
     ring = BatchRing(first[0], batch_size=3, workers=1, prefetch_factor=1)
     as_worker(monkeypatch)
@@ -207,23 +207,23 @@ def test_a_prepared_dataset_builds_its_samples_in_the_slot_rows(tmp_path, monkey
 def test_getitem_into_falls_back_where_the_slot_does_not_fit(tmp_path):
     cache = prepared_stacks(tmp_path)
     resized = Compose([Resize(6, 6)])
-    data = PreparedDataset(cache, transform=resized)
+    data = prepared_dataset(cache, transform=resized)
     slot = torch.full((12, 10, 10), -1.0)
     image, label = data.getitem_into(3, slot)
     assert image.shape == (12, 6, 6) and torch.equal(image, data[3][0]) and label == data[3][1]
     assert torch.all(slot == -1)  # a result of another shape leaves the slot alone
-    plain = PreparedDataset(cache)  # int16 samples: a float32 slot does not take them
+    plain = prepared_dataset(cache)  # int16 samples: a float32 slot does not take them
     image, _ = plain.getitem_into(2, slot)
     assert image.dtype == torch.int16 and torch.equal(image, plain[2][0]) and torch.all(slot == -1)
-    outside = PreparedDataset(cache, transform=lambda array: np.asarray(array, np.float32) * 2)  # no out=
+    outside = prepared_dataset(cache, transform=lambda array: np.asarray(array, np.float32) * 2)  # no out=
     image, _ = outside.getitem_into(2, slot)
     assert image.data_ptr() == slot.data_ptr() and torch.equal(slot, plain[2][0].float() * 2)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ring_loader_over_a_prepared_cache_equals_the_usual_loader(tmp_path, workers):
-    data = PreparedDataset(prepared_stacks(tmp_path), transform=stack_aug())
+    data = prepared_dataset(prepared_stacks(tmp_path), transform=stack_aug())
     ring_loader = make_loader(data, 2, shuffle=True, seed=4, num_workers=workers, batch_ring=True)
-    assert isinstance(ring_loader.dataset, SlotFilling) and ring_loader.dataset.classes == data.classes
+    assert isinstance(ring_loader.dataset, SlotFilling) and ring_loader.dataset.store.classes == data.store.classes
     plain = make_loader(data, 2, shuffle=True, seed=4, num_workers=0)
     assert_same(epochs(ring_loader, 3), epochs(plain, 3))  # 7 stacks: a short last batch every epoch

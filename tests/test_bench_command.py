@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.throughput import TimedLoader
 from medzoo.loading.loader import make_loader
@@ -29,7 +29,7 @@ def test_bench_measures_the_recipe_and_estimates_its_time(tmp_path):
 
 
 def test_timed_loaders_continue_one_pass_and_count_the_wait():
-    split = CachedSplit(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), np.zeros(10, np.int64),
+    split = SplitArrays(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), np.zeros(10, np.int64),
                         [str(i) for i in range(10)])
     loader = make_loader(ArrayDataset(split, None), 2, shuffle=False, seed=0, num_workers=0)
     batches = iter(loader)

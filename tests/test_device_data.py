@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 import medzoo as medzoo_package
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset, DataSplits
 from medzoo.engine.loaders import build_loaders
 from medzoo.errors import ConfigError
@@ -36,10 +36,10 @@ from tests.test_cli import TINY, medzoo
 CPU = torch.device("cpu")
 
 
-def split(count: int = 10, size: int = 16) -> CachedSplit:
+def split(count: int = 10, size: int = 16) -> SplitArrays:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (count, 1, size, size), dtype=np.uint8)
-    return CachedSplit(images, np.arange(count) % 3, [f"s/{i}" for i in range(count)])
+    return SplitArrays(images, np.arange(count) % 3, [f"s/{i}" for i in range(count)])
 
 
 def augment() -> batch.Compose:

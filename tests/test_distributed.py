@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.distributed import SINGLE_PROCESS, DistInfo, init_distributed, shutdown
 from medzoo.engine.optim import build_scheduler
@@ -76,7 +76,7 @@ def bn_loader(rank: int, world_size: int) -> torch.utils.data.DataLoader:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 32)
     images = (rng.integers(0, 100, (32, 1, 16, 16)) + 80 * labels[:, None, None, None]).astype(np.uint8)
-    split = CachedSplit(images, labels, [str(i) for i in range(32)])
+    split = SplitArrays(images, labels, [str(i) for i in range(32)])
     return make_loader(ArrayDataset(split, None), 8, shuffle=True, seed=0, num_workers=0, rank=rank,
                        world_size=world_size)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.loading import shared_memory as shm
 from medzoo.loading.loader import make_loader, sample_nbytes
@@ -30,7 +30,7 @@ class Halve:
 
 def dataset(count: int = 8) -> ArrayDataset:
     images = np.random.default_rng(0).integers(0, 255, (count, *SHAPE), dtype=np.uint8)
-    return ArrayDataset(CachedSplit(images, np.arange(count) % 2, [str(i) for i in range(count)]), Halve())
+    return ArrayDataset(SplitArrays(images, np.arange(count) % 2, [str(i) for i in range(count)]), Halve())
 
 
 def free_shm(monkeypatch: pytest.MonkeyPatch, free: int | None) -> None:

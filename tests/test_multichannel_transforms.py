@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.errors import ConfigError
 from medzoo.transforms import albumentations_steps as albu_steps
@@ -178,7 +178,7 @@ def test_runs_in_the_dataset_with_per_sample_seeds():
     """The engine's contract: set_seed(seed) then a uint8 C x H x W sample in, float32 C x H x W out."""
     images = np.random.default_rng(0).integers(0, 255, (3, 1000, 16, 16), dtype=np.uint8)
     pipe = mc.Compose([mc.HorizontalFlip(), mc.Affine(rotate=(-10, 10)), mc.Normalize(mean=0.5, std=0.25)])
-    data = ArrayDataset(CachedSplit(images, np.zeros(3, np.int64), list("abc")), pipe)
+    data = ArrayDataset(SplitArrays(images, np.zeros(3, np.int64), list("abc")), pipe)
     first, _ = data[(1, 123)]
     again, _ = data[(1, 123)]
     other, _ = data[(1, 124)]

@@ -16,7 +16,7 @@ from medzoo.audit.hashing import ImageFacts, fingerprint_records
 from medzoo.audit.manifest import clean_split
 from medzoo.audit.settings import AuditSettings
 from medzoo.audit.sources import cramers_v, cross_source_pairs, source_shortcut_check
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.multisource import MultiSourceData, SlicesCsvSource, source_of
@@ -118,7 +118,7 @@ def test_validation_and_test_keep_each_patient_on_one_side(roots):
 def test_a_split_that_ignores_patients_would_straddle_them(roots):
     """The check above can fail: a plain slice-level split of the same pool puts patients on both sides."""
     splits = _load(_data(roots))
-    pool = CachedSplit(np.concatenate([splits.train.images, splits.val.images]),
+    pool = SplitArrays(np.concatenate([splits.train.images, splits.val.images]),
                        np.concatenate([splits.train.labels, splits.val.labels]), splits.train.keys + splits.val.keys)
     train, val = stratified_split(pool, 0.25, 0)
     patients = lambda s: {_patient(k) for k in s.keys if source_of(k) == "tcga_lgg"}  # noqa: E731

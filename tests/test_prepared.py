@@ -16,20 +16,20 @@ import pytest
 import tifffile
 import torch
 
-from medzoo.datasets.prepared import (
+from medzoo.datasets.prepared_store import (
     FORMAT_VERSION,
-    PreparedDataset,
     prepare,
     sources_from_csv,
     sources_from_folder,
 )
-from medzoo.datasets.prepared import writer as prepared_writer
+from medzoo.datasets.prepared_store import writer as prepared_writer
 from medzoo.datasets.readers import read_volume
 from medzoo.errors import DataError
 from medzoo.loading import shared_memory as shm
 from medzoo.loading.loader import make_loader
 from medzoo.transforms import multichannel as mc
 from tests.dicom_builders import write_dicom_series
+from tests.helpers import prepared_dataset
 
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
 SHAPE = (6, 12, 10)  # D, H, W
@@ -79,13 +79,13 @@ def test_round_trip_equals_the_readers_with_labels_and_manifest(inputs, tmp_path
     manifest = prepare(sources, tmp_path / "cache", root=inputs, progress=False)
     assert manifest["complete"] and manifest["classes"] == ["glioma", "normal"]
     assert manifest["format_version"] == FORMAT_VERSION and manifest["checksum"] == "crc32"
-    data = PreparedDataset(tmp_path / "cache", verify="full")
-    assert data.keys == ["glioma/a.nii.gz", "glioma/b.npy", "normal/c.tif", "normal/d_series"]
-    assert data.labels.tolist() == [0, 0, 1, 1] and data.classes == ["glioma", "normal"]
+    data = prepared_dataset(tmp_path / "cache", verify="full")
+    assert data.store.keys == ["glioma/a.nii.gz", "glioma/b.npy", "normal/c.tif", "normal/d_series"]
+    assert data.store.labels.tolist() == [0, 0, 1, 1] and data.store.classes == ["glioma", "normal"]
     for index, (path, _) in enumerate(sources):
         expected = read_volume(path).array
         image, label = data[index]
-        assert image.dtype == torch.int16 and label == data.labels[index]
+        assert image.dtype == torch.int16 and label == data.store.labels[index]
         np.testing.assert_array_equal(image.numpy(), expected)
         entry = manifest["samples"][index]
         assert entry["shape"] == list(expected.shape) and entry["dtype"] == "int16"
@@ -102,11 +102,11 @@ def test_round_trip_equals_the_readers_with_labels_and_manifest(inputs, tmp_path
 def test_slices_layout_and_in_chans(inputs, tmp_path):
     sources, _ = sources_from_folder(inputs)
     prepare(sources, tmp_path / "cache", root=inputs, layout="slices", in_chans=6, progress=False)
-    data = PreparedDataset(tmp_path / "cache")
-    assert [tuple(image.shape) for image, _ in data] == [(6, 12, 10)] * 4 and data.in_chans == 6
+    data = prepared_dataset(tmp_path / "cache")
+    assert [tuple(image.shape) for image, _ in data] == [(6, 12, 10)] * 4 and data.store.in_chans == 6
     prepare(sources, tmp_path / "fit", root=inputs, layout="slices", channels=4, depth_mode="crop",
             progress=False)
-    image, _ = PreparedDataset(tmp_path / "fit")[1]
+    image, _ = prepared_dataset(tmp_path / "fit")[1]
     np.testing.assert_array_equal(image.numpy(), stack(1)[1:5])
     np.save(inputs / "normal" / "e.npy", stack(4, (8, 12, 10)))
     sources, _ = sources_from_folder(inputs)
@@ -126,12 +126,12 @@ def test_interrupted_run_resumes_without_reading_finished_samples_again(inputs, 
     interim = json.loads((cache / "manifest.json").read_text())
     assert not interim["complete"] and interim["pending"] == 2 and len(interim["samples"]) == 2
     with pytest.raises(DataError, match="did not finish.*medzoo prepare"):
-        PreparedDataset(cache)
+        prepared_dataset(cache)
     calls = counting_reader(monkeypatch)
     manifest = prepare(sources, cache, root=inputs, progress=False)
     assert calls == ["c.tif", "d_series"]
     assert manifest["complete"] and manifest["last_run"] == {**manifest["last_run"], "read": 2, "kept": 2}
-    assert len(PreparedDataset(cache, verify="full")) == 4
+    assert len(prepared_dataset(cache, verify="full")) == 4
     calls.clear()
     prepare(sources, cache, root=inputs, progress=False)
     assert calls == []
@@ -140,7 +140,7 @@ def test_interrupted_run_resumes_without_reading_finished_samples_again(inputs, 
     shutil.rmtree(inputs / "normal" / "d_series")
     manifest = prepare(sources, cache, root=inputs, progress=False)
     assert calls == ["b.npy"] and manifest["counts"]["samples"] == 4
-    np.testing.assert_array_equal(PreparedDataset(cache)[1][0].numpy(), stack(9))
+    np.testing.assert_array_equal(prepared_dataset(cache)[1][0].numpy(), stack(9))
 
 
 def test_damaged_files_are_named_and_a_rerun_repairs_only_them(inputs, tmp_path, monkeypatch):
@@ -151,21 +151,21 @@ def test_damaged_files_are_named_and_a_rerun_repairs_only_them(inputs, tmp_path,
     raw = bytearray(flipped.read_bytes())
     raw[-7] ^= 0xFF
     flipped.write_bytes(bytes(raw))
-    PreparedDataset(cache, verify="size")  # same size, same header: only the checksum sees it
+    prepared_dataset(cache, verify="size")  # same size, same header: only the checksum sees it
     with pytest.raises(DataError) as error:
-        PreparedDataset(cache, verify="full")
+        prepared_dataset(cache, verify="full")
     assert flipped.name in str(error.value) and "crc32" in str(error.value)
     assert f"medzoo prepare inputs={inputs} out={cache}" in str(error.value)
     truncated = cache / manifest["samples"][3]["file"]
     truncated.write_bytes(truncated.read_bytes()[:-100])
     with pytest.raises(DataError, match=rf"2 prepared sample file\(s\).*{truncated.name}.*truncated"):
-        PreparedDataset(cache, verify="full")
+        prepared_dataset(cache, verify="full")
     with pytest.raises(DataError, match=truncated.name):
-        PreparedDataset(cache, verify="size")
+        prepared_dataset(cache, verify="size")
     calls = counting_reader(monkeypatch)
     repaired = prepare(sources, cache, root=inputs, progress=False)
     assert sorted(calls) == ["b.npy", "d_series"] and repaired["last_run"]["repaired"] == 2
-    data = PreparedDataset(cache, verify="full")
+    data = prepared_dataset(cache, verify="full")
     for index in (1, 3):
         np.testing.assert_array_equal(data[index][0].numpy(), read_volume(sources[index][0]).array)
 
@@ -179,7 +179,7 @@ def test_unreadable_source_is_skipped_counted_and_listed(inputs, tmp_path):
     assert manifest["counts"]["samples"] == 4 and manifest["counts"]["skipped"] == 1
     (skipped,) = manifest["skipped"]
     assert skipped["key"] == "normal/broken.nii.gz" and skipped["class"] == "normal" and skipped["error"]
-    assert "normal/broken.nii.gz" not in PreparedDataset(tmp_path / "cache").keys
+    assert "normal/broken.nii.gz" not in prepared_dataset(tmp_path / "cache").store.keys
 
 
 def test_csv_sources_and_seeded_transform_through_the_engine_loader(inputs, tmp_path):
@@ -191,8 +191,8 @@ def test_csv_sources_and_seeded_transform_through_the_engine_loader(inputs, tmp_
     prepare(sources, tmp_path / "cache", root=tmp_path, classes=["no", "yes"], progress=False)
     transform = mc.Compose([mc.HorizontalFlip(p=0.5), mc.RandomRotate90(p=0.5),
                             mc.GaussianNoise(std_range=(0.1, 0.1), p=1.0), mc.Normalize(mean=0.5, std=0.5)])
-    data = PreparedDataset(tmp_path / "cache", transform=transform)
-    assert data.labels.tolist() == [1, 0]
+    data = prepared_dataset(tmp_path / "cache", transform=transform)
+    assert data.store.labels.tolist() == [1, 0]
     first, again, other = data[(0, 7)][0], data[(0, 7)][0], data[(0, 8)][0]
     assert first.dtype == torch.float32 and torch.equal(first, again) and not torch.equal(first, other)
     batches = list(make_loader(data, 2, shuffle=True, seed=0, num_workers=0))
@@ -208,7 +208,7 @@ def test_cli_prepares_a_class_folder(inputs, tmp_path):
     assert "prepared 4 sample(s) in 2 class(es)" in result.stdout and "skipped 0" in result.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["samples"] == 4 and summary["ignored"] == 1 and summary["bytes"] > 4 * 2 * np.prod(SHAPE)
-    assert len(PreparedDataset(cache, verify="full")) == 4
+    assert len(prepared_dataset(cache, verify="full")) == 4
 
 
 # ----------------------------------------------------------------------------- /dev/shm and loader settings

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from medzoo.datasets.dataset import ArrayDataset
-from medzoo.datasets.prepared import prepare
-from medzoo.datasets.prepared_source import MappedSamples, PreparedSource
+from medzoo.datasets.prepared_source import PreparedSource
+from medzoo.datasets.prepared_store import MappedSamples, prepare
 from medzoo.errors import DataError
 from medzoo.loading.batch_ring import BatchRing
 from medzoo.transforms.multichannel import Compose, Normalize

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from medzoo.audit.document import Document, Picture
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import DataSplits
 from medzoo.engine import reports
 from medzoo.engine.reports import write_json, write_predictions
@@ -203,8 +203,8 @@ def test_missing_pieces_are_left_out(tmp_path):
     validation split and its gallery, and nothing of the rest."""
     rng = np.random.default_rng(0)
 
-    def split(n: int, name: str) -> CachedSplit:
-        return CachedSplit(rng.integers(0, 255, (n, 1, 12, 12), dtype=np.uint8), np.arange(n) % 2,
+    def split(n: int, name: str) -> SplitArrays:
+        return SplitArrays(rng.integers(0, 255, (n, 1, 12, 12), dtype=np.uint8), np.arange(n) % 2,
                            [f"{name}/{i}" for i in range(n)])
 
     splits = DataSplits(split(8, "train"), split(6, "val"), split(6, "test"), classes=["a", "b"])

@@ -9,13 +9,14 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from medzoo.datasets.prepared import PreparedDataset, prepare
+from medzoo.datasets.prepared_store import prepare
 from medzoo.engine.optim import build_optimizer, build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.trainer import Trainer
 from medzoo.loading.loader import make_loader
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import create_model
+from tests.helpers import prepared_dataset
 
 STACK_TRANSFORMS = {"backend": "channel_first", "train": [
     {"_target_": "medzoo.transforms.multichannel.HorizontalFlip", "p": 0.5},
@@ -34,8 +35,8 @@ def test_one_training_step_from_1000_slice_stacks(tmp_path):
         sources.append((path, index % 2))
     prepare(sources, tmp_path / "cache", classes=["a", "b"], layout="image", in_chans=1000, progress=False)
     spec = TransformSpec.from_config(STACK_TRANSFORMS)
-    dataset = PreparedDataset(tmp_path / "cache", verify="full", transform=spec.pipeline("train"))
-    assert dataset.in_chans == 1000
+    dataset = prepared_dataset(tmp_path / "cache", verify="full", transform=spec.pipeline("train"))
+    assert dataset.store.in_chans == 1000
     loader = make_loader(dataset, 2, shuffle=True, seed=0, num_workers=0, drop_last=True)
     images, labels = next(iter(loader))
     assert images.shape == (2, 1000, 32, 32) and images.dtype == torch.float32

@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision
@@ -48,7 +48,7 @@ def loader(n=64, batch=8, seed=0):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, n)
     images = (rng.integers(0, 60, (n, 2, 4, 4)) + labels[:, None, None, None] * 120).astype(np.uint8)
-    split = CachedSplit(images, labels, [str(i) for i in range(n)])
+    split = SplitArrays(images, labels, [str(i) for i in range(n)])
     return make_loader(ArrayDataset(split, Standardise()), batch, shuffle=True, seed=seed, num_workers=0)
 
 

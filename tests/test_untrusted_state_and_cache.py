@@ -16,15 +16,15 @@ import torch
 from omegaconf import OmegaConf
 
 from medzoo import cli
-from medzoo.datasets.prepared import PreparedDataset, prepare
-from medzoo.datasets.prepared import manifest as prepared_manifest
+from medzoo.datasets.prepared_store import manifest as prepared_manifest
+from medzoo.datasets.prepared_store import prepare
 from medzoo.engine.optim import build_scheduler
 from medzoo.engine.precision import Precision
 from medzoo.engine.state import load_state, save_state
 from medzoo.engine.trainer import Trainer
 from medzoo.errors import DataError
 from medzoo.zoo import create_model
-from tests.helpers import CLASSES, make_image_folder
+from tests.helpers import CLASSES, make_image_folder, prepared_dataset
 from tests.test_cli import TINY
 
 SETTINGS = {"max_epochs": 2, "accumulate_grad_batches": 1, "grad_clip_norm": None, "compile": False,
@@ -215,7 +215,7 @@ def symlink(cache: Path) -> str:
 def test_a_bad_manifest_entry_is_named_with_its_index_key_and_the_fix(cache, key, value, problem):
     edit_entry(cache, **{key: value(cache) if callable(value) and value is not KeyError else value})
     with pytest.raises(DataError) as exc:
-        PreparedDataset(cache)
+        prepared_dataset(cache)
     message = one_line(exc)
     assert str(cache / "manifest.json") in message and "samples[0] (key 'bright/2.npy')" in message
     assert problem in message and "medzoo prepare" in message
@@ -229,7 +229,7 @@ def test_a_bad_manifest_entry_is_named_with_its_index_key_and_the_fix(cache, key
 def test_a_manifest_that_is_not_the_expected_json_is_one_line(cache, text, problem):
     (cache / "manifest.json").write_text(text)
     with pytest.raises(DataError) as exc:
-        PreparedDataset(cache)
+        prepared_dataset(cache)
     assert problem in one_line(exc) and "medzoo prepare" in str(exc.value)
 
 
@@ -237,7 +237,7 @@ def test_a_manifest_larger_than_the_limit_is_refused_before_it_is_parsed(cache, 
     monkeypatch.setattr(prepared_manifest, "MAX_MANIFEST_BYTES", 1000)
     monkeypatch.setattr(prepared_manifest.json, "loads", lambda *_: pytest.fail("parsed an oversized manifest"))
     with pytest.raises(DataError) as exc:
-        PreparedDataset(cache)
+        prepared_dataset(cache)
     assert "refusing to parse it" in one_line(exc)
 
 
@@ -246,19 +246,19 @@ def test_top_level_fields_of_the_wrong_type_are_named(cache):
     manifest = json.loads(path.read_text())
     path.write_text(json.dumps({**manifest, "classes": "calm,bright"}))
     with pytest.raises(DataError) as exc:
-        PreparedDataset(cache)
+        prepared_dataset(cache)
     assert "'classes' is 'calm,bright', expected an array" in one_line(exc)
 
 
 def test_a_valid_cache_still_opens_and_a_rerun_over_a_tampered_manifest_starts_over(cache, caplog):
-    data = PreparedDataset(cache, verify="full")
-    assert len(data) == 3 and data.classes == ["calm", "bright"] and data[0][0].shape == (4, 8, 8)
+    data = prepared_dataset(cache, verify="full")
+    assert len(data) == 3 and data.store.classes == ["calm", "bright"] and data[0][0].shape == (4, 8, 8)
     edit_entry(cache, bytes=KeyError)  # the rerun's reuse of finished samples would read entry["bytes"]
     sources = [(path, path.parent.name) for path in sorted((cache.parent / "src").glob("*/*.npy"))]
-    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.prepared"):
+    with caplog.at_level(logging.WARNING, logger="medzoo.datasets.prepared_store"):
         manifest = prepare(sources, cache, classes=["calm", "bright"], progress=False)
     assert "starting the cache over" in caplog.text and "'bytes' is missing" in caplog.text
-    assert manifest["last_run"]["read"] == 3 and len(PreparedDataset(cache, verify="full")) == 3
+    assert manifest["last_run"]["read"] == 3 and len(prepared_dataset(cache, verify="full")) == 3
 
 
 def test_the_cli_prints_one_line_and_exits_2_for_a_bad_cache(cache, tmp_path, capsys, monkeypatch):

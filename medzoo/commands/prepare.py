@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.commands.common import run_directory
-from medzoo.datasets import prepared
+from medzoo.datasets import prepared_store
 from medzoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -27,15 +27,15 @@ def prepare(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     if cfg.inputs:
         root = Path(cfg.inputs).expanduser().absolute()
-        sources, ignored = prepared.sources_from_folder(root)
+        sources, ignored = prepared_store.sources_from_folder(root)
         origin = {"inputs": str(root)}
     else:
         table = Path(cfg.labels).expanduser().absolute()
-        sources, ignored, root = prepared.sources_from_csv(table), [], table.parent
+        sources, ignored, root = prepared_store.sources_from_csv(table), [], table.parent
         origin = {"labels": str(table)}
     data = OmegaConf.to_container(cfg.data, resolve=True)
     out = Path(cfg.out).expanduser().absolute()
-    manifest = prepared.prepare(sources, out, root=root, origin=origin, verify=cfg.verify,
+    manifest = prepared_store.prepare(sources, out, root=root, origin=origin, verify=cfg.verify,
                                 progress=cfg.progress, **data)
     counts, run = manifest["counts"], manifest["last_run"]
     summary = {"out": str(out), "classes": manifest["classes"], "samples": counts["samples"],

@@ -8,12 +8,12 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from medzoo.datasets.arrays import DecodeReport, SplitArrays
 from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import decode_image, to_channels
 from medzoo.errors import DataError
@@ -21,30 +21,6 @@ from medzoo.transforms.layout import to_channel_first
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
-
-
-@dataclass
-class DecodeReport:
-    """What decoding found: files skipped (with reasons), grayscale stored as RGB, colour converted."""
-
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    stored_gray_rgb: int = 0
-    colour_converted: int = 0
-
-    def as_dict(self) -> dict:
-        return {"skipped": len(self.skipped), "skipped_files": [k for k, _ in self.skipped],
-                "skip_reasons": dict(self.skipped), "stored_gray_rgb": self.stored_gray_rgb,
-                "colour_converted": self.colour_converted}
-
-
-@dataclass
-class CachedSplit:
-    """A split as arrays: `images` N x C x H x W uint8, `labels` N int64, `keys` N relative paths."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    keys: list[str]
-    report: DecodeReport = field(default_factory=DecodeReport)
 
 
 def cache_key(records: Sequence[FileRecord], channels: int, preprocess_spec: str) -> str:
@@ -57,7 +33,7 @@ def cache_key(records: Sequence[FileRecord], channels: int, preprocess_spec: str
 
 
 def decode_split(records: Sequence[FileRecord], channels: int, preprocess: Callable[[np.ndarray], np.ndarray],
-                 on_error: str = "raise", workers: int = 2, desc: str = "decode") -> CachedSplit:
+                 on_error: str = "raise", workers: int = 2, desc: str = "decode") -> SplitArrays:
     """Decode and preprocess every record (threads: PIL and OpenCV release the GIL); `preprocess` takes and
     returns channel-first arrays."""
     report = DecodeReport()
@@ -94,12 +70,12 @@ def decode_split(records: Sequence[FileRecord], channels: int, preprocess: Calla
     if len(shapes) > 1:
         raise DataError(f"preprocessing gives images of different shapes {sorted(shapes)[:3]}: "
                         "the transforms' `pre` steps must end with a fixed-size resize.")
-    return CachedSplit(np.stack(images), np.asarray(labels, dtype=np.int64), keys, report)
+    return SplitArrays(np.stack(images), np.asarray(labels, dtype=np.int64), keys, report)
 
 
 def load_or_build(cache_dir: Path | None, name: str, records: Sequence[FileRecord], channels: int,
                   preprocess: Callable[[np.ndarray], np.ndarray], preprocess_spec: str,
-                  on_error: str = "raise", workers: int = 2) -> CachedSplit:
+                  on_error: str = "raise", workers: int = 2) -> SplitArrays:
     """Return the cached split for `records`, decoding only when no valid cache file exists."""
     if cache_dir is None:
         return decode_split(records, channels, preprocess, on_error, workers, desc=name)
@@ -112,7 +88,7 @@ def load_or_build(cache_dir: Path | None, name: str, records: Sequence[FileRecor
             log.info("cache hit: %s (%d samples, no decoding)", array_path, len(meta["keys"]))
             report = DecodeReport(skipped=[tuple(s) for s in meta["skipped"]],
                                   stored_gray_rgb=meta["stored_gray_rgb"], colour_converted=meta["colour_converted"])
-            return CachedSplit(np.ascontiguousarray(images), np.asarray(meta["labels"], dtype=np.int64),
+            return SplitArrays(np.ascontiguousarray(images), np.asarray(meta["labels"], dtype=np.int64),
                                meta["keys"], report)
         log.warning("cache %s does not match its manifest; rebuilding", array_path)
     split = decode_split(records, channels, preprocess, on_error, workers, desc=name)

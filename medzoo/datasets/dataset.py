@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,14 @@ log = logging.getLogger(__name__)
 class DataSplits:
     """Train / val / test arrays of one dataset, its class names, and what loading reported."""
 
-    train: CachedSplit
-    val: CachedSplit
-    test: CachedSplit
+    train: SplitArrays
+    val: SplitArrays
+    test: SplitArrays
     classes: list[str]
     spatial_dims: int = 2
     fingerprint: str = ""
     report: dict = field(default_factory=dict)
-    extra_tests: dict[str, CachedSplit] = field(default_factory=dict)  # e.g. test_deleaked
+    extra_tests: dict[str, SplitArrays] = field(default_factory=dict)  # e.g. test_deleaked
     # one stratum per training sample (e.g. source x class): batches drawn with every stratum equally likely
     train_strata: np.ndarray | None = None
 
@@ -41,7 +41,7 @@ class DataSplits:
     def input_size(self) -> list[int]:
         return list(self.train.images.shape[2:])
 
-    def split(self, name: str) -> CachedSplit:
+    def split(self, name: str) -> SplitArrays:
         if name in self.extra_tests:
             return self.extra_tests[name]
         if name not in ("train", "val", "test"):
@@ -51,14 +51,16 @@ class DataSplits:
 
 
 class ArrayDataset(Dataset):
-    """Samples from C x H x W (or C x D x H x W) arrays through a per-sample transform; no decoding after the
-    cache. The arrays are uint8 decoded images, MedMNIST arrays, or a prepared cache's memory maps.
+    """The one torch Dataset: samples from C x H x W (or C x D x H x W) arrays through a per-sample transform;
+    no decoding after the cache. The arrays are uint8 decoded images, MedMNIST arrays, or a prepared store's
+    memory maps (`PreparedStore.split()`), which a transform must not write into.
 
-    Without a transform a sample is float32, or, with `keep_dtype`, a copy as stored (for per-batch
-    transforms on the device, which then get a quarter of float32's bytes from uint8).
+    Items are an index or the engine's `(index, seed)` pairs (see `SeededSampler`); the transform is reseeded
+    through `set_seed` when it has one. Without a transform a sample is float32, or, with `keep_dtype`, a copy
+    as stored (for per-batch transforms on the device, which then get a quarter of float32's bytes from uint8).
     """
 
-    def __init__(self, split: CachedSplit, transform: Callable[[np.ndarray], np.ndarray] | None,
+    def __init__(self, split: SplitArrays, transform: Callable[[np.ndarray], np.ndarray] | None,
                  keep_dtype: bool = False):
         self.split, self.transform, self.keep_dtype = split, transform, keep_dtype
 
@@ -68,10 +70,14 @@ class ArrayDataset(Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, image = self._source(item)
         if self.transform is not None:
-            image = self.transform(image)
+            image = np.ascontiguousarray(self.transform(image))
+            if not image.flags.writeable:  # a transform that handed back (a view of) a read-only memory map
+                image = image.copy()
         else:
-            image = np.array(image) if self.keep_dtype else image.astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(image)), int(self.split.labels[index])
+            # np.array copies into numpy's own allocation (transparent huge pages: several times faster to fault
+            # in than a fresh torch.empty of 100+ MB); torch.from_numpy then shares it.
+            image = np.array(image) if self.keep_dtype else np.array(image, dtype=np.float32)
+        return torch.from_numpy(image), int(self.split.labels[index])
 
     def getitem_into(self, item: int | tuple[int, int], out: torch.Tensor) -> tuple[torch.Tensor, int]:
         """`self[item]`, its image built in `out` (a batch slot) where it fits (see `build_into`)."""
@@ -83,7 +89,7 @@ class ArrayDataset(Dataset):
     def _source(self, item: int | tuple[int, int]) -> tuple[int, np.ndarray]:
         """(index, stored image) of `item`, the transform reseeded for it when it carries a seed."""
         index, seed = item if isinstance(item, tuple) else (item, None)
-        if self.transform is not None and seed is not None:
+        if seed is not None and hasattr(self.transform, "set_seed"):
             self.transform.set_seed(seed)
         return index, self.split.images[index]
 

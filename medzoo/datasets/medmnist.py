@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.fetch import default_data_home as data_home
 from medzoo.datasets.readers.medmnist_file import SINGLE_LABEL, read_medmnist
@@ -170,7 +170,7 @@ class MedMNISTSource:
             if preprocess is not None:
                 images = np.stack([preprocess(image) for image in images])
             keys = [f"{split}/{i}" for i in range(len(labels))]
-            splits[split] = CachedSplit(np.ascontiguousarray(images), labels, keys)
+            splits[split] = SplitArrays(np.ascontiguousarray(images), labels, keys)
         log.info("%s: %s %s, layout %s, %d classes (%s), names from %s", path.name, "x".join(map(str, shape[1:])),
                  arrays["train"][0].dtype, layout, len(classes), task, origin)
         fingerprint = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from medzoo.datasets.cache import CachedSplit, DecodeReport, load_or_build
+from medzoo.datasets.arrays import DecodeReport, SplitArrays
+from medzoo.datasets.cache import load_or_build
 from medzoo.datasets.dataset import DataSplits
 from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.image_folder import ImageFolderSource
@@ -229,8 +230,8 @@ def build_source(name: str, settings: Mapping, cache_dir: str | None = None) -> 
     raise ConfigError(f"data.sources.{name}.kind={kind!r}: use image_folder or slices_csv.")
 
 
-def group_split(split: CachedSplit, strata: np.ndarray, groups: Sequence[str], val_fraction: float,
-                seed: int) -> tuple[CachedSplit, CachedSplit]:
+def group_split(split: SplitArrays, strata: np.ndarray, groups: Sequence[str], val_fraction: float,
+                seed: int) -> tuple[SplitArrays, SplitArrays]:
     """Train / val with no group (patient or near-duplicate group) on both sides, stratified by `strata`."""
     if not 0 < val_fraction < 1:
         raise ConfigError(f"data.val_fraction must be between 0 and 1, not {val_fraction}")
@@ -239,7 +240,7 @@ def group_split(split: CachedSplit, strata: np.ndarray, groups: Sequence[str], v
     return subset(split, train_idx), subset(split, val_idx)
 
 
-def source_class_counts(split: CachedSplit, sources: Sequence[str], classes: Sequence[str]) -> dict:
+def source_class_counts(split: SplitArrays, sources: Sequence[str], classes: Sequence[str]) -> dict:
     """{source: {class: count}} of a split."""
     counts = {s: dict.fromkeys(classes, 0) for s in sources}
     for key, label in zip(split.keys, split.labels, strict=True):
@@ -247,17 +248,17 @@ def source_class_counts(split: CachedSplit, sources: Sequence[str], classes: Seq
     return counts
 
 
-def _keep(split: CachedSplit, keys: set[str]) -> CachedSplit:
+def _keep(split: SplitArrays, keys: set[str]) -> SplitArrays:
     return subset(split, np.array([i for i, k in enumerate(split.keys) if k in keys], dtype=np.int64))
 
 
-def _concat(splits: Sequence[CachedSplit]) -> CachedSplit:
+def _concat(splits: Sequence[SplitArrays]) -> SplitArrays:
     shapes = {s.images.shape[1:] for s in splits}
     if len(shapes) > 1:
         raise DataError(f"sources decode to different shapes {sorted(shapes)}: the transforms' `pre` steps must "
                         "end with a fixed-size resize, and data.channels must be one value for all sources.")
     report = DecodeReport(skipped=[x for s in splits for x in s.report.skipped])
-    return CachedSplit(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
+    return SplitArrays(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
                        [k for s in splits for k in s.keys], report)
 
 

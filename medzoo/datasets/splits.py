@@ -8,20 +8,20 @@ from collections.abc import Mapping
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from medzoo.datasets.cache import CachedSplit, DecodeReport
+from medzoo.datasets.arrays import DecodeReport, SplitArrays
 from medzoo.errors import ConfigError, DataError
 
 
-def subset(split: CachedSplit, indices: np.ndarray) -> CachedSplit:
+def subset(split: SplitArrays, indices: np.ndarray) -> SplitArrays:
     """The samples of `split` at `indices`, in that order."""
     indices = np.sort(indices)
-    return CachedSplit(split.images[indices], split.labels[indices], [split.keys[i] for i in indices],
+    return SplitArrays(split.images[indices], split.labels[indices], [split.keys[i] for i in indices],
                        DecodeReport())
 
 
-def stratified_split(split: CachedSplit, val_fraction: float, seed: int,
+def stratified_split(split: SplitArrays, val_fraction: float, seed: int,
                      groups: Mapping[str, int] | None = None,
-                     setting: str = "data.val_fraction") -> tuple[CachedSplit, CachedSplit]:
+                     setting: str = "data.val_fraction") -> tuple[SplitArrays, SplitArrays]:
     """Carve a class-stratified validation set of `val_fraction` from `split`, reproducibly for `seed`.
 
     With `groups` (key -> duplicate-group id), members of one group never straddle train and val, so a
@@ -47,6 +47,6 @@ def stratified_split(split: CachedSplit, val_fraction: float, seed: int,
     return subset(split, train_idx), subset(split, val_idx)
 
 
-def keep_keys(split: CachedSplit, keys: set[str]) -> CachedSplit:
+def keep_keys(split: SplitArrays, keys: set[str]) -> SplitArrays:
     """The samples of `split` whose key is in `keys`."""
     return subset(split, np.array([i for i, key in enumerate(split.keys) if key in keys], dtype=np.int64))

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medzoo.close_names import unknown_name
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.engine.loaders import eval_loader
 from medzoo.engine.precision import Precision
 from medzoo.engine.reports import write_predictions
@@ -128,7 +128,7 @@ def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: lis
                        data_overrides: Mapping[str, Any], cache_dir: str, device: torch.device,
                        precision_name: str | None = None, loader_overrides: Mapping[str, Any] | None = None,
                        predictions_dir: Path | None = None, where: str = "checkpoint",
-                       samples: dict[str, CachedSplit] | None = None) -> dict[str, dict]:
+                       samples: dict[str, SplitArrays] | None = None) -> dict[str, dict]:
     """Metrics of a loaded checkpoint on `split_names`, through installed data configs and the checkpoint's own
     preprocessing; with `predictions_dir`, also each sample's prediction as predictions_<split>.csv there; with
     `samples`, each evaluated split's arrays are put there (the report's thumbnails)."""

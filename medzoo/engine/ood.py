@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import ArrayDataset, DataSplits
 from medzoo.engine.precision import Precision
 from medzoo.errors import DataError
@@ -181,7 +181,7 @@ def fit_summary(features: np.ndarray, labels: np.ndarray, num_classes: int, laye
 
 
 @torch.no_grad()
-def split_features(model: nn.Module, layer: str, split: CachedSplit, spec: TransformSpec, indices: np.ndarray,
+def split_features(model: nn.Module, layer: str, split: SplitArrays, spec: TransformSpec, indices: np.ndarray,
                    precision: Precision, channels_last: bool = False) -> np.ndarray:
     """Penultimate features of `split`'s samples at `indices`, through the eval transforms (no augmentation)."""
     model.eval()

@@ -10,7 +10,7 @@ at 53-68.
 worker writes its batches into its own slots in turn and sends only the slot number; the training process
 reads the slot through the mapping it already holds. Labels and other fields are collated as usual.
 
-A dataset with a `getitem_into(item, out)` method (`PreparedDataset`) builds each sample straight in its
+A dataset with a `getitem_into(item, out)` method (`ArrayDataset`) builds each sample straight in its
 row of the slot: its transforms write their first new result there, so a sample costs neither a fresh
 262 MB allocation (its page faults are much of a sample's time, several times more after a pause on a
 virtual machine that hands freed memory back to its host) nor the copy into the batch.

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.errors import ConfigError
 from medzoo.loading.samplers import SeededSampler
 from medzoo.transforms.batch import Compose
@@ -60,7 +60,7 @@ def _check_transforms(transforms: Compose, setting: str) -> None:
                           "the Normalize of the eval pipeline; its per-batch twins run on the device).")
 
 
-def wants_device_cache(setting: bool | str | None, split: CachedSplit, device: torch.device) -> bool:
+def wants_device_cache(setting: bool | str | None, split: SplitArrays, device: torch.device) -> bool:
     """`true`: always (any device); `false`/null: never; `auto`: on CUDA when the split fits comfortably."""
     chosen = _on_off_auto("loader.device_cache", setting)
     if chosen is not None:
@@ -83,7 +83,7 @@ class DeviceResidentLoader:
     `sampler` with `set_epoch` and `indices`.
     """
 
-    def __init__(self, split: CachedSplit, transforms: Compose, batch_size: int, *, seed: int,
+    def __init__(self, split: SplitArrays, transforms: Compose, batch_size: int, *, seed: int,
                  device: torch.device, drop_last: bool = True, rank: int = 0, world_size: int = 1):
         _check_transforms(transforms, "loader.device_cache")
         self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(device)

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from medzoo.datasets.cache import CachedSplit
+from medzoo.datasets.arrays import SplitArrays
 from medzoo.engine.reports import plot_curves, plot_reliability
 from medzoo.reporting.render import array_thumbnail, png_file_uri, write_report
 from medzoo.zoo.card import ModelCard
@@ -202,7 +202,7 @@ def _panel(run_dir: Path, name: str, values: dict[str, Any], classes: Sequence[s
             "ece": values.get("ece"), "confusion": confusion, "per_class": per_class, "reliability": reliability}
 
 
-def galleries(run_dir: Path, split_names: Sequence[str], samples: Callable[[str], CachedSplit | None]) \
+def galleries(run_dir: Path, split_names: Sequence[str], samples: Callable[[str], SplitArrays | None]) \
         -> list[dict[str, Any]]:
     """Per split with a predictions_<split>.csv: the most confident mistakes and the least confident correct
     answers, as thumbnails of the samples the model saw (before normalisation)."""
@@ -224,14 +224,14 @@ def galleries(run_dir: Path, split_names: Sequence[str], samples: Callable[[str]
     return found
 
 
-def _thumb(row: dict[str, Any], split: CachedSplit | None) -> dict[str, Any]:
+def _thumb(row: dict[str, Any], split: SplitArrays | None) -> dict[str, Any]:
     index = row["index"]
     ok = split is not None and index < len(split.keys) and split.keys[index] == row["key"]
     return {"uri": array_thumbnail(split.images[index]) if ok else None, "key": row["key"], "label": row["label"],
             "predicted": row["predicted"], "confidence": row["confidence"]}
 
 
-def _class_counts(split: CachedSplit) -> Counter:
+def _class_counts(split: SplitArrays) -> Counter:
     return Counter(int(label) for label in np.asarray(split.labels))
 
 
@@ -253,14 +253,14 @@ def train_report(run_dir: Path, cfg: DictConfig, splits: Any) -> Path | None:
     return write_report(run_dir, "train.html.j2", build)
 
 
-def _split_or_none(splits: Any, name: str) -> CachedSplit | None:
+def _split_or_none(splits: Any, name: str) -> SplitArrays | None:
     try:
         return splits.split(name)
     except Exception:  # noqa: BLE001 -- an unknown split has no thumbnails
         return None
 
 
-def eval_report(run_dir: Path, cfg: DictConfig, card: ModelCard, samples: dict[str, CachedSplit]) -> Path | None:
+def eval_report(run_dir: Path, cfg: DictConfig, card: ModelCard, samples: dict[str, SplitArrays]) -> Path | None:
     """report.html of `medzoo eval`: the evaluated split(s) with the checkpoint's card; `samples` holds the
     evaluated splits' arrays (thumbnails)."""
     def build() -> dict[str, Any]:

@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from medzoo.errors import ConfigError
 from medzoo.transforms import spatial
 from medzoo.transforms.batch_transform import (
     BatchParams,
@@ -47,7 +48,7 @@ class RandomRotate90(BatchTransform):
         k = torch.where(params["apply"], params["k"], torch.zeros_like(params["k"]))
         if x.shape[-1] != x.shape[-2]:
             if bool((k % 2 == 1).any()):
-                raise ValueError(f"RandomRotate90 on a batch needs square images, got {tuple(x.shape[-2:])}: "
+                raise ConfigError(f"RandomRotate90 on a batch needs square images, got {tuple(x.shape[-2:])}: "
                                  "a quarter turn would give samples of different shapes")
         out = x
         for turns in (1, 2, 3):

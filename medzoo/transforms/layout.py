@@ -41,7 +41,7 @@ def depth_to_channels(volume: np.ndarray, channels: int | None = None, mode: str
     c, d, h, w = volume.shape
     if channels is not None:
         if channels % c:
-            raise ValueError(f"{channels} channels cannot be split evenly over {c} input channel(s)")
+            raise ConfigError(f"{channels} channels cannot be split evenly over {c} input channel(s)")
         volume = fit_depth(volume, channels // c, mode)
     return volume.reshape(c * volume.shape[1], h, w)
 

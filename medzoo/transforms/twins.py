@@ -26,14 +26,14 @@ _BORDERS = {0: "constant", 1: "replicate", 2: "reflect"}  # cv2.BORDER_CONSTANT,
 def _shift(value: Any) -> Any:
     """albumentations' translate_percent: None is no shift; per-axis mappings have no twin."""
     if isinstance(value, Mapping):
-        raise ValueError(f"translate_percent={value!r} per axis (the batch twin takes one range for both)")
+        raise ConfigError(f"translate_percent={value!r} per axis (the batch twin takes one range for both)")
     return 0.0 if value is None else value
 
 
 def _code(table: dict[int, str], setting: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value not in table:
-            raise ValueError(f"{setting}={value!r} (the batch twin takes {sorted(table)})")
+            raise ConfigError(f"{setting}={value!r} (the batch twin takes {sorted(table)})")
         return table[value]
     return convert
 

@@ -84,7 +84,7 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     if weight.ndim < 3:
         raise ValueError(f"expected a conv weight (out, in, *kernel), got shape {tuple(weight.shape)}")
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f"in_chans={in_chans!r} is invalid: pass an integer >= 1")
+        raise ConfigError(f"in_chans={in_chans!r} is invalid: pass an integer >= 1")
     c_src = weight.shape[1]
     if c_src == in_chans:
         return weight.clone()
@@ -105,7 +105,7 @@ def inflate_2d_to_3d(
             makes a "mean" kernel see fewer slices.
     """
     if depth_init not in DEPTH_INITS:
-        raise ValueError(f"depth_init={depth_init!r} is invalid: use one of {', '.join(DEPTH_INITS)}")
+        raise ConfigError(f"depth_init={depth_init!r} is invalid: use one of {', '.join(DEPTH_INITS)}")
     target = model_3d.state_dict()
     inflated = dict(state_dict_2d)
     for name, weight in state_dict_2d.items():

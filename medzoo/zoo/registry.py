@@ -9,6 +9,7 @@ from typing import TypeVar
 import torch
 
 from medzoo.close_names import unknown_name
+from medzoo.errors import ConfigError
 
 __all__ = ["entrypoint", "is_model", "list_models", "register_model"]
 
@@ -28,7 +29,7 @@ def register_model(fn: F) -> F:
         fn.__module__,
         fn.__qualname__,
     ):
-        raise ValueError(
+        raise ConfigError(
             f"model '{name}' is registered twice: by {previous.__module__}.{previous.__qualname__} "
             f"and by {fn.__module__}.{fn.__qualname__}; rename one of the entrypoints."
         )

@@ -15,22 +15,22 @@ truncation, flipped bits), not tampering, and runs at about 4 GB/s on one core w
 GB/s depending on the CPU, which matters because `verify="full"` reads the whole cache. The sources get a
 sha256 (provenance: which bytes the cache was made from).
 
-`PreparedDataset(out_dir)` checks the cache against its manifest and serves `(tensor, label)` from
-`np.load(mmap_mode="r")`: no decoding while training.
+`PreparedStore(out_dir)` checks the cache against its manifest and serves its samples from
+`np.load(mmap_mode="r")` (`.split()`: one array-like for `ArrayDataset`): no decoding while training.
 
 A cache is untrusted input (`read_manifest`): the manifest is size-bounded before it is parsed, and every entry
 must have its keys with the right types, a file that resolves inside `samples/` (symbolic links followed), a
 label within the class list, a shape whose bytes stay under the readers' cap, and a dtype from `DTYPES`.
 Anything else is one DataError line naming the cache, the entry and the fix (prepare again).
 
-The parts: `sources` (what to prepare), `writer` (`prepare`), `store` (the sample files), `manifest`, and
-`dataset` (`PreparedDataset`); the layout step is `medzoo.transforms.layout.canonical_layout`.
+The parts: `sources` (what to prepare), `writer` (`prepare`), `sample_files` (the `.npy` files and their
+CRC-32), `manifest`, and `arrays` (`PreparedStore`, `MappedSamples`); the layout step is
+`medzoo.transforms.layout.canonical_layout`.
 """
 
-from medzoo.datasets.prepared.dataset import PreparedDataset
-from medzoo.datasets.prepared.manifest import MANIFEST, read_manifest, rerun_hint
-from medzoo.datasets.prepared.sources import Source, sources_from_csv, sources_from_folder
-from medzoo.datasets.prepared.store import (
+from medzoo.datasets.prepared_store.arrays import MappedSamples, PreparedStore
+from medzoo.datasets.prepared_store.manifest import MANIFEST, read_manifest, rerun_hint
+from medzoo.datasets.prepared_store.sample_files import (
     FORMAT,
     FORMAT_VERSION,
     SAMPLES,
@@ -42,11 +42,12 @@ from medzoo.datasets.prepared.store import (
     source_signature,
     write_npy,
 )
-from medzoo.datasets.prepared.writer import LAYOUTS, prepare
+from medzoo.datasets.prepared_store.sources import Source, sources_from_csv, sources_from_folder
+from medzoo.datasets.prepared_store.writer import LAYOUTS, prepare
 from medzoo.transforms.layout import canonical_layout
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "LAYOUTS", "MANIFEST", "SAMPLES", "VERIFY", "PreparedDataset", "Source",
+    "FORMAT", "FORMAT_VERSION", "LAYOUTS", "MANIFEST", "SAMPLES", "VERIFY", "MappedSamples", "PreparedStore", "Source",
     "canonical_layout", "check_samples", "file_crc32", "npy_header", "prepare", "read_manifest", "rerun_hint",
     "source_sha256", "source_signature", "sources_from_csv", "sources_from_folder", "write_npy",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medzoo.datasets.prepared.store import (
+from medzoo.datasets.prepared_store.sample_files import (
     FORMAT,
     FORMAT_VERSION,
     SAMPLES,

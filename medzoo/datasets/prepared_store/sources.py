@@ -6,7 +6,7 @@ import csv
 import logging
 from pathlib import Path
 
-from medzoo.datasets.prepared.store import (
+from medzoo.datasets.prepared_store.sample_files import (
     LISTED,
 )
 from medzoo.datasets.readers.registry import READERS, reader_for

@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from medzoo.datasets.prepared.manifest import (
+from medzoo.datasets.prepared_store.manifest import (
     MANIFEST,
     read_earlier_manifest,
     write_manifest,
 )
-from medzoo.datasets.prepared.sources import Source
-from medzoo.datasets.prepared.store import (
+from medzoo.datasets.prepared_store.sample_files import (
     FORMAT,
     FORMAT_VERSION,
     LISTED,
@@ -31,6 +30,7 @@ from medzoo.datasets.prepared.store import (
     source_signature,
     write_npy,
 )
+from medzoo.datasets.prepared_store.sources import Source
 from medzoo.datasets.readers.registry import READERS, read_volume
 from medzoo.errors import ConfigError, DataError
 from medzoo.transforms.layout import DEPTH_MODES, canonical_layout

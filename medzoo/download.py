@@ -9,10 +9,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from medzoo.errors import ConfigError, DataError
 from medzoo.limits import env_bytes
+from medzoo.progress import BYTES, Meter
 
 CHUNK = 1 << 16
 TIMEOUT_S = 60.0
@@ -130,15 +129,7 @@ def download_file(url: str, dest: Path, *, progress: bool = True, timeout: float
         got = have
         with (
             open(dest, mode) as fh,
-            tqdm(
-                total=expected,
-                initial=have,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=dest.name,
-                disable=not progress,
-            ) as bar,
+            Meter(expected, f"download {dest.name}", BYTES, enabled=progress, initial=have) as bar,
         ):
             while chunk := response.read(min(CHUNK, limit + 1 - got)):
                 if got + len(chunk) > limit:

@@ -97,7 +97,7 @@ def test_the_file_format_is_at_the_bottom_and_the_factory_above_it():
 # here sit with their parent.
 LAYERS = {
     "medzoo.errors": 0, "medzoo.close_names": 0, "medzoo.paths": 0, "medzoo.download": 0, "medzoo.limits": 0, "medzoo.recipes": 0,
-    "medzoo.conf": 0,
+    "medzoo.conf": 0, "medzoo.progress": 0,
     "medzoo.transforms": 1, "medzoo.zoo": 1, "medzoo.datasets.readers": 1,
     "medzoo.datasets": 2, "medzoo.audit": 2,
     "medzoo.loading": 3,

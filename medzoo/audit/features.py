@@ -15,6 +15,7 @@ from medzoo.audit.settings import AuditSettings
 from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import decode_image, to_channels
 from medzoo.errors import ConfigError, DataError, MedzooError
+from medzoo.progress import progress
 from medzoo.transforms.layout import to_channel_first
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo import hub
@@ -115,8 +116,11 @@ def _activations(model: torch.nn.Module, card: ModelCard, ref: str, records: Seq
              for name in settings.label_layers]
     vectors: list[np.ndarray | None] = []
     try:
+        batch_size = settings.label_batch_size
+        starts = progress(range(0, len(records), batch_size), len(records), f"audit features {ref}", "images",
+                          settings.progress, size=lambda start: min(batch_size, len(records) - start))
         with ThreadPoolExecutor(max_workers=settings.workers) as pool, torch.inference_mode():
-            for start in range(0, len(records), settings.label_batch_size):
+            for start in starts:
                 prepared = list(pool.map(prepare, records[start:start + settings.label_batch_size]))
                 ok = [x for x in prepared if x is not None]
                 if not ok:

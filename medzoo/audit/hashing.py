@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from medzoo.audit.settings import AuditSettings
 from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import MAX_PIXELS
+from medzoo.progress import progress
 
 HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
@@ -69,7 +70,8 @@ class FileFingerprint:
 def fingerprint_records(records: Sequence[FileRecord], settings: AuditSettings) -> Fingerprints:
     """Fingerprint every record in parallel threads (JPEG decoding and sha256 release the GIL)."""
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
-        decoded = list(pool.map(lambda record: fingerprint_file(record, settings), records))
+        done = pool.map(lambda record: fingerprint_file(record, settings), records)
+        decoded = list(progress(done, len(records), "audit hashing", "files", settings.progress))
     n, pixels = len(decoded), settings.thumb_size ** 2
     words = -(-settings.hash_size ** 2 // 64)
     thumbs = np.zeros((n, pixels), np.float32)

@@ -25,6 +25,7 @@ from medzoo.audit.features import checkpoint_features, thumbnail_features
 from medzoo.audit.hashing import Fingerprints
 from medzoo.audit.settings import AuditSettings
 from medzoo.datasets.folder_scan import FileRecord
+from medzoo.progress import progress
 
 COLUMNS = ("path", "given_label", "suggested_label", "score")
 THUMB_DIR = "label_issues"  # the report's thumbnails, next to report.md
@@ -110,7 +111,7 @@ def label_issues_from_features(features: np.ndarray, labels: np.ndarray, groups:
     compact = np.searchsorted(kept_classes, labels[rows])
     groups = rows if groups is None else np.asarray(groups)[rows]
     probs, folds = out_of_sample_probabilities(features[rows], compact, groups, settings.label_folds,
-                                               settings.label_seed, settings.label_c)
+                                               settings.label_seed, settings.label_c, settings.progress)
     flagged = confident_learning(compact, probs, settings.label_filter)
     given = probs[np.arange(len(compact)), compact]
     others = probs.copy()
@@ -124,16 +125,18 @@ def label_issues_from_features(features: np.ndarray, labels: np.ndarray, groups:
 
 
 def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, folds: int,
-                                seed: int, c: float) -> tuple[np.ndarray, int]:
+                                seed: int, c: float, shown: bool = False) -> tuple[np.ndarray, int]:
     """Class probabilities of every row from a standardised logistic regression fitted on the other folds only
-    (stratified by label, whole groups per fold); returns them and the number of folds used."""
+    (stratified by label, whole groups per fold); returns them and the number of folds used. `shown`: progress
+    fold by fold."""
     classes = int(labels.max()) + 1
     # A fold needs a member of each class; groups can hold several files, so count groups, not files.
     smallest = min(len(np.unique(groups[labels == k])) for k in range(classes))
     folds = max(2, min(folds, smallest))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     probs = np.zeros((len(labels), classes))
-    for fit, held in splitter.split(features, labels, groups):
+    split = progress(splitter.split(features, labels, groups), folds, "audit label issues", "folds", shown)
+    for fit, held in split:
         model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
         model.fit(features[fit], labels[fit])
         # A class absent from the training folds gets probability 0 in the held-out fold.

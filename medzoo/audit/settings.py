@@ -39,6 +39,7 @@ class AuditSettings:
     label_batch_size: int = 64
     label_thumbnails: int = 24
     label_thumb_size: int = 96
+    progress: bool = True
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> AuditSettings:
@@ -115,13 +116,14 @@ LABEL_FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_lea
                  "low_normalized_margin", "low_self_confidence")
 _TYPES = {"label_issues": (bool,), "label_features": (str,), "label_folds": (int,), "label_seed": (int,),
           "label_c": (int, float), "label_filter": (str,), "label_batch_size": (int,), "label_thumbnails": (int,),
-          "label_thumb_size": (int,)}
+          "label_thumb_size": (int,), "progress": (bool,)}
 
 _KIND = {bool: "true or false", str: "a name", int: "an integer", float: "a number"}
 
 
 def _check_types(values: Mapping[str, Any]) -> None:
-    """Raise ConfigError naming a `label_*` setting of the wrong type (`label_folds: five`, `label_issues: 1`)."""
+    """Raise ConfigError naming a `label_*` setting (or `progress`) of the wrong type (`label_folds: five`,
+    `label_issues: 1`)."""
     for name, types in _TYPES.items():
         if name not in values:
             continue

@@ -16,6 +16,7 @@ from medzoo.engine.inference import csv_value, list_inputs, volume_summaries, wr
 from medzoo.engine.predictor import Predictor
 from medzoo.engine.reports import write_json
 from medzoo.errors import ConfigError, DataError
+from medzoo.progress import progress
 from medzoo.reporting.content import predict_report
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ def predict(cfg: DictConfig) -> list[dict]:
     if method:
         check_layer_name(model, layer)  # a typo fails here, before any input is read
     rows, skipped, items = [], [], []
-    for path in list_inputs(cfg.inputs):
+    shown = bool(cfg.trainer.get("progress", True))
+    for path in progress(list_inputs(cfg.inputs), desc="predict read", unit="files", enabled=shown):
         try:
             items += predictor.preprocess.items(path)
         except DataError as exc:
@@ -60,7 +62,7 @@ def predict(cfg: DictConfig) -> list[dict]:
                 raise DataError(str(exc).replace("data.on_error=skip", "on_error=skip")) from exc
             skipped.append({"path": str(path), "error": str(exc)})
     overlays, target, empty = run_dir / "gradcam", None, 0
-    for answered in predictor.answer(items, int(cfg.batch_size)):
+    for answered in predictor.answer(items, int(cfg.batch_size), progress=shown):
         names, batch, probs = answered.names, answered.batch, answered.probs
         if method and target is None:
             target = choose_layer(model, batch[:1], layer)

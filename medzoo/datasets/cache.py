@@ -11,12 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from medzoo.datasets.arrays import DecodeReport, SplitArrays
 from medzoo.datasets.folder_scan import FileRecord
 from medzoo.datasets.images import decode_image, to_channels
 from medzoo.errors import DataError
+from medzoo.progress import progress
 from medzoo.transforms.layout import to_channel_first
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ def decode_split(records: Sequence[FileRecord], channels: int, preprocess: Calla
 
     images, labels, keys = [], [], []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for record, result, error in tqdm(pool.map(work, records), total=len(records), desc=desc,
-                                          leave=False, disable=None):
+        for record, result, error in progress(pool.map(work, records), len(records), f"decode {desc}", "images"):
             if result is None:
                 report.skipped.append((record.key, error))
                 continue

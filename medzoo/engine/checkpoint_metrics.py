@@ -128,10 +128,11 @@ def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: lis
                        data_overrides: Mapping[str, Any], cache_dir: str, device: torch.device,
                        precision_name: str | None = None, loader_overrides: Mapping[str, Any] | None = None,
                        predictions_dir: Path | None = None, where: str = "checkpoint",
-                       samples: dict[str, SplitArrays] | None = None) -> dict[str, dict]:
+                       samples: dict[str, SplitArrays] | None = None, progress: bool = True) -> dict[str, dict]:
     """Metrics of a loaded checkpoint on `split_names`, through installed data configs and the checkpoint's own
     preprocessing; with `predictions_dir`, also each sample's prediction as predictions_<split>.csv there; with
-    `samples`, each evaluated split's arrays are put there (the report's thumbnails)."""
+    `samples`, each evaluated split's arrays are put there (the report's thumbnails); `progress` shows each
+    split's inference as it goes."""
     spec = TransformSpec.from_card_steps(card.preprocessing.backend, card.preprocessing.pre,
                                          card.preprocessing.eval, where)
     data_cfg, loader = evaluation_data(card, data_overrides, loader_overrides or {}, cache_dir, where)
@@ -149,7 +150,7 @@ def checkpoint_metrics(model: torch.nn.Module, card: ModelCard, split_names: lis
     metrics = {}
     for name in split_names:
         probs, labels = predict_probs(model, eval_loader(splits, name, spec, loader, device), device, precision,
-                                      channels_last)
+                                      channels_last, progress=progress, desc=f"eval {name}")
         metrics[name] = detailed_metrics(probs, labels, splits.classes)
         if predictions_dir is not None:
             write_predictions(predictions_dir / f"predictions_{name}.csv", splits.split(name).keys, probs, labels,

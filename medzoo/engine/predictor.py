@@ -17,6 +17,7 @@ from medzoo.engine.ood import OODScorer
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device
 from medzoo.errors import DataError
+from medzoo.progress import progress as show_progress
 from medzoo.zoo import hub
 from medzoo.zoo.factory import model_from_checkpoint
 
@@ -94,9 +95,11 @@ class Predictor:
                             f"{'C x D x H x W' if volume else 'C x H x W'} stack with C = {in_chans}.")
         return name, self.preprocess.array(array)
 
-    def answer(self, items: Sequence[Item], batch_size: int = 32) -> Iterator[Answered]:
-        """The model's answers, batch by batch, in the order of `items`."""
-        for start in range(0, len(items), batch_size):
+    def answer(self, items: Sequence[Item], batch_size: int = 32, progress: bool = False) -> Iterator[Answered]:
+        """The model's answers, batch by batch, in the order of `items`; `progress` shows the inputs answered."""
+        starts = show_progress(range(0, len(items), batch_size), len(items), "predict", "images", progress,
+                               size=lambda start: min(batch_size, len(items) - start))
+        for start in starts:
             names, tensors = zip(*items[start:start + batch_size])
             batch = torch.stack(tensors)
             laid_out = batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
@@ -110,11 +113,12 @@ class Predictor:
                 "probabilities": {c: float(v) for c, v in zip(self.classes, probs)},
                 "ood_score": score[0], "ood": score[1]}
 
-    def predict(self, inputs: Any, batch_size: int = 32) -> list[dict[str, Any]]:
+    def predict(self, inputs: Any, batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
         """Class probabilities: one dict per input `{"path", "prediction", "probabilities": {class: p}, "ood_score",
         "ood"}`, equal to the rows `medzoo predict` writes (a 2D model given a volume answers per slice,
-        `PATH#sliceNNN`). `inputs`: a path, a list of paths, or arrays (see `items`)."""
-        return [self.row(name, probs, score) for answered in self.answer(self.items(inputs), batch_size)
+        `PATH#sliceNNN`). `inputs`: a path, a list of paths, or arrays (see `items`); `progress=True` shows the
+        inputs answered (a bar on a terminal, else log lines)."""
+        return [self.row(name, probs, score) for answered in self.answer(self.items(inputs), batch_size, progress)
                 for name, probs, score in zip(answered.names, answered.probs, answered.scores)]
 
     def explain(self, input: Any, method: str = "gradcam", layer: str = "auto",

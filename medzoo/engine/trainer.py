@@ -32,6 +32,7 @@ from medzoo.engine.state import (
 )
 from medzoo.engine.uncertainty import bootstrap_ci, calibration
 from medzoo.errors import MedzooError
+from medzoo.progress import progress as show_progress
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,16 @@ class Progress:
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, loader: DataLoader, device: torch.device, precision: Precision,
-                  channels_last: bool = False, dist: DistInfo = SINGLE_PROCESS) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and labels over a whole split, in dataset order (gathered from every rank)."""
+                  channels_last: bool = False, dist: DistInfo = SINGLE_PROCESS, *, progress: bool = False,
+                  desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels over a whole split, in dataset order (gathered from every rank).
+
+    `progress` shows the main process's images as they are done, as `desc` (per-epoch validation shows none)."""
     model.eval()
     probs, labels = [], []
-    for images, targets in loader:
+    batches = show_progress(loader, len(loader.sampler), desc, "images", progress and dist.is_main,
+                            size=lambda batch: len(batch[1]))
+    for images, targets in batches:
         images = _to_device(images, device, channels_last)
         with precision.autocast():
             logits = model(images)

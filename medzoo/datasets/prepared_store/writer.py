@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from medzoo.datasets.prepared_store.manifest import (
     MANIFEST,
@@ -33,6 +32,7 @@ from medzoo.datasets.prepared_store.sample_files import (
 from medzoo.datasets.prepared_store.sources import Source
 from medzoo.datasets.readers.registry import READERS, read_volume
 from medzoo.errors import ConfigError, DataError
+from medzoo.progress import progress as show_progress
 from medzoo.transforms.layout import DEPTH_MODES, canonical_layout
 
 log = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
 
     completed = False
     try:
-        bar = tqdm(resolved, desc="prepare", unit="sample", disable=not progress or None, leave=False)
-        for path, key, label, name in bar:
+        for path, key, label, name in show_progress(resolved, desc="prepare", unit="samples", enabled=progress):
             entry = entries.get(key)
             file = out / SAMPLES / file_name(key)
             signature = source_signature(path) if path.exists() else None

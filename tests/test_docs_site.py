@@ -165,7 +165,7 @@ def test_guide_names_only_settings_that_exist():
 
     conf = Path(str(resources.files("medzoo.conf")))
     choices = {group: sorted(p.stem for p in (conf / group).glob("*.yaml"))
-               for group in ("data", "explain", "model", "optim", "sched", "transforms")}
+               for group in ("data", "explain", "logger", "model", "optim", "sched", "transforms")}
     known: set[str] = set()
 
     def walk(node: object, prefix: str) -> None:

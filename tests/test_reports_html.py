@@ -122,6 +122,8 @@ def test_every_run_dir_has_a_self_contained_report_with_its_sections(runs, kind)
 def test_train_report_shows_curves_intervals_confusions_gallery_and_card(runs):
     html, run = page(runs, "train"), runs["train"]
     metrics = json.loads((run / "metrics.json").read_text())
+    info = json.loads((run / "run.json").read_text())  # where and how long, for bench/benchmarks.py
+    assert info["seconds"] > 0 and "cores" in info["hardware"] and info["versions"]["torch"]
     assert "trainer.max_epochs=2" in html and "recipe_name: demo" in html  # command line, resolved config
     for split in ("val", "test"):
         assert f'id="split-{split}"' in html
@@ -137,7 +139,15 @@ def test_train_report_shows_curves_intervals_confusions_gallery_and_card(runs):
         wrong = sum(row["correct"] == "0" for row in rows)
         gallery = html.split(f"<h3>{split}: the most confident mistakes")[1].split("Every sample is in")[0]
         assert gallery.count("<figure>") == min(8, wrong) + min(8, len(rows) - wrong)
-        assert gallery.count("<figure>") == gallery.count('<img src="data:image/png;base64,')  # all with pixels
+        thumbnails = re.findall(r'<figure>\s*<img src="data:image/png;base64,', gallery)
+        assert gallery.count("<figure>") == len(thumbnails)  # all with pixels
+        # Grad-CAM of the first four of each row, for the class the model gave, the input beside the map
+        overlays = re.findall(r'<figure class="overlay"><img src="(data:image/png;base64,[^"]+)"', gallery)
+        assert len(overlays) == min(4, wrong) + min(4, len(rows) - wrong) > 0
+        for uri in overlays:
+            drawn = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+            assert drawn.size[0] > 1.5 * drawn.size[1]  # two panels and a colour bar side by side
+    assert len(list((run / "gallery_maps").glob("*.png"))) >= 2
     epochs = html.split('<section id="curves">')[1].split("</section>")[0]
     assert epochs.count("<tr>") == 1 + 2 and 'alt="loss and accuracy per epoch"' in epochs
     card = html.split('<section id="card">')[1]
@@ -147,6 +157,8 @@ def test_train_report_shows_curves_intervals_confusions_gallery_and_card(runs):
 def test_eval_and_predict_reports_show_their_split_inputs_overlays_and_skipped_files(runs):
     html = page(runs, "eval")
     assert 'id="split-test"' in html and 'id="split-val"' not in html and "test: the most confident" in html
+    assert html.count('<figure class="overlay"><img src="data:image/png;base64,') >= 2  # Grad-CAM in the gallery
+    assert list((runs["eval"] / "gallery_maps").glob("*.png"))
     html = page(runs, "predict")
     table = html.split("<h3>The least confident predictions")[1].split("</table>")[0]
     assert table.count("case ") >= 5 and table.count('class="overlay"') == 5  # input and Grad-CAM per row

@@ -7,9 +7,7 @@ The recipe's own data, transforms, model, precision and loader settings; the fig
 from __future__ import annotations
 
 import logging
-import platform
 
-import torch
 from omegaconf import DictConfig
 
 from medzoo.commands.common import data_group, run_directory
@@ -17,19 +15,13 @@ from medzoo.engine.precision import Precision
 from medzoo.engine.recipe_parts import load_splits, training_parts
 from medzoo.engine.recipe_settings import RecipeSettings
 from medzoo.engine.reports import write_json
-from medzoo.engine.runtime import resolve_device, seed_everything
+from medzoo.engine.runtime import device_name, resolve_device, seed_everything
 from medzoo.engine.throughput import measure_inference, measure_training
 from medzoo.engine.trainer import Trainer
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo.card import versions
 
 log = logging.getLogger(__name__)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def bench(cfg: DictConfig) -> dict:

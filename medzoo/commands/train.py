@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medzoo.commands.common import data_group, run_directory
 from medzoo.engine.card_builder import card_builder
@@ -16,18 +17,20 @@ from medzoo.engine.distributed import (
     main_first,
     shutdown,
 )
+from medzoo.engine.gallery_maps import GalleryMaps
 from medzoo.engine.loaders import eval_loader
-from medzoo.engine.loggers import LOGGERS
+from medzoo.engine.loggers import check_loggers, log_artifacts, open_loggers
 from medzoo.engine.ood import summarise_or_warn
 from medzoo.engine.precision import Precision
 from medzoo.engine.recipe_parts import load_splits, training_parts
 from medzoo.engine.recipe_settings import RecipeSettings
 from medzoo.engine.reports import plot_confusion, plot_curves, plot_reliability, write_json, write_predictions
-from medzoo.engine.runtime import resolve_device, seed_everything
+from medzoo.engine.runtime import device_name, resolve_device, seed_everything
 from medzoo.engine.trainer import Trainer, detailed_metrics, predict_probs
 from medzoo.errors import ConfigError
 from medzoo.reporting.content import train_report
 from medzoo.transforms.spec import TransformSpec
+from medzoo.zoo.card import now, versions
 from medzoo.zoo.checkpoint import save_checkpoint
 from medzoo.zoo.factory import model_from_checkpoint
 
@@ -71,8 +74,17 @@ def write_reports(run_dir: Path, metrics: dict, history: list, classes: list[str
                              run_dir / f"reliability_{split}.png", split)
 
 
-def train(cfg: DictConfig) -> dict:
+class TrainMetrics(dict):
+    """metrics.json as a dict; `float()` of it is the value a sweep optimises (`hparams_search=...`, Hydra's Optuna
+    sweeper): the best checkpoint's validation score on `trainer.monitor`."""
+
+    def __float__(self) -> float:
+        return float(self["val"][self["monitor"].removeprefix("val/")])
+
+
+def train(cfg: DictConfig) -> TrainMetrics:
     """Run the recipe in `cfg`; returns the metrics written to metrics.json."""
+    began, started = time.monotonic(), now()
     recipe = RecipeSettings.from_config(cfg, data_group(cfg))  # every setting checked before any work
     settings = recipe.trainer
     device = resolve_device(settings.device)
@@ -80,6 +92,7 @@ def train(cfg: DictConfig) -> dict:
     device = torch.device("cuda", dist.local_rank) if dist.enabled and device.type == "cuda" else device
     run_dir = Path(broadcast(str(run_directory()), dist))  # rank 0's run dir for every rank
     start = resume_path(settings.resume, run_dir)  # before any work: a finished run without its state stops here
+    check_loggers(list(cfg.logger.loggers))  # an unknown logger or a tracker's missing package stops here too
     seed_everything(recipe.seed, settings.deterministic)
     precision = Precision.resolve(settings.precision, device)
 
@@ -100,7 +113,7 @@ def train(cfg: DictConfig) -> dict:
         save_checkpoint(checkpoints / "best.safetensors", trained, card(metrics={"val": info["val"]},
                                                                         epoch=info["epoch"]), dtype=weights_dtype)
 
-    loggers = [LOGGERS[name](run_dir) for name in cfg.logger.loggers] if dist.is_main else []
+    loggers = open_loggers(OmegaConf.to_container(cfg, resolve=True), run_dir) if dist.is_main else []
     trainer = Trainer(model, parts.optimizer, parts.scheduler, parts.criterion, device=device, precision=precision,
                       settings=settings, channels_last=channels_last, classes=splits.classes, run_dir=run_dir,
                       on_best=save_best, loggers=loggers, dist=dist, recipe=recipe.recipe_name)
@@ -116,7 +129,8 @@ def train(cfg: DictConfig) -> dict:
 
     def final(name: str, loader) -> dict:
         """The best model's detailed metrics on one split; each sample's answer in predictions_<split>.csv."""
-        probs, labels = predict_probs(best, loader, device, precision, channels_last, dist)
+        probs, labels = predict_probs(best, loader, device, precision, channels_last, dist,
+                                      progress=settings.progress, desc=f"eval {name}")
         if dist.is_main:
             write_predictions(run_dir / f"predictions_{name}.csv", splits.split(name).keys, probs, labels,
                               splits.classes)
@@ -133,7 +147,13 @@ def train(cfg: DictConfig) -> dict:
         save_checkpoint(checkpoints / "best.safetensors", best,
                         card(metrics=metrics, epoch=progress.best_epoch).with_ood(ood), dtype=weights_dtype)
         write_reports(run_dir, metrics, progress.history, splits.classes, cfg.logger.plots)
-        train_report(run_dir, cfg, splits)  # report.html; a failure there is a warning
+        write_json(run_dir / "run.json", {  # where and how long: what a benchmark table states beside a figure
+            "hardware": device_name(device), "processes": dist.world_size, "precision": precision.name,
+            "started": started, "finished": now(), "seconds": round(time.monotonic() - began, 1),
+            "versions": versions()})
+        maps = GalleryMaps(best, spec.pipeline("eval"), splits.classes, run_dir) if cfg.logger.plots else None
+        train_report(run_dir, cfg, splits, maps)  # report.html; a failure there is a warning
+        log_artifacts(loggers, [run_dir / "report.html", run_dir / "metrics.json"], checkpoints / "best.safetensors")
         if not settings.keep_resume_state:  # the run is complete: its resume state is 3x the model, and done
             trainer.discard_resume_state()
     for logger in loggers:
@@ -142,4 +162,4 @@ def train(cfg: DictConfig) -> dict:
     summary = "  ".join(f"{s} acc {metrics[s]['accuracy']:.4f}" for s in ("val", "test", *splits.extra_tests)
                         if s in metrics)
     log.info("done: best epoch %d  %s  -> %s", progress.best_epoch, summary, run_dir)
-    return metrics
+    return TrainMetrics(metrics)

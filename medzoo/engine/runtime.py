@@ -1,14 +1,34 @@
-"""Device choice, seeding and deterministic mode."""
+"""Device choice and description, seeding and deterministic mode."""
 
 from __future__ import annotations
 
 import os
+import platform
 import random
 
 import numpy as np
 import torch
 
 from medzoo.errors import ConfigError
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_name(device: torch.device) -> str:
+    """What a figure was measured on: the GPU's name, or the CPU's model with its cores and torch's threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

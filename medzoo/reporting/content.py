@@ -18,6 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.datasets.arrays import SplitArrays
+from medzoo.engine.gallery_maps import PER_GALLERY, GalleryMaps
 from medzoo.engine.reports import plot_curves, plot_reliability
 from medzoo.reporting.render import array_thumbnail, png_file_uri, write_report
 from medzoo.zoo.card import ModelCard
@@ -202,10 +203,11 @@ def _panel(run_dir: Path, name: str, values: dict[str, Any], classes: Sequence[s
             "ece": values.get("ece"), "confusion": confusion, "per_class": per_class, "reliability": reliability}
 
 
-def galleries(run_dir: Path, split_names: Sequence[str], samples: Callable[[str], SplitArrays | None]) \
-        -> list[dict[str, Any]]:
+def galleries(run_dir: Path, split_names: Sequence[str], samples: Callable[[str], SplitArrays | None],
+              maps: GalleryMaps | None = None) -> list[dict[str, Any]]:
     """Per split with a predictions_<split>.csv: the most confident mistakes and the least confident correct
-    answers, as thumbnails of the samples the model saw (before normalisation)."""
+    answers, as thumbnails of the samples the model saw (before normalisation); with `maps`, the first few of
+    each also as a Grad-CAM overlay for the class the model gave them."""
     names = [n for n in GALLERY_SPLITS if n in split_names] or list(split_names)[:1]
     found = []
     for name in names:
@@ -220,23 +222,31 @@ def galleries(run_dir: Path, split_names: Sequence[str], samples: Callable[[str]
         right = sorted((r for r in rows if r["correct"] == "1"), key=lambda r: r["confidence"])[:GALLERY_SIZE]
         split = samples(name)
         found.append({"split": name, "total": len(rows), "wrong_total": sum(r["correct"] == "0" for r in rows),
-                      "mistakes": [_thumb(r, split) for r in wrong], "unsure": [_thumb(r, split) for r in right]})
+                      "mistakes": [_thumb(r, split, maps if n < PER_GALLERY else None) for n, r in enumerate(wrong)],
+                      "unsure": [_thumb(r, split, maps if n < PER_GALLERY else None) for n, r in enumerate(right)],
+                      "method": maps.method if maps else None})
     return found
 
 
-def _thumb(row: dict[str, Any], split: SplitArrays | None) -> dict[str, Any]:
+def _thumb(row: dict[str, Any], split: SplitArrays | None, maps: GalleryMaps | None = None) -> dict[str, Any]:
     index = row["index"]
     ok = split is not None and index < len(split.keys) and split.keys[index] == row["key"]
+    overlay = None
+    if ok and maps is not None:
+        title = f"{row['key']}: {row['predicted']} {row['confidence']:.0%} (true: {row['label']})"
+        path = maps(split.images[index], row["predicted"], title, row["key"])
+        overlay = png_file_uri(path) if path is not None else None
     return {"uri": array_thumbnail(split.images[index]) if ok else None, "key": row["key"], "label": row["label"],
-            "predicted": row["predicted"], "confidence": row["confidence"]}
+            "predicted": row["predicted"], "confidence": row["confidence"], "overlay": overlay}
 
 
 def _class_counts(split: SplitArrays) -> Counter:
     return Counter(int(label) for label in np.asarray(split.labels))
 
 
-def train_report(run_dir: Path, cfg: DictConfig, splits: Any) -> Path | None:
-    """report.html of a training run; `splits` is the run's DataSplits (thumbnails and sample counts)."""
+def train_report(run_dir: Path, cfg: DictConfig, splits: Any, maps: GalleryMaps | None = None) -> Path | None:
+    """report.html of a training run; `splits` is the run's DataSplits (thumbnails and sample counts); `maps`
+    draws Grad-CAM for a few gallery samples."""
     def build() -> dict[str, Any]:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         names = ["train", "val", "test", *splits.extra_tests]
@@ -247,7 +257,8 @@ def train_report(run_dir: Path, cfg: DictConfig, splits: Any) -> Path | None:
                 "data": data_section(run_dir, {n: _class_counts(splits.split(n)) for n in names}, splits.classes),
                 "curves": curves_section(run_dir), "best_epoch": metrics.get("best_epoch"),
                 "monitor": metrics.get("monitor"), "splits": panels,
-                "galleries": galleries(run_dir, [p["name"] for p in panels], lambda n: _split_or_none(splits, n)),
+                "galleries": galleries(run_dir, [p["name"] for p in panels], lambda n: _split_or_none(splits, n),
+                                       maps),
                 "card": card_section(read_card(checkpoint) if checkpoint.is_file() else None)}
 
     return write_report(run_dir, "train.html.j2", build)
@@ -260,9 +271,10 @@ def _split_or_none(splits: Any, name: str) -> SplitArrays | None:
         return None
 
 
-def eval_report(run_dir: Path, cfg: DictConfig, card: ModelCard, samples: dict[str, SplitArrays]) -> Path | None:
+def eval_report(run_dir: Path, cfg: DictConfig, card: ModelCard, samples: dict[str, SplitArrays],
+                maps: GalleryMaps | None = None) -> Path | None:
     """report.html of `medzoo eval`: the evaluated split(s) with the checkpoint's card; `samples` holds the
-    evaluated splits' arrays (thumbnails)."""
+    evaluated splits' arrays (thumbnails); `maps` draws Grad-CAM for a few gallery samples."""
     def build() -> dict[str, Any]:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         panels = split_panels(run_dir, metrics, card.classes)
@@ -271,7 +283,7 @@ def eval_report(run_dir: Path, cfg: DictConfig, card: ModelCard, samples: dict[s
                 "data": data_section(run_dir, {n: _class_counts(s) for n, s in samples.items()}, card.classes,
                                      [("checkpoint", str(cfg.ckpt)), ("split", cfg.split)]),
                 "curves": None, "best_epoch": None, "monitor": None, "splits": panels,
-                "galleries": galleries(run_dir, [p["name"] for p in panels], samples.get),
+                "galleries": galleries(run_dir, [p["name"] for p in panels], samples.get, maps),
                 "card": card_section(card)}
 
     return write_report(run_dir, "eval.html.j2", build)

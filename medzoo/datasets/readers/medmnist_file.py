@@ -28,8 +28,8 @@ def is_medmnist(path: str | Path) -> bool:
             return False
         with zipfile.ZipFile(path) as archive:
             members = {name.removesuffix(".npy") for name in archive.namelist()}
-    except (OSError, ValueError, zipfile.BadZipFile):  # no file, not a zip, a damaged directory
-        return False
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile):
+        return False  # no file, not a zip, a damaged directory (zipfile: "zip file version 7.8" on garbage)
     return set(MEDMNIST_KEYS) <= members
 
 

@@ -145,7 +145,7 @@ def test_zoo_download_within_its_size_lands_verified(zoo_entry) -> None:
 def test_shipped_manifest_sizes_match_the_shipped_files() -> None:
     entries = json.loads((REPO / "medzoo" / "zoo" / "published.json").read_text())
     for entry in hub.manifest().values():
-        assert entry.size == (REPO / "medzoo" / "zoo" / "weights" / entry.file).stat().st_size, entry.name
+        assert entry.size == (REPO / "weights" / "medzoo_weights" / entry.file).stat().st_size, entry.name
     assert all("size" in e for e in entries)
 
 

@@ -44,7 +44,7 @@ def info(cfg: DictConfig) -> dict:
 
 
 def publish(cfg: DictConfig) -> dict:
-    """A trained checkpoint -> a published one: fp16 weights in medzoo/zoo/weights, metrics measured after the
+    """A trained checkpoint -> a published one: fp16 weights in the weights distribution, metrics measured after the
     conversion (the same code path as `medzoo eval`), a manifest entry and docs/zoo/NAME.md."""
     if not cfg.name or not cfg.ckpt:
         raise ConfigError("medzoo zoo publish needs ckpt=PATH name=NAME task='...' (see docs/zoo/README.md).")
@@ -60,8 +60,7 @@ def publish(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(cfg.ckpt, "cpu")
     package = Path(str(resources.files("medzoo.zoo")))
-    default_dir = package / "weights" if cfg.ship else hub.cache_dir()
-    target = Path(cfg.weights_dir or default_dir) / f"{cfg.name}.safetensors"
+    target = Path(cfg.weights_dir or (shipped_folder() if cfg.ship else hub.cache_dir())) / f"{cfg.name}.safetensors"
     save_checkpoint(target, model, card, dtype=torch.float16)
     size = target.stat().st_size
     if cfg.ship and size > hub.MAX_PACKAGED_BYTES:
@@ -69,6 +68,13 @@ def publish(cfg: DictConfig) -> dict:
         raise ConfigError(f"{cfg.name}: the fp16 checkpoint is {size / 2**20:.1f} MB, over the "
                           f"{hub.MAX_PACKAGED_BYTES // 2**20} MB package limit; publish it with ship=false "
                           "urls=[...] (served from the cache or by URL).")
+    folder_bytes = sum(p.stat().st_size for p in target.parent.glob("*.safetensors"))
+    if cfg.ship and folder_bytes > hub.MAX_WEIGHTS_WHEEL_BYTES:
+        target.unlink()
+        raise ConfigError(f"{cfg.name}: {target.parent} would hold {folder_bytes / 1e6:.0f} MB of checkpoints, over "
+                          f"the {hub.MAX_WEIGHTS_WHEEL_BYTES / 1e6:.0f} MB a weights wheel may hold (the package "
+                          "index takes 100 MB per file); start another weights distribution (weights-2/, registered "
+                          "under the medzoo.weights entry point, weights/README.md) and publish with weights_dir=.")
     model16, card16 = model_from_checkpoint(target, device)
     splits = ["val", "test"] + (["test_deleaked"] if card.provenance.data_settings.get("clean_split") else [])
     measured = checkpoint_metrics(model16, card16, splits, plain(cfg.data), cfg.paths.cache_dir, device,
@@ -109,7 +115,8 @@ def add_ood(cfg: DictConfig) -> dict:
 
     path = hub.resolve(cfg.ckpt)
     package = Path(str(resources.files("medzoo.zoo")))
-    shipped = [e.name for e in hub.manifest().values() if e.file and (package / "weights" / e.file).resolve() == path.resolve()]
+    shipped = [e.name for e in hub.manifest().values() for folder in hub.weights_folders()
+               if e.file and (folder / e.file).resolve() == path.resolve()]
     if not shipped and path.resolve().is_relative_to(hub.cache_dir().resolve()):
         raise ConfigError(f"{path} is a downloaded zoo checkpoint, checked against its published sha256; add the "
                           "summary to your own copy (ckpt=PATH) or publish it again.")
@@ -127,6 +134,15 @@ def add_ood(cfg: DictConfig) -> dict:
         manifest_path.write_text(json.dumps(entries, indent=2) + "\n")
     print(json.dumps(entry, indent=2))
     return entry
+
+
+def shipped_folder() -> Path:
+    """Where `zoo publish ship=true` writes: the first installed weights distribution's folder."""
+    folders = hub.weights_folders()
+    if not folders:
+        raise ConfigError("zoo publish ship=true writes into the weights distribution, and none is installed: "
+                          "pip install -e ./weights (in a checkout), or set weights_dir=DIR.")
+    return folders[0]
 
 
 ACTIONS = {"list": list_checkpoints, "info": info, "publish": publish, "ood": add_ood}

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,14 @@ from medzoo.paths import medzoo_home
 
 log = logging.getLogger(__name__)
 MANIFEST = "published.json"
-# Checkpoints up to this size ship inside the package (the zoo then works offline on a fresh machine); larger
-# ones are served from the cache or by URL.
+# Checkpoints up to this size ship in a weights distribution (medzoo-weights: the zoo then works offline once it
+# is installed); larger ones are served from the cache or by URL.
 MAX_PACKAGED_BYTES = 25 * 2**20
+# Installed weights distributions register their folder (a package of `NAME.safetensors` files) under this entry
+# point group; a distribution stays under the package index's 100 MB per-file limit, so more checkpoints mean
+# another distribution (weights-2/), not a larger one.
+WEIGHTS_GROUP = "medzoo.weights"
+MAX_WEIGHTS_WHEEL_BYTES = 95 * 10**6
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Published:
     name: str
     sha256: str
     task: str
-    file: str | None = None  # inside medzoo/zoo/weights/
+    file: str | None = None  # inside an installed weights distribution (medzoo-weights)
     urls: tuple[str, ...] = ()
     summary: dict[str, Any] = field(default_factory=dict)  # headline metrics, shown by `medzoo zoo list`
     card: dict[str, Any] | None = None  # the full card, kept here for checkpoints not shipped in the package
@@ -77,16 +82,32 @@ def _verified(path: Path, entry: Published) -> bool:
     return sha256_file(path) == entry.sha256
 
 
+def weights_folders() -> list[Path]:
+    """The folders of the installed weights distributions (entry point group `medzoo.weights`), in name order."""
+    folders = []
+    for point in sorted(metadata.entry_points(group=WEIGHTS_GROUP), key=lambda p: p.name):
+        try:
+            folders.append(Path(str(resources.files(point.value))))
+        except (ModuleNotFoundError, TypeError) as exc:  # registered but not importable: an install half removed
+            log.warning("weights distribution %s (%s) is registered but cannot be found: %s", point.name,
+                        point.value, exc)
+    return folders
+
+
 def _packaged(entry: Published) -> Path | None:
+    """`entry`'s file in an installed weights distribution, checked against the manifest; None where none has it."""
     if entry.file is None:
         return None
-    path = Path(str(resources.files("medzoo.zoo") / "weights" / entry.file))
-    if not path.is_file():
-        return None
-    if not _verified(path, entry):
-        raise DataError(f"{path}: sha256 does not match the zoo manifest for '{entry.name}'; the installed "
-                        "package is damaged. Reinstall medzoo.")
-    return path
+    for folder in weights_folders():
+        path = folder / entry.file
+        if not path.is_file():
+            continue
+        if not _verified(path, entry):
+            raise DataError(f"{path}: sha256 does not match the zoo manifest for '{entry.name}'; the installed "
+                            "weights distribution is damaged or from another medzoo. Reinstall medzoo-weights "
+                            "(pip install -e ./weights in a checkout).")
+        return path
+    return None
 
 
 def _bound(entry: Published) -> tuple[int, str | None]:
@@ -192,17 +213,20 @@ def resolve(ref: str | os.PathLike) -> Path:
                         f"{path.resolve()}. Write ckpt=zoo:{text} for the zoo checkpoint or ckpt=./{text} for the "
                         "file.")
     entry = entries[text]
+    cached = cache_dir() / entry.filename  # where to look: the cache, the weights distributions, the URLs
+    if _verified(cached, entry):
+        return cached
     packaged = _packaged(entry)
     if packaged is not None:
         return packaged
-    cached = cache_dir() / entry.filename
-    if _verified(cached, entry):
-        return cached
     if cached.exists():
         log.warning("%s: sha256 mismatch in the cache; fetching it again", cached)
         cached.unlink()
     if not entry.urls:
-        raise DataError(f"checkpoint '{entry.name}' is neither in the package nor in {cache_dir()} and has no URL.")
+        install = " Install the weights distribution (pip install -e ./weights in a checkout, or the medzoo_weights " \
+                  "wheel)." if entry.shipped else ""
+        raise DataError(f"checkpoint '{entry.name}' is neither in {cache_dir()} nor in an installed weights "
+                        f"distribution, and has no URL.{install}")
     if offline_from_env():
         raise DataError(f"checkpoint '{entry.name}' is not in {cache_dir()} and MEDZOO_OFFLINE is set. Copy "
                         f"{entry.filename} (sha256 {entry.sha256}) there from {entry.urls[0]}, or unset MEDZOO_OFFLINE.")

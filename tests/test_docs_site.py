@@ -149,7 +149,8 @@ def test_getting_started_has_the_readme_quickstart_commands():
 
 # The config sections whose dotted settings (`trainer.max_epochs=...`) the user-guide pages name.
 FILE_SUFFIXES = (".csv", ".html", ".json", ".md", ".png", ".py", ".yaml")  # `bench.json` is a file, not a setting
-SECTIONS = ("audit", "bench", "data", "explain", "logger", "model", "optim", "paths", "sched", "trainer", "transforms")
+SECTIONS = ("audit", "bench", "data", "explain", "loader", "logger", "model", "optim", "paths", "sched", "trainer",
+            "transforms")
 
 
 def test_guide_names_only_settings_that_exist():
@@ -165,7 +166,7 @@ def test_guide_names_only_settings_that_exist():
 
     conf = Path(str(resources.files("medzoo.conf")))
     choices = {group: sorted(p.stem for p in (conf / group).glob("*.yaml"))
-               for group in ("data", "explain", "logger", "model", "optim", "sched", "transforms")}
+               for group in ("data", "explain", "loader", "logger", "model", "optim", "sched", "transforms")}
     known: set[str] = set()
 
     def walk(node: object, prefix: str) -> None:

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,22 @@ class AuditResult:
         return json.loads((self.dir / "clean_split.json").read_text())
 
 
+@contextmanager
+def _callers_logging() -> Iterator[None]:
+    """The caller's logging as it was once the job is done: Hydra sets up the root logger for a job (the console
+    and the run's cli.log); afterwards a notebook's own logging is back and the run's log file is closed."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def _run_command(name: str, overrides: tuple[str, ...]) -> tuple[Any, Path]:
     """Run command `name` with `overrides` as `medzoo NAME ...` would (the same checks, config and run folder);
     returns the command's return value and its run folder."""
@@ -98,7 +116,8 @@ def _run_command(name: str, overrides: tuple[str, ...]) -> tuple[Any, Path]:
         found["dir"] = Path(HydraConfig.get().runtime.output_dir)
         return job(cfg)
 
-    with initialize_config_module(config_module="medzoo.conf", job_name="cli", version_base="1.3"):
+    with initialize_config_module(config_module="medzoo.conf", job_name="cli", version_base="1.3"), \
+            _callers_logging():
         try:
             result = GlobalHydra.instance().hydra.run(config_name=COMMANDS[name].config, task_function=task,
                                                       overrides=argv).return_value

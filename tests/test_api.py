@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 
@@ -111,7 +112,11 @@ def test_an_array_that_fits_no_input_of_the_model_is_one_clear_error():
 
 
 def test_train_returns_the_run_and_evaluate_reproduces_its_test_metrics(tmp_path):
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
     run = medzoo.train("demo", "trainer.max_epochs=1", *FAST, f"hydra.run.dir={tmp_path / 'run'}")
+    assert (list(root.handlers), root.level) == before  # the caller's logging is back after the job
+    assert "done: best epoch" in (run.dir / "cli.log").read_text()  # and the run's log file was written, closed
     assert run.dir == tmp_path / "run" and run.checkpoint == run.dir / "checkpoints" / "best.safetensors"
     assert run.checkpoint.exists() and run.report.exists()
     assert run.metrics == json.loads((run.dir / "metrics.json").read_text())

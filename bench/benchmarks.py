@@ -97,18 +97,18 @@ def table(runs: list[Run]) -> str:
         count = f"{len(group)} ({seeds})" + ("" if len(group) >= SEEDS_WANTED else f", fewer than {SEEDS_WANTED}")
         compare = " / ".join(verdict(v, p) if v and p is not None else "-"
                              for v, p in ((accs, paper_acc), (aucs, paper_auc)))
-        minutes = [r.seconds / 60 for r in group if r.seconds]
+        minutes = [f"{r.seconds / 60:.0f}" for r in group if r.seconds]  # each run's: a stall shows as itself
         hardware = "; ".join(sorted({r.hardware for r in group}))
         lines.append(
             f"| {data_set} | `{recipe}` | {model} | {count} | {spread(accs)} | "
             f"{'-' if paper_acc is None else f'{paper_acc:.3f}'} | {spread(aucs) if aucs else '-'} | "
             f"{'-' if paper_auc is None else f'{paper_auc:.3f}'} | {compare} | "
             f"{', '.join(str(r.best_epoch) for r in group)} of {group[0].epochs} | {hardware} | "
-            f"{spread(minutes) + ' min' if minutes else '-'} |")
+            f"{', '.join(minutes) + ' min' if minutes else '-'} |")
     return "\n".join(lines)
 
 
-def document(runs: list[Run]) -> str:
+def document(runs: list[Run], notes: list[str] | None = None) -> str:
     missing = [recipe for recipe in PAPER_ROWS if recipe not in {r.recipe for r in runs}]
     return "\n".join([
         "# Benchmarks",
@@ -121,6 +121,8 @@ def document(runs: list[Run]) -> str:
         "",
         table(runs),
         "",
+        *[f"- {note}" for note in notes or []],
+        *([""] if notes else []),
         "Not measured yet: " + (", ".join(f"`{r}`" for r in missing) if missing else "none") + ".",
         "",
         "Run dirs read: " + ", ".join(f"`{r.path.name}`" for r in runs) + ".",
@@ -133,6 +135,7 @@ def main() -> int:
     parser.add_argument("runs", nargs="*", type=Path, help="run dirs written by `medzoo train`")
     parser.add_argument("--runs-under", type=Path, help="read every run dir below this folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "benchmarks.md")
+    parser.add_argument("--note", action="append", default=[], help="a sentence printed under the table (repeatable)")
     args = parser.parse_args()
     paths = list(args.runs)
     if args.runs_under:
@@ -141,7 +144,7 @@ def main() -> int:
     if not runs:
         print("no finished training run among the paths given", file=sys.stderr)
         return 2
-    args.out.write_text(document(runs))
+    args.out.write_text(document(runs, args.note))
     print(f"wrote {args.out}: {len(runs)} run(s) of {len({r.recipe for r in runs})} recipe(s)")
     return 0
 

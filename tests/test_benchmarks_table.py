@@ -38,7 +38,8 @@ def test_the_table_is_the_mean_and_sd_of_the_runs_beside_the_paper(tmp_path):
     fake_run(tmp_path / "runs" / "pneumonia0", "pneumoniamnist_resnet18", 0, 0.88, 0.95)
     (tmp_path / "runs" / "unfinished" / ".hydra").mkdir(parents=True)  # no metrics.json: not counted
     out = tmp_path / "benchmarks.md"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--runs-under", str(tmp_path / "runs"), "--out", str(out)],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--runs-under", str(tmp_path / "runs"), "--out", str(out),
+                           "--note", "seed 1 shared the CPU"],
                           capture_output=True, text=True, check=True)
     assert "4 run(s) of 2 recipe(s)" in done.stdout
     text = out.read_text()
@@ -47,10 +48,10 @@ def test_the_table_is_the_mean_and_sd_of_the_runs_beside_the_paper(tmp_path):
     assert breast[4] == f"{statistics.mean(accs):.3f} ± {statistics.stdev(accs):.3f}" and breast[5] == "0.863"
     assert breast[6] == f"{statistics.mean(aucs):.3f} ± {statistics.stdev(aucs):.3f}" and breast[7] == "0.901"
     assert breast[8] == "within 1 sd / at or above" and breast[9] == "40, 41, 42 of 100"
-    assert breast[10] == "test CPU" and breast[11].startswith("11.000 ± 1.000 min")
+    assert breast[10] == "test CPU" and breast[11] == "10, 11, 12 min |"
     pneumonia = next(line for line in text.splitlines() if "`pneumoniamnist_resnet18`" in line).split(" | ")
     assert pneumonia[3] == "1 (0), fewer than 3" and pneumonia[4] == "0.880"  # a single run is not a mean
-    assert "Not measured yet:" in text and "`adrenalmnist3d_resnet18_acs`" in text.split("Not measured yet:")[1]
+    assert "- seed 1 shared the CPU" in text and "Not measured yet:" in text and "`adrenalmnist3d_resnet18_acs`" in text.split("Not measured yet:")[1]
 
 
 def test_verdicts_compare_the_mean_and_its_spread_with_the_paper():

@@ -5,8 +5,12 @@ figures are the reference table below, with its source.
     python bench/benchmarks.py RUN_DIR [RUN_DIR ...] [--out docs/benchmarks.md]
     python bench/benchmarks.py --runs-under /work/runs/baselines        # every run dir below a folder
 
-A run dir is what `medzoo train ... hydra.run.dir=DIR` wrote. Runs are grouped by recipe; a recipe with fewer
-than 3 runs is listed with its count, so a single run is never shown as if it were a mean.
+A run dir is what `medzoo train ... hydra.run.dir=DIR` wrote. Each run read is also kept as a small record,
+bench/baselines/RECIPE/seedN.json (the figures, hardware, time and versions, copied from the run dir by this
+script), and the table is made from every record there: run dirs are not kept, the records are committed, so
+the page can be regenerated after the runs are gone and runs made on other machines add up. Runs are grouped by
+recipe; a recipe with fewer than 3 runs is listed with its count, so a single run is never shown as if it were a
+mean. Sentences under the table come from bench/baselines/NOTES.md (one per line) and --note.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
+
+RECORDS = Path(__file__).parent / "baselines"
 
 # MedMNIST v2 (Yang et al., Scientific Data 2023), Table 3: test AUC / ACC, one run each, last-epoch weights of
 # the released training script (medzoo keeps the checkpoint best on validation: the protocols differ there).
@@ -48,6 +54,28 @@ class Run:
     epochs: int
     hardware: str
     seconds: float | None
+    finished: str | None = None
+    versions: dict | None = None
+
+    def record(self) -> dict:
+        """What bench/baselines keeps of the run: the table's fields, when it finished and with what."""
+        fields = {key: value for key, value in vars(self).items() if key != "path"}
+        return {"run_dir": self.path.name, **fields}
+
+
+def save_record(run: Run, records: Path = RECORDS) -> Path:
+    path = records / run.recipe / f"seed{run.seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run.record(), indent=1) + "\n")
+    return path
+
+
+def read_records(records: Path = RECORDS) -> list[Run]:
+    runs = []
+    for path in sorted(records.glob("*/seed*.json")):
+        fields = json.loads(path.read_text())
+        runs.append(Run(path=Path(fields.pop("run_dir")), **fields))
+    return runs
 
 
 def read_run(path: Path) -> Run | None:
@@ -64,7 +92,7 @@ def read_run(path: Path) -> Run | None:
     test = metrics.get("test") or {}
     return Run(path, config.get("recipe_name") or "(no recipe)", int(config.get("seed", 0)),
                float(test["accuracy"]), test.get("auc"), int(metrics["best_epoch"]), int(metrics["epochs"]),
-               info.get("hardware", "not recorded"), seconds)
+               info.get("hardware", "not recorded"), seconds, info.get("finished"), info.get("versions"))
 
 
 def spread(values: list[float]) -> str:
@@ -125,7 +153,7 @@ def document(runs: list[Run], notes: list[str] | None = None) -> str:
         *([""] if notes else []),
         "Not measured yet: " + (", ".join(f"`{r}`" for r in missing) if missing else "none") + ".",
         "",
-        "Run dirs read: " + ", ".join(f"`{r.path.name}`" for r in runs) + ".",
+        "Records read (bench/baselines): " + ", ".join(f"`{r.recipe}/seed{r.seed}`" for r in runs) + ".",
         "",
     ])
 
@@ -136,15 +164,21 @@ def main() -> int:
     parser.add_argument("--runs-under", type=Path, help="read every run dir below this folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "benchmarks.md")
     parser.add_argument("--note", action="append", default=[], help="a sentence printed under the table (repeatable)")
+    parser.add_argument("--records", type=Path, default=RECORDS,
+                        help="where each run's record is kept and the table's runs are read (default: %(default)s)")
     args = parser.parse_args()
     paths = list(args.runs)
     if args.runs_under:
         paths += sorted(p.parent for p in args.runs_under.rglob("metrics.json"))
-    runs = [run for run in map(read_run, paths) if run is not None]
+    for run in filter(None, map(read_run, paths)):
+        print(f"recorded {save_record(run, args.records)}")
+    runs = read_records(args.records)
     if not runs:
-        print("no finished training run among the paths given", file=sys.stderr)
+        print(f"no finished training run among the paths given, and no record in {args.records}", file=sys.stderr)
         return 2
-    args.out.write_text(document(runs, args.note))
+    notes_file = args.records / "NOTES.md"
+    notes = [line for line in notes_file.read_text().splitlines() if line.strip()] if notes_file.is_file() else []
+    args.out.write_text(document(runs, notes + args.note))
     print(f"wrote {args.out}: {len(runs)} run(s) of {len({r.recipe for r in runs})} recipe(s)")
     return 0
 

@@ -37,11 +37,14 @@ def test_the_table_is_the_mean_and_sd_of_the_runs_beside_the_paper(tmp_path):
         fake_run(tmp_path / "runs" / f"breast{seed}", "breastmnist_resnet18", seed, acc, auc)
     fake_run(tmp_path / "runs" / "pneumonia0", "pneumoniamnist_resnet18", 0, 0.88, 0.95)
     (tmp_path / "runs" / "unfinished" / ".hydra").mkdir(parents=True)  # no metrics.json: not counted
-    out = tmp_path / "benchmarks.md"
+    out, records = tmp_path / "benchmarks.md", tmp_path / "records"
     done = subprocess.run([sys.executable, str(SCRIPT), "--runs-under", str(tmp_path / "runs"), "--out", str(out),
-                           "--note", "seed 1 shared the CPU"],
+                           "--records", str(records), "--note", "seed 1 shared the CPU"],
                           capture_output=True, text=True, check=True)
     assert "4 run(s) of 2 recipe(s)" in done.stdout
+    assert sorted(p.relative_to(records).as_posix() for p in records.rglob("*.json")) == [
+        "breastmnist_resnet18/seed0.json", "breastmnist_resnet18/seed1.json", "breastmnist_resnet18/seed2.json",
+        "pneumoniamnist_resnet18/seed0.json"]
     text = out.read_text()
     breast = next(line for line in text.splitlines() if "`breastmnist_resnet18`" in line).split(" | ")
     assert breast[3] == "3 (0, 1, 2)"
@@ -59,3 +62,23 @@ def test_verdicts_compare_the_mean_and_its_spread_with_the_paper():
     assert script.verdict([0.90, 0.94], 0.91) == "at or above"
     assert script.verdict([0.88, 0.90], 0.895) == "within 1 sd"
     assert script.verdict([0.80, 0.801], 0.85) == "below"
+
+
+def test_the_records_outlive_the_run_dirs_and_add_up_across_machines(tmp_path):
+    records, out = tmp_path / "records", tmp_path / "benchmarks.md"
+    first = fake_run(tmp_path / "machine_a" / "s0", "breastmnist_resnet50", 0, 0.80, 0.85)
+    run = [sys.executable, str(SCRIPT), "--out", str(out), "--records", str(records)]
+    subprocess.run([*run, str(first)], capture_output=True, text=True, check=True)
+    for path in first.rglob("*"):  # the run dir is gone (a fresh session, another machine)
+        if path.is_file():
+            path.unlink()
+    (records / "NOTES.md").write_text("seed 0 ran on machine A.\n")
+    second = fake_run(tmp_path / "machine_b" / "s1", "breastmnist_resnet50", 1, 0.84, 0.87)
+    done = subprocess.run([*run, str(second)], capture_output=True, text=True, check=True)
+    assert "2 run(s) of 1 recipe(s)" in done.stdout
+    row = next(line for line in out.read_text().splitlines() if "`breastmnist_resnet50`" in line).split(" | ")
+    assert row[3] == "2 (0, 1), fewer than 3" and row[4] == f"{statistics.mean([0.80, 0.84]):.3f} ± " \
+        f"{statistics.stdev([0.80, 0.84]):.3f}"
+    assert "- seed 0 ran on machine A." in out.read_text()
+    empty = subprocess.run([*run[:-2], "--records", str(tmp_path / "none")], capture_output=True, text=True)
+    assert empty.returncode == 2 and "no record" in empty.stderr

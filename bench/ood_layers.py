@@ -1,7 +1,9 @@
-"""Which features would make the OOD flag (medzoo/engine/ood.py) catch more: the shipped summary takes the
-penultimate features (the input of `fc`, k = 64); this fits the same summary on other layers of a zoo ResNet
-(each stage's output, averaged over space) and on more projected dimensions, thresholds each at the 99th
-percentile of its validation scores, and prints the share flagged on the sets of bench/ood_measure.py.
+"""Which features would make the OOD flag (medzoo/engine/ood.py) catch more: this fits the per-layer summary on
+each layer of a zoo ResNet (each stage's output averaged over space, and the input of `fc`) and on more projected
+dimensions, the shipped ensemble (layer1-3 + `fc`, the largest scaled score) and its variant with each stage's
+standard deviation over space beside its mean, and a k-nearest-neighbour distance on normalised features (Sun et
+al. 2022); it thresholds each at the 99th percentile of its validation scores and prints the share flagged on
+the sets of bench/ood_measure.py.
 
     MEDZOO_DATA=PATH/TO/data nice -n 15 python bench/ood_layers.py --ckpt brain_tumor_resnet18_cpu --out /tmp/ood
 
@@ -21,7 +23,7 @@ from ood_measure import medmnist_pngs
 
 from medzoo.datasets.dataset import ArrayDataset
 from medzoo.engine.inference import Preprocessor, list_inputs
-from medzoo.engine.ood import FeatureHook, checkpoint_splits, fit_summary
+from medzoo.engine.ood import FeatureHook, checkpoint_splits, fit_ensemble, fit_summary
 from medzoo.engine.precision import Precision
 from medzoo.paths import medzoo_home
 from medzoo.recipes import register_recipes
@@ -32,18 +34,32 @@ STAGES = ("layer1", "layer2", "layer3", "layer4")
 VARIANTS = [("fc", 64), ("fc", 32), ("fc", 128), ("fc", 512), *((stage, 64) for stage in STAGES)]
 
 
+ENSEMBLE = ("layer1", "layer2", "layer3", "fc")  # the shipped summary's layers (medzoo.zoo.resnet.ResNet.ood_layers)
+KNN = [("fc", 1), ("fc", 10), ("fc", 50), ("layer3", 1), ("layer3", 10), ("layer2", 1), ("layer2", 10)]
+
+
+def pooled(output: torch.Tensor) -> np.ndarray:
+    """A stage's output averaged over space, then its standard deviation over space."""
+    output = output.float()
+    return torch.cat([output.mean((2, 3)), output.std((2, 3))], 1).numpy()
+
+
 def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: Precision) -> dict[str, np.ndarray]:
-    """Pooled stage outputs and the input of `fc` for `tensors`, in batches of 64."""
+    """Pooled stage outputs (`layerN`: mean over space; `layerN+std`: mean and standard deviation) and the input
+    of `fc` for `tensors`, in batches of 64."""
     kept: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
     handles = [getattr(model, stage).register_forward_hook(
-        lambda module, inputs, output, stage=stage: kept[stage].append(output.float().mean((2, 3)).numpy()))
+        lambda module, inputs, output, stage=stage: kept[stage].append(pooled(output)))
         for stage in STAGES]
     with torch.no_grad(), FeatureHook(model, "fc") as hook:
         for start in range(0, len(tensors), 64):
             batch = torch.stack(tensors[start:start + 64]).contiguous(memory_format=torch.channels_last)
             with precision.autocast():
                 model(batch)
-        found = {"fc": hook.take(), **{stage: np.concatenate(arrays) for stage, arrays in kept.items()}}
+        found = {"fc": hook.take()}
+        for stage, arrays in kept.items():
+            both = np.concatenate(arrays)
+            found[stage], found[f"{stage}+std"] = both[:, :both.shape[1] // 2], both
     for handle in handles:
         handle.remove()
     return found
@@ -86,6 +102,27 @@ def main() -> None:
         summary = summary.calibrated(sets["val"][layer])
         shares = [summary.flags(summary.score(sets[name][layer])).mean() for name in shown]
         print(f"| {layer} | {summary.projection.shape[0]} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+    for name, layers in (("ensemble (shipped)", ENSEMBLE),
+                         ("ensemble, mean + sd", tuple(f"{layer}+std" for layer in ENSEMBLE[:3]) + ("fc",))):
+        ensemble = fit_ensemble({layer: sets["train"][layer] for layer in layers}, labels, len(card.classes))
+        ensemble = ensemble.calibrated({layer: sets["val"][layer] for layer in layers})
+        shares = [ensemble.flags(ensemble.score({layer: sets[s][layer] for layer in layers})).mean() for s in shown]
+        print(f"| {name}: {', '.join(layers)} | 64 | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+    for layer, k in KNN:
+        train = normalised(sets["train"][layer])
+        threshold = np.percentile(kth_distance(train, normalised(sets["val"][layer]), k), 99)
+        shares = [np.mean(kth_distance(train, normalised(sets[s][layer]), k) > threshold) for s in shown]
+        print(f"| k-NN distance, {layer}, k = {k} | - | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
+
+
+def normalised(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def kth_distance(train: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Each query's distance to its k-th nearest training feature."""
+    distances = torch.cdist(torch.as_tensor(queries), torch.as_tensor(train))
+    return distances.topk(k, largest=False).values[:, -1].numpy()
 
 
 if __name__ == "__main__":

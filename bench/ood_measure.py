@@ -90,7 +90,7 @@ def main() -> None:
     for r in results:
         low = float(np.mean(np.array(r["confidence"]) < floor))
         print(f"| {r['set']} | {r['inputs']} | {r['flagged']} | {r['share']:.1%} | {r['goal']} "
-              f"({'met' if r['met'] else 'missed'}) | {r['median_score']:.0f} | {low:.1%} |")
+              f"({'met' if r['met'] else 'missed'}) | {r['median_score']:.3g} | {low:.1%} |")
     print(f"\nconfidence floor (5th percentile of Testing's top probability): {floor:.3f}")
     for r in results:
         for v in r["volumes"]:

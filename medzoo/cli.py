@@ -7,6 +7,7 @@ answers without them (bench/cli_startup.py measures it).
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -276,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
 
         print(f"medzoo: {unknown_name('command', name, COMMANDS)}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    # MONAI's networks import optuna where it is installed (the Optuna sweeper needs it), and its migrations
+    # library logs each of its plugins at INFO: a wall of 'setup plugin alembic...' lines in a command's output.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         run_command(name, rest)
     except MedzooError as exc:

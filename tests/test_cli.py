@@ -102,7 +102,7 @@ def test_train_eval_predict_end_to_end(tmp_path, synthetic_root):
     assert card.in_chans == 1 and card.metrics["test"]["accuracy"] == metrics["test"]["accuracy"]
     assert card.recipe == "brain_tumor_resnet18" and card.provenance.config["trainer"]["max_epochs"] == 2
     assert card.model_kwargs["width"] == 0.5  # eval and predict below rebuild the half-width model from it
-    assert card.ood["feature_layer"] == "fc" and card.ood["num_val"] == card.provenance.num_val
+    assert [layer["feature_layer"] for layer in card.ood["layers"]][-1] == "fc" and card.ood["num_val"] == card.provenance.num_val
 
     evaluation = tmp_path / "eval"
     medzoo("eval", f"ckpt={ckpt}", f"data.root={synthetic_root}", "split=test", f"hydra.run.dir={evaluation}")

@@ -1,8 +1,9 @@
-"""The out-of-distribution flag (issue 16, medzoo/engine/ood.py): the score is Lee et al.'s tied-covariance
-Mahalanobis distance in a PCA projection plus a residual term, it separates a small trained model's own kind of
-input from shifted inputs, the threshold flags the stated share of validation, the card's `ood` field round-trips
-and a malformed one is refused in one line naming the field, and `medzoo predict` writes `ood_score` and `ood` per
-row (null for a card without a summary) and one row per volume a 2D model sees slice by slice."""
+"""The out-of-distribution flag (issue 16, medzoo/engine/ood.py): each layer's score is Lee et al.'s
+tied-covariance Mahalanobis distance in a PCA projection plus a residual term, the ensemble's is the largest
+scaled layer score, it separates a small trained model's own kind of input from shifted inputs, the threshold
+flags the stated share of validation, the card's `ood` field round-trips (and an old single-layer card scores as
+it did) and a malformed one is refused in one line naming the field, and `medzoo predict` writes `ood_score` and
+`ood` per row (null for a card without a summary) and one row per volume a 2D model sees slice by slice."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ import torch
 from PIL import Image
 
 from medzoo.engine.inference import Preprocessor, volume_summaries
-from medzoo.engine.ood import FeatureHook, OODSummary, feature_layer, fit_summary
+from medzoo.engine.ood import (
+    FeatureHook,
+    OODEnsemble,
+    OODSummary,
+    feature_layer,
+    fit_ensemble,
+    fit_summary,
+    ood_layers,
+)
 from medzoo.engine.settings import TrainerSettings
 from medzoo.errors import ConfigError, DataError
 from medzoo.zoo import create_model
@@ -74,20 +83,26 @@ def trained():
     finally:
         torch.set_num_threads(threads)
     model.eval()
-    layer = feature_layer(model)
+    hooks = [FeatureHook(model, layer) for layer in ood_layers(model)]
 
     @torch.no_grad()
     def features(pictures):
-        with FeatureHook(model, layer) as hook:
+        for hook in hooks:
+            hook.__enter__()
+        try:
             model(batch(pictures))
-            return hook.take()
+        finally:
+            for hook in hooks:
+                hook.__exit__()
+        return {hook.layer: hook.take() for hook in hooks}
 
-    summary = fit_summary(features(train), labels, 4, layer).calibrated(features(images(200, 1)[0]))
+    summary = fit_ensemble(features(train), labels, 4).calibrated(features(images(200, 1)[0]))
     return model, summary, features
 
 
 def test_the_classifier_layer_is_found_by_name_or_as_the_last_linear_layer():
-    assert feature_layer(create_model("resnet10", in_chans=1, num_classes=3, stem="small", width=0.25)) == "fc"
+    resnet = create_model("resnet10", in_chans=1, num_classes=3, stem="small", width=0.25)
+    assert feature_layer(resnet) == "fc" and ood_layers(resnet) == ("layer1", "layer2", "layer3", "fc")
     plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     assert feature_layer(plain) == "3"
 
@@ -143,17 +158,53 @@ def test_the_threshold_flags_the_stated_share_of_validation():
         assert fresh == pytest.approx(share, abs=0.5 * share), (percentile, fresh)
 
 
+def test_the_ensemble_scores_the_most_unusual_layer_and_flags_the_stated_share_of_validation():
+    rng = np.random.default_rng(4)
+    means = {"a": rng.normal(0, 3, (4, 10)), "b": rng.normal(0, 3, (4, 30))}
+
+    def draw(count, shift_b=0.0):
+        labels = rng.integers(0, 4, count)
+        return {"a": means["a"][labels] + rng.normal(size=(count, 10)),
+                "b": means["b"][labels] + rng.normal(size=(count, 30)) + shift_b}, labels
+
+    features, labels = draw(3000)
+    ensemble = fit_ensemble(features, labels, 4, dims=8)
+    validation = draw(2000)[0]
+    calibrated = ensemble.calibrated(validation)
+    assert calibrated.layer_names == ("a", "b") and calibrated.num_fit == 3000 and calibrated.num_val == 2000
+    for layer, scale in zip(calibrated.layers, calibrated.scales, strict=True):  # each scale: its layer's 99th pct
+        assert scale == pytest.approx(np.percentile(layer.score(validation[layer.feature_layer]), 99), rel=1e-5)
+    probe = draw(50)[0]
+    expected = np.max([layer.score(probe[layer.feature_layer]) / scale
+                       for layer, scale in zip(calibrated.layers, calibrated.scales)], axis=0)
+    np.testing.assert_allclose(calibrated.score(probe), expected)
+    assert calibrated.flags(calibrated.score(validation)).mean() == pytest.approx(0.01, abs=0.001)
+    fresh = calibrated.flags(calibrated.score(draw(4000)[0])).mean()
+    assert fresh == pytest.approx(0.01, abs=0.006), fresh
+    # a shift in one layer alone is caught: the other layer's ordinary score does not dilute it
+    assert calibrated.flags(calibrated.score(draw(500, shift_b=3.0)[0])).mean() > 0.95
+
+
+RESNET18_LAYERS = {"layer1": 64, "layer2": 128, "layer3": 256, "fc": 512}  # feature sizes of ResNet-18's layers
+
+
 def test_the_card_round_trips_the_field_and_stays_small(tmp_path):
     rng = np.random.default_rng(2)
-    features, labels = np.abs(rng.normal(size=(600, 512))), rng.integers(0, 4, 600)  # ResNet-18's 512 features
-    summary = fit_summary(features, labels, 4, "fc").calibrated(np.abs(rng.normal(size=(100, 512))))
+    labels = rng.integers(0, 4, 600)
+
+    def draw(count):
+        return {layer: np.abs(rng.normal(size=(count, dim))) for layer, dim in RESNET18_LAYERS.items()}
+
+    summary = fit_ensemble(draw(600), labels, 4).calibrated(draw(100))
     card = ModelCard.from_dict(card_dict(summary.to_card()))
     again = ModelCard.from_json(card.to_json(), "round trip")
-    assert again.ood == card.ood and again.ood["k"] == 64 and again.ood["feature_dim"] == 512
-    assert 0 < len(json.dumps(card.ood)) < 500_000  # measured 431 kB
-    probe = np.abs(rng.normal(size=(20, 512)))
-    np.testing.assert_array_equal(OODSummary.from_card(again.ood).score(probe), summary.score(probe))
-    assert OODSummary.from_card(again.ood).threshold == summary.threshold
+    assert again.ood == card.ood and [layer["k"] for layer in again.ood["layers"]] == [64] * 4
+    assert [layer["feature_dim"] for layer in again.ood["layers"]] == list(RESNET18_LAYERS.values())
+    assert 0 < len(json.dumps(card.ood)) < 1_100_000  # measured 0.87 MB, in a 22 MB checkpoint
+    probe = draw(20)
+    read = OODEnsemble.from_card(again.ood)
+    np.testing.assert_array_equal(read.score(probe), summary.score(probe))
+    assert read.threshold == summary.threshold and read.scales == summary.scales
     state = create_model("resnet10", in_chans=1, num_classes=4, stem="small", width=0.25).state_dict()
     path = write_checkpoint(tmp_path / "with.safetensors", card.to_dict(), state)
     assert read_card(path).ood == card.ood
@@ -161,10 +212,32 @@ def test_the_card_round_trips_the_field_and_stays_small(tmp_path):
     assert read_card(old).ood is None and "ood" not in base_card()
 
 
-def small_ood() -> dict:
+def legacy_card(summary: OODSummary) -> dict:
+    """The single-layer `ood` field medzoo wrote before the ensemble (method mahalanobis_pca)."""
+    return {"method": "mahalanobis_pca", "percentile": summary.percentile, "threshold": summary.threshold,
+            **summary.layer_card(), "num_fit": summary.num_fit, "num_val": summary.num_val}
+
+
+def test_an_old_single_layer_card_scores_and_flags_as_it_did():
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 4, 400)
+    summary = fit_summary(rng.normal(size=(400, 24)) + labels[:, None], labels, 4, "fc", dims=8)
+    summary = summary.calibrated(rng.normal(size=(100, 24)))
+    card = ModelCard.from_dict(card_dict(legacy_card(summary)), "old.safetensors")
+    read = OODEnsemble.from_card(card.ood)
+    probe = rng.normal(size=(200, 24)) * 2
+    np.testing.assert_array_equal(read.score({"fc": probe}), summary.score(probe))
+    np.testing.assert_array_equal(read.flags(read.score({"fc": probe})), summary.flags(summary.score(probe)))
+    assert read.method == "mahalanobis_pca" and read.scales == (1.0,)
+
+
+def small_ood(legacy: bool = True) -> dict:
     rng = np.random.default_rng(3)
     features, labels = rng.normal(size=(80, 16)), rng.integers(0, 4, 80)
-    return fit_summary(features, labels, 4, "fc", dims=6).calibrated(rng.normal(size=(20, 16))).to_card()
+    if legacy:
+        return legacy_card(fit_summary(features, labels, 4, "fc", dims=6).calibrated(rng.normal(size=(20, 16))))
+    ensemble = fit_ensemble({"layer3": features[:, :12], "fc": features}, labels, 4, dims=6)
+    return ensemble.calibrated({"layer3": rng.normal(size=(20, 12)), "fc": rng.normal(size=(20, 16))}).to_card()
 
 
 def _set(key, value):
@@ -217,13 +290,48 @@ def test_a_malformed_ood_field_is_refused_in_one_line_naming_the_field(name):
     ModelCard.from_dict(card_dict(small_ood()), "intact")  # the intact field passes the same check
 
 
-@pytest.mark.parametrize("field", ["ood.class_means", "ood.feature_layer"])
+TOP_LEVEL = {"nan_threshold", "missing_threshold", "unknown_method", "percentile_zero", "ood_as_list", "unknown_key"}
+ENSEMBLE_ONLY = {
+    "no_layers": ("ood.layers", _set("layers", [])),
+    "too_many_layers": ("ood.layers", lambda ood: ood.__setitem__("layers", ood["layers"] * 9)),
+    "layer_named_twice": ("ood.layers", lambda ood: ood["layers"][0].__setitem__("feature_layer", "fc")),
+    "layers_as_object": ("ood.layers", _set("layers", {"fc": 1})),
+    "missing_scale": ("ood.layers[0].scale", lambda ood: ood["layers"][0].pop("scale")),
+    "zero_scale": ("ood.layers[0].scale", lambda ood: ood["layers"][0].__setitem__("scale", 0.0)),
+    "top_level_layer_field": ("ood.k", _set("k", 6)),
+    "oversize_total": ("ood.layers", lambda ood: ood["layers"].extend(
+        dict(ood["layers"][1], feature_layer=f"l{i}", k=1024, feature_dim=4096) for i in range(14))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(set(MALFORMED) - {"ood_as_list"} | set(ENSEMBLE_ONLY)))
+def test_a_malformed_ensemble_field_is_refused_in_one_line_naming_the_field(name):
+    """The same damage inside an ensemble's first layer (or at its top), and the ensemble's own fields."""
+    card = card_dict(small_ood(legacy=False))
+    if name in ENSEMBLE_ONLY:
+        field, damage = ENSEMBLE_ONLY[name]
+        damage(card["ood"])
+    else:
+        field, damage = MALFORMED[name]
+        if name in TOP_LEVEL:
+            damage(card["ood"])
+        else:
+            damage(card["ood"]["layers"][0])
+            field = field.replace("ood.", "ood.layers[0].", 1)
+    with pytest.raises(DataError) as caught:
+        ModelCard.from_dict(card, "crafted.safetensors")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("crafted.safetensors: ") and field in message, message
+    ModelCard.from_dict(card_dict(small_ood(legacy=False)), "intact")
+
+
+@pytest.mark.parametrize("field", ["ood.layers[1].class_means", "ood"])
 def test_a_malformed_ood_field_stops_predict_with_one_line(field, tmp_path, capsys):
-    card = card_dict(small_ood())
-    if field == "ood.class_means":  # refused by the card's schema
-        card["ood"]["class_means"].pop()
-    else:  # a valid name, but not the model's linear layer: refused when predict hooks it
-        card["ood"]["feature_layer"] = "layer4"
+    card = card_dict(small_ood(legacy=False))
+    if field != "ood":  # refused by the card's schema
+        card["ood"]["layers"][1]["class_means"].pop()
+    else:  # a valid name, but no layer of the model: refused when predict hooks it
+        card["ood"]["layers"][0]["feature_layer"] = "layer9"
     state = create_model("resnet10", in_chans=1, num_classes=4, stem="small", width=0.25).state_dict()
     ckpt = write_checkpoint(tmp_path / "damaged.safetensors", card, state)
     Image.fromarray(images(1, 0)[0][0]).save(tmp_path / "one.png")
@@ -313,7 +421,8 @@ def test_zoo_ood_adds_the_summary_to_a_checkpoint_without_touching_its_tensors(t
     assert code == 0, err[-2000:]
     after, updated = load_checkpoint(ckpt)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
-    assert card.ood is None and updated.ood is not None and updated.ood["feature_layer"] == "fc"
+    assert card.ood is None and updated.ood is not None and updated.ood["method"] == "mahalanobis_layers"
+    assert [layer["feature_layer"] for layer in updated.ood["layers"]] == ["layer1", "layer2", "layer3", "fc"]
     assert updated.ood["num_fit"] + updated.ood["num_val"] == 4 * 6  # the training folder: fit + validation split
     assert {**updated.to_dict(), "ood": None} == card.to_dict()
 

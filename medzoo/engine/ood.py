@@ -1,18 +1,24 @@
 """An out-of-distribution score for a classifier's inputs (issue 16): is this input unlike the training data?
 
-The features are the penultimate ones, the input of the final linear layer (captured by a forward hook on it).
 The summary follows Lee et al. 2018 ("A simple unified framework for detecting out-of-distribution samples and
-adversarial attacks"): per-class means and one shared (tied) covariance of the training features, scored by the
-smallest class Mahalanobis distance. To keep the card small, the features are first projected onto the top k
-principal directions of the training features (k = min(64, feature size)); means and covariance live in that
-space, and what the projection leaves out is scored against its mean variance per dimension:
+adversarial attacks"), feature ensemble included: at each of several layers (the model's `ood_layers`; the zoo's
+ResNets: the outputs of layer1-3, averaged over space, and the penultimate features, the input of `fc`; a model
+that names none: its final linear layer's input), per-class means and one shared (tied) covariance of the
+training features, scored by the smallest class Mahalanobis distance. To keep the card small, each layer's
+features are first projected onto their top k principal directions (k = min(64, feature size)); means and
+covariance live in that space, and what the projection leaves out is scored against its mean variance per
+dimension:
 
     score(x) = min_c |L^T (P (x - m) - mu_c)|^2  +  |(x - m) - P^T P (x - m)|^2 / residual_variance
 
 (P the k x D projection, m the training mean, L the Cholesky factor of the k x k precision matrix). This is -2
 log-likelihood, up to a constant, of a Gaussian per class with tied covariance inside the projection and
-isotropic noise outside it (probabilistic PCA). The threshold is a percentile (99) of the validation scores, so
-about 1 % of in-distribution validation images are flagged. The summary is stored in the model card's `ood`
+isotropic noise outside it (probabilistic PCA). Each layer's score is divided by its own scale, the 99th
+percentile of its validation scores, and the input's score is the largest of these ratios: an input is as
+unusual as its most unusual layer. Early layers see texture and intensity (a chest X-ray among brain MRI), the
+last one what the classifier uses. The threshold is a percentile (99) of the validation inputs' scores, so
+about 1 % of in-distribution validation images are flagged. Cards written before the ensemble (method
+`mahalanobis_pca`: the penultimate layer alone, scale 1) score as they always did. The summary is stored in the model card's `ood`
 field (checked on read by medzoo.zoo.card_schema.check_ood), rounded to `DIGITS` significant digits before the
 threshold is computed, so training and `medzoo predict` score with the same numbers.
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +44,8 @@ from medzoo.zoo.card import ModelCard
 from medzoo.zoo.card_schema import check_ood
 
 log = logging.getLogger(__name__)
-METHOD = "mahalanobis_pca"
+METHOD = "mahalanobis_layers"
+SINGLE_LAYER_METHOD = "mahalanobis_pca"  # cards written before the ensemble: the penultimate layer, unscaled
 PROJECTED_DIMS = 64  # k = min(PROJECTED_DIMS, feature size)
 PERCENTILE = 99.0  # of the validation scores: the threshold
 MAX_FIT_SAMPLES = 3000  # training samples the summary is fitted on (a seeded subsample beyond this)
@@ -60,25 +67,47 @@ def feature_layer(model: nn.Module) -> str:
     return linear[-1]
 
 
+def ood_layers(model: nn.Module) -> tuple[str, ...]:
+    """The layers a model's summary is fitted on: those it names as `ood_layers` (the zoo's ResNets: layer1-3
+    and `fc`), else its final linear layer alone."""
+    named = getattr(model, "ood_layers", None)
+    modules = dict(model.named_modules())
+    if named and all(isinstance(name, str) and name in modules for name in named):
+        return tuple(named)
+    return (feature_layer(model),)
+
+
 class FeatureHook:
-    """While active (`with`), keeps the input of `layer` on every forward pass: the penultimate features."""
+    """While active (`with`), keeps one feature vector per sample from `layer` on every forward pass: a linear
+    layer's input (the penultimate features, for the classifier), or any other layer's output averaged over its
+    spatial axes (a stage of a 2D or 3D network: one value per channel)."""
 
     def __init__(self, model: nn.Module, layer: str):
-        module = dict(model.named_modules()).get(layer)
-        if not isinstance(module, nn.Linear):
-            raise DataError(f"the model has no linear layer '{layer}' to take features from; the checkpoint's card "
+        module = dict(model.named_modules()).get(layer) if layer else None
+        if module is None or module is model:
+            raise DataError(f"the model has no layer '{layer}' to take features from; the checkpoint's card "
                             "and its model disagree.")
-        self.module, self.batches = module, []
+        self.module, self.batches, self.layer = module, [], layer
 
     def __enter__(self) -> FeatureHook:
-        self.handle = self.module.register_forward_pre_hook(self._keep)
+        if isinstance(self.module, nn.Linear):
+            self.handle = self.module.register_forward_pre_hook(self._keep_input)
+        else:
+            self.handle = self.module.register_forward_hook(self._keep_output)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.handle.remove()
 
-    def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+    def _keep_input(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         self.batches.append(inputs[0].detach().float().flatten(1).cpu())
+
+    def _keep_output(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or output.ndim < 2:
+            raise DataError(f"layer '{self.layer}' does not output a (batch, channels, ...) tensor, so it has no "
+                            "features to summarise; the checkpoint's card and its model disagree.")
+        output = output.detach().float()
+        self.batches.append((output.mean(tuple(range(2, output.ndim))) if output.ndim > 2 else output).cpu())
 
     def take(self) -> np.ndarray:
         """The features seen since the last call, N x D float64."""
@@ -125,25 +154,76 @@ class OODSummary:
         threshold = float(np.percentile(self.score(features), percentile))
         return replace(self, threshold=threshold, percentile=float(percentile), num_val=len(features))
 
-    def to_card(self) -> dict[str, Any]:
-        """The card's `ood` field (plain JSON values)."""
+    def layer_card(self) -> dict[str, Any]:
+        """This layer's part of the card (plain JSON values)."""
         k, dim = self.projection.shape
-        return {"method": METHOD, "percentile": self.percentile, "threshold": self.threshold, "k": int(k),
-                "feature_dim": int(dim), "feature_layer": self.feature_layer, "center": self.center.tolist(),
-                "projection": self.projection.tolist(), "class_means": self.class_means.tolist(),
-                "precision_cholesky": self.precision_cholesky.tolist(),
-                "residual_variance": self.residual_variance, "num_fit": self.num_fit, "num_val": self.num_val}
+        return {"feature_layer": self.feature_layer, "k": int(k), "feature_dim": int(dim),
+                "center": self.center.tolist(), "projection": self.projection.tolist(),
+                "class_means": self.class_means.tolist(), "precision_cholesky": self.precision_cholesky.tolist(),
+                "residual_variance": self.residual_variance}
 
     @classmethod
-    def from_card(cls, ood: dict[str, Any]) -> OODSummary:
-        """From a card's `ood` field, which ModelCard has checked (shapes, finite values)."""
+    def from_layer_card(cls, ood: Mapping[str, Any]) -> OODSummary:
+        """From one layer's card entry, which ModelCard has checked (shapes, finite values)."""
         return cls(feature_layer=ood["feature_layer"], center=np.asarray(ood["center"], np.float64),
                    projection=np.asarray(ood["projection"], np.float64),
                    class_means=np.asarray(ood["class_means"], np.float64),
                    precision_cholesky=np.asarray(ood["precision_cholesky"], np.float64),
-                   residual_variance=float(ood["residual_variance"]), threshold=float(ood["threshold"]),
-                   percentile=float(ood["percentile"]), num_fit=int(ood.get("num_fit") or 0),
-                   num_val=int(ood.get("num_val") or 0))
+                   residual_variance=float(ood["residual_variance"]))
+
+
+@dataclass(frozen=True)
+class OODEnsemble:
+    """One summary per layer; an input's score is the largest of its layers' scores, each divided by that
+    layer's scale (the percentile of its validation scores); flagged above `threshold`."""
+
+    layers: tuple[OODSummary, ...]
+    scales: tuple[float, ...]
+    threshold: float = float("inf")
+    percentile: float = PERCENTILE
+    num_fit: int = 0
+    num_val: int = 0
+    method: str = METHOD
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.feature_layer for layer in self.layers)
+
+    def score(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The OOD score of each input, from its features at every layer (layer name -> N x D)."""
+        return np.max([layer.score(features[layer.feature_layer]) / scale
+                       for layer, scale in zip(self.layers, self.scales, strict=True)], axis=0)
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(scores) > self.threshold
+
+    def calibrated(self, features: Mapping[str, np.ndarray], percentile: float = PERCENTILE) -> OODEnsemble:
+        """Scales and threshold at `percentile` of the scores of `features` (the validation split): first each
+        layer's scale, then the threshold of the combined score."""
+        scales = tuple(_stored(np.array(np.percentile(layer.score(features[layer.feature_layer]), percentile))).item()
+                       for layer in self.layers)
+        scaled = replace(self, scales=tuple(max(scale, 1e-30) for scale in scales))
+        threshold = float(np.percentile(scaled.score(features), percentile))
+        return replace(scaled, threshold=threshold, percentile=float(percentile),
+                       num_val=len(next(iter(features.values()))))
+
+    def to_card(self) -> dict[str, Any]:
+        """The card's `ood` field (plain JSON values)."""
+        return {"method": METHOD, "percentile": self.percentile, "threshold": self.threshold,
+                "num_fit": self.num_fit, "num_val": self.num_val,
+                "layers": [{**layer.layer_card(), "scale": scale} for layer, scale in zip(self.layers, self.scales)]}
+
+    @classmethod
+    def from_card(cls, ood: Mapping[str, Any]) -> OODEnsemble:
+        """From a card's `ood` field, which ModelCard has checked; an old single-layer card (`mahalanobis_pca`)
+        becomes an ensemble of its one layer at scale 1, so it scores and flags exactly as before."""
+        common = {"threshold": float(ood["threshold"]), "percentile": float(ood["percentile"]),
+                  "num_fit": int(ood.get("num_fit") or 0), "num_val": int(ood.get("num_val") or 0)}
+        if ood["method"] == SINGLE_LAYER_METHOD:
+            return cls(layers=(OODSummary.from_layer_card(ood),), scales=(1.0,), method=SINGLE_LAYER_METHOD,
+                       **common)
+        return cls(layers=tuple(OODSummary.from_layer_card(entry) for entry in ood["layers"]),
+                   scales=tuple(float(entry["scale"]) for entry in ood["layers"]), **common)
 
 
 def fit_summary(features: np.ndarray, labels: np.ndarray, num_classes: int, layer: str,
@@ -181,40 +261,54 @@ def fit_summary(features: np.ndarray, labels: np.ndarray, num_classes: int, laye
 
 
 @torch.no_grad()
-def split_features(model: nn.Module, layer: str, split: SplitArrays, spec: TransformSpec, indices: np.ndarray,
-                   precision: Precision, channels_last: bool = False) -> np.ndarray:
-    """Penultimate features of `split`'s samples at `indices`, through the eval transforms (no augmentation)."""
+def split_features(model: nn.Module, layers: tuple[str, ...], split: SplitArrays, spec: TransformSpec,
+                   indices: np.ndarray, precision: Precision, channels_last: bool = False) -> dict[str, np.ndarray]:
+    """Features at each of `layers` of `split`'s samples at `indices`, through the eval transforms (no
+    augmentation): layer name -> N x D."""
     model.eval()
     device = next(model.parameters()).device
     dataset = ArrayDataset(split, spec.pipeline("eval"))
-    with FeatureHook(model, layer) as hook:
+    hooks = [FeatureHook(model, layer) for layer in layers]
+    with ExitStack() as stack:
+        for hook in hooks:
+            stack.enter_context(hook)
         for start in range(0, len(indices), BATCH):
             batch = torch.stack([dataset[int(i)][0] for i in indices[start:start + BATCH]]).to(device)
             if channels_last and batch.ndim == 4:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             with precision.autocast():
                 model(batch)
-        return hook.take()
+        return {hook.layer: hook.take() for hook in hooks}
+
+
+def fit_ensemble(features: Mapping[str, np.ndarray], labels: np.ndarray, num_classes: int,
+                 dims: int = PROJECTED_DIMS) -> OODEnsemble:
+    """One summary per layer of `features` (layer name -> training features N x D); scales and threshold are
+    left to `OODEnsemble.calibrated`."""
+    layers = tuple(fit_summary(values, labels, num_classes, layer, dims) for layer, values in features.items())
+    return OODEnsemble(layers=layers, scales=(1.0,) * len(layers), num_fit=len(labels))
 
 
 def summarise(model: nn.Module, splits: DataSplits, spec: TransformSpec, precision: Precision,
-              channels_last: bool = False, seed: int = 0) -> OODSummary:
+              channels_last: bool = False, seed: int = 0) -> OODEnsemble:
     """The summary of `model` on `splits`: fitted on at most MAX_FIT_SAMPLES training samples (seeded subsample),
-    thresholded on the validation split (the training subsample when there is no validation split)."""
-    layer = feature_layer(model)
+    scaled and thresholded on the validation split (the training subsample when there is no validation split)."""
+    layers = ood_layers(model)
     total = len(splits.train.labels)
     chosen = np.sort(np.random.default_rng(seed).choice(total, min(total, MAX_FIT_SAMPLES), replace=False))
-    train = split_features(model, layer, splits.train, spec, chosen, precision, channels_last)
-    summary = fit_summary(train, np.asarray(splits.train.labels)[chosen], len(splits.classes), layer)
+    train = split_features(model, layers, splits.train, spec, chosen, precision, channels_last)
+    summary = fit_ensemble(train, np.asarray(splits.train.labels)[chosen], len(splits.classes))
     if len(splits.val.labels):
-        summary = summary.calibrated(split_features(model, layer, splits.val, spec, np.arange(len(splits.val.labels)),
-                                                    precision, channels_last))
+        summary = summary.calibrated(split_features(model, layers, splits.val, spec,
+                                                    np.arange(len(splits.val.labels)), precision, channels_last))
     else:
         log.warning("OOD summary: no validation split; the threshold comes from the training samples it was fitted on")
         summary = replace(summary.calibrated(train), num_val=0)
-    log.info("OOD summary: %d training samples, features of '%s' (%d) projected to %d dimensions; threshold %.1f "
-             "= %g th percentile of %d validation scores", summary.num_fit, layer, train.shape[1],
-             summary.projection.shape[0], summary.threshold, summary.percentile, summary.num_val)
+    log.info("OOD summary: %d training samples, features of %s (%s) projected to %s dimensions; threshold %.3f "
+             "= %g th percentile of %d validation scores", summary.num_fit, ", ".join(layers),
+             ", ".join(str(train[layer].shape[1]) for layer in layers),
+             ", ".join(str(layer.projection.shape[0]) for layer in summary.layers), summary.threshold,
+             summary.percentile, summary.num_val)
     return summary
 
 
@@ -263,36 +357,40 @@ class OODScorer:
     `take()` gives each sample's (score, flagged); (None, None) for each when the checkpoint carries no summary."""
 
     def __init__(self, model: nn.Module, card: ModelCard, source: str = "checkpoint"):
-        self.summary = OODSummary.from_card(card.ood) if card.ood is not None else None
-        self.hook, self.count = None, 0
+        self.summary = OODEnsemble.from_card(card.ood) if card.ood is not None else None
+        self.hooks, self.count, self.source = [], 0, source
         if self.summary is None:
             log.info("%s carries no OOD summary: ood_score and ood are null (add one: medzoo zoo ood ckpt=...)",
                      source)
             return
-        layer, dim = self.summary.feature_layer, self.summary.center.shape[0]
-        module = dict(model.named_modules()).get(layer)
-        if not isinstance(module, nn.Linear) or module.in_features != dim:
-            raise DataError(f"{source}: card field 'ood.feature_layer' names {layer!r}, which is not a linear layer "
-                            f"of the model taking {dim} features (ood.feature_dim); the checkpoint is damaged or was "
-                            "edited by hand. Use the file as medzoo wrote it.")
-        self.hook = FeatureHook(model, layer)
+        modules = dict(model.named_modules())
+        for layer in self.summary.layers:
+            name, dim = layer.feature_layer, layer.center.shape[0]
+            module = modules.get(name)
+            if module is None or module is model or (isinstance(module, nn.Linear) and module.in_features != dim):
+                raise DataError(f"{source}: card field 'ood' names layer {name!r}, which is not a layer of the model "
+                                f"giving {dim} features; the checkpoint is damaged or was edited by hand. Use the "
+                                "file as medzoo wrote it.")
+            self.hooks.append(FeatureHook(model, name))
 
     @contextmanager
     def watch(self, count: int):
         """Capture the features of one forward pass over `count` samples."""
         self.count = count
-        if self.hook is None:
-            yield
-            return
-        with self.hook:
+        with ExitStack() as stack:
+            for hook in self.hooks:
+                stack.enter_context(hook)
             yield
 
     def take(self) -> list[tuple[float | None, bool | None]]:
         if self.summary is None:
             return [(None, None)] * self.count
-        features = self.hook.take()
-        if len(features) != self.count:  # a model that runs its classifier more than once per forward
-            raise DataError(f"layer '{self.summary.feature_layer}' gave {len(features)} feature rows for {self.count} "
-                            "inputs; its input is not one feature vector per input, so the OOD summary cannot score it.")
+        features = {hook.layer: hook.take() for hook in self.hooks}
+        for layer in self.summary.layers:
+            found = features[layer.feature_layer]
+            if found.shape != (self.count, layer.center.shape[0]):  # a layer run twice per forward, or resized
+                raise DataError(f"{self.source}: layer '{layer.feature_layer}' gave features of shape {found.shape} "
+                                f"for {self.count} inputs, not {layer.center.shape[0]} per input as card field 'ood' "
+                                "says; the OOD summary cannot score this model's inputs.")
         scores = self.summary.score(features)
         return [(float(s), bool(f)) for s, f in zip(scores, self.summary.flags(scores))]

@@ -77,19 +77,36 @@ def card_section(card: ModelCard | None) -> dict[str, Any] | None:
         ("versions", ", ".join(f"{k} {v}" for k, v in prov.versions.items())),
         ("license", prov.license or "–"),
         ("intended use", prov.intended_use or "–"),
-        ("out-of-distribution", "no summary" if card.ood is None else
-         f"{card.ood['method']} on {card.ood['feature_dim']} features of {card.ood['feature_layer']} (k "
-         f"{card.ood['k']}), threshold {card.ood['threshold']:.1f} ({card.ood['percentile']:g}th percentile of "
-         f"{card.ood.get('num_val')} validation scores)"),
+        ("out-of-distribution", _ood_fact(card.ood)),
     ]
     metrics = [{"split": name, **{key: values.get(key) for key in (*HEADLINE, "num_samples")}}
                for name, values in card.metrics.items() if isinstance(values, Mapping) and "accuracy" in values]
     shown = card.to_dict()
     if card.ood is not None:  # its arrays (hundreds of kB) by their shapes; the numbers stay in the checkpoint
-        shown["ood"] = {key: value if not isinstance(value, list) else f"[{len(value)} x {len(value[0])} numbers]"
-                        if value and isinstance(value[0], list) else f"[{len(value)} numbers]"
+        shown["ood"] = {key: [_shapes(layer) for layer in value] if key == "layers" else _shape(value)
                         for key, value in card.ood.items()}
     return {"facts": facts, "metrics": metrics, "json": json.dumps(shown, indent=2, default=str)}
+
+
+def _ood_fact(ood: Mapping[str, Any] | None) -> str:
+    if ood is None:
+        return "no summary"
+    layers = ood.get("layers") or [ood]  # mahalanobis_pca: one layer, its fields at the top
+    described = ", ".join(f"{layer['feature_layer']} ({layer['feature_dim']} features, k {layer['k']})"
+                          for layer in layers)
+    return (f"{ood['method']} on {described}, threshold {ood['threshold']:.3g} ({ood['percentile']:g}th "
+            f"percentile of {ood.get('num_val')} validation scores)")
+
+
+def _shape(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    return f"[{len(value)} x {len(value[0])} numbers]" if value and isinstance(value[0], list) else \
+        f"[{len(value)} numbers]"
+
+
+def _shapes(layer: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: _shape(value) for key, value in layer.items()}
 
 
 def _steps(steps: Sequence[Mapping[str, Any]]) -> str:

@@ -34,7 +34,8 @@ NORMS = ("batch", "group", "instance")
 CONVS = ("standard", "acs")
 SHORTCUTS = ("projection", "zero_pad")
 # The out-of-distribution summary (medzoo.engine.ood): its method, and bounds checked before any list is read.
-OOD_METHODS = ("mahalanobis_pca",)
+OOD_METHODS = ("mahalanobis_layers", "mahalanobis_pca")  # mahalanobis_pca: one layer, written before the ensemble
+MAX_OOD_LAYERS = 16
 MAX_OOD_DIMS = 1024  # k, the projected dimensions
 MAX_FEATURE_DIM = 65_536
 MAX_OOD_VALUES = 1 << 22  # numbers in the centre, projection, class means and Cholesky factor together
@@ -74,11 +75,11 @@ def _no_constant(name: str) -> Any:
 class _Fields:
     """Typed access to a card's JSON object; each miss or wrong type is a DataError naming the field."""
 
-    def __init__(self, data: Any, where: str, source: str):
+    def __init__(self, data: Any, where: str, source: str, known: set[str] | None = None):
         if not isinstance(data, dict):
             raise DataError(f"{source}: card field '{where}' must be an object.")
         self.data, self.where, self.source = data, where, source
-        known = _KNOWN.get(where)
+        known = _KNOWN.get(where) if known is None else known
         if known is not None:
             unknown = sorted(set(data) - known)
             if unknown:
@@ -137,9 +138,10 @@ _KNOWN: dict[str, set[str]] = {
     "preprocessing": {"backend", "pre", "eval"},
     "provenance": {"recipe", "data_name", "data_group", "data_settings", "fingerprint", "num_train", "num_val",
                    "num_test", "epoch", "config", "versions", "created", "license", "intended_use", "published"},
-    "ood": {"method", "percentile", "threshold", "k", "feature_dim", "feature_layer", "center", "projection",
-            "class_means", "precision_cholesky", "residual_variance", "num_fit", "num_val"},
+    "ood": {"method", "percentile", "threshold", "num_fit", "num_val", "layers"},
 }
+_OOD_LAYER = {"feature_layer", "k", "feature_dim", "center", "projection", "class_means", "precision_cholesky",
+              "residual_variance"}  # an ensemble's layer carries a `scale` too; a mahalanobis_pca card has them at the top
 
 
 def _numbers(fields: _Fields, key: str, count: int | None, low: float, high: float, integer: bool) -> tuple | None:
@@ -187,32 +189,62 @@ def _matrix(fields: _Fields, key: str, rows: int | None, cols: int) -> np.ndarra
 
 
 def check_ood(data: Any, num_classes: int, source: str) -> dict[str, Any] | None:
-    """The card's `ood` field (medzoo.engine.ood), checked: types, shapes consistent with k, the feature size and
-    the class count (all bounded before any list is read), finite numbers, orthonormal projection rows and a
-    Cholesky factor of a positive-definite precision matrix. None when the card has none."""
+    """The card's `ood` field (medzoo.engine.ood), checked: types, each layer's shapes consistent with its k, its
+    feature size and the class count (all bounded before any list is read), finite numbers, orthonormal
+    projection rows and a Cholesky factor of a positive-definite precision matrix. None when the card has none."""
     if data is None:
         return None
-    ood = _Fields(data, "ood", source)
-    ood.choice("method", OOD_METHODS)
-    k = ood.integer("k", 1, MAX_OOD_DIMS)
-    dim = ood.integer("feature_dim", 1, MAX_FEATURE_DIM)
-    if k > dim:
-        raise ood.fail("k", f"is {k}, more than feature_dim {dim}")
-    if dim + k * dim + num_classes * k + k * k > MAX_OOD_VALUES:
-        raise ood.fail("k", f"with feature_dim {dim} and {num_classes} classes needs more than {MAX_OOD_VALUES} numbers")
-    if ood.text("feature_layer", None, _NAME) is None:
-        raise ood.fail("feature_layer", "is missing")
+    method = _Fields(data, "ood", source, known=None if not isinstance(data, dict) else set(data)).choice(
+        "method", OOD_METHODS)
+    single = method == "mahalanobis_pca"
+    ood = _Fields(data, "ood", source, known=(_KNOWN["ood"] - {"layers"}) | _OOD_LAYER if single else None)
     _real(ood, "percentile", 0.0, 100.0, open_low=True)
     _real(ood, "threshold", -MAX_OOD_MAGNITUDE, MAX_OOD_MAGNITUDE)
-    _real(ood, "residual_variance", 0.0, MAX_OOD_MAGNITUDE, open_low=True)
     for key in ("num_fit", "num_val"):
         ood.integer(key, 0, 10**12, None, optional=True)
-    _matrix(ood, "center", None, dim)
-    _matrix(ood, "class_means", num_classes, k)
-    projection = _matrix(ood, "projection", k, dim)
-    if np.abs(projection @ projection.T - np.eye(k)).max() > 1e-3:
-        raise ood.fail("projection", "does not hold orthonormal rows")
-    factor = _matrix(ood, "precision_cholesky", k, k)
-    if np.any(np.triu(factor, 1) != 0) or np.any(np.diag(factor) <= 0):
-        raise ood.fail("precision_cholesky", "is not lower-triangular with a positive diagonal")
+    if single:
+        layers = [ood]
+    else:
+        entries = ood.get("layers", (list,))
+        if not 1 <= len(entries) <= MAX_OOD_LAYERS:
+            raise ood.fail("layers", f"holds {len(entries)} layers, 1..{MAX_OOD_LAYERS} expected")
+        layers = [_Fields(entry, f"ood.layers[{index}]", source, known=_OOD_LAYER | {"scale"})
+                  for index, entry in enumerate(entries)]
+    sizes = [_ood_layer_size(layer, num_classes) for layer in layers]  # every size, before any list is read
+    if sum(sizes) > MAX_OOD_VALUES:
+        raise ood.fail("layers", f"needs {sum(sizes)} numbers, more than {MAX_OOD_VALUES}")
+    names = [_check_ood_layer(layer, num_classes, single) for layer in layers]
+    if len(set(names)) != len(names):
+        raise ood.fail("layers", "names a layer twice")
     return dict(data)
+
+
+def _ood_layer_size(layer: _Fields, num_classes: int) -> int:
+    k = layer.integer("k", 1, MAX_OOD_DIMS)
+    dim = layer.integer("feature_dim", 1, MAX_FEATURE_DIM)
+    if k > dim:
+        raise layer.fail("k", f"is {k}, more than feature_dim {dim}")
+    size = dim + k * dim + num_classes * k + k * k
+    if size > MAX_OOD_VALUES:
+        raise layer.fail("k", f"with feature_dim {dim} and {num_classes} classes needs more than {MAX_OOD_VALUES} numbers")
+    return size
+
+
+def _check_ood_layer(layer: _Fields, num_classes: int, single: bool) -> str:
+    """One layer's summary, its sizes already bounded; its name."""
+    k, dim = layer.data["k"], layer.data["feature_dim"]
+    name = layer.text("feature_layer", None, _NAME)
+    if name is None:
+        raise layer.fail("feature_layer", "is missing")
+    _real(layer, "residual_variance", 0.0, MAX_OOD_MAGNITUDE, open_low=True)
+    if not single:
+        _real(layer, "scale", 0.0, MAX_OOD_MAGNITUDE, open_low=True)
+    _matrix(layer, "center", None, dim)
+    _matrix(layer, "class_means", num_classes, k)
+    projection = _matrix(layer, "projection", k, dim)
+    if np.abs(projection @ projection.T - np.eye(k)).max() > 1e-3:
+        raise layer.fail("projection", "does not hold orthonormal rows")
+    factor = _matrix(layer, "precision_cholesky", k, k)
+    if np.any(np.triu(factor, 1) != 0) or np.any(np.diag(factor) <= 0):
+        raise layer.fail("precision_cholesky", "is not lower-triangular with a positive diagonal")
+    return name

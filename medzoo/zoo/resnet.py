@@ -77,6 +77,9 @@ class ResNet(MonaiResNet):
 
     first_conv = "conv1"
     classifier = "fc"
+    # The out-of-distribution summary's layers (medzoo.engine.ood): three stages' outputs, averaged over space,
+    # and the penultimate features (layer4's, pooled: the input of `fc`).
+    ood_layers = ("layer1", "layer2", "layer3", "fc")
 
     def __init__(
         self,

@@ -149,13 +149,16 @@ def test_a_batch_gives_each_sample_its_own_map(squares):
         np.testing.assert_allclose(batch, alone, rtol=1e-4, atol=1e-6 * float(alone.max()))
 
 
-@pytest.mark.parametrize(("spatial_dims", "size", "width", "layer", "map_size"), [
-    (2, 128, 1.0, "layer3", (8, 8)),  # the published brain-tumour ResNet-18 at its 128 px
-    (3, 64, 0.125, "layer2", (8, 8, 8)),
+@pytest.mark.parametrize(("spatial_dims", "size", "width", "layer", "map_size", "arch"), [
+    (2, 128, 1.0, "layer3", (8, 8), "resnet18"),  # the published brain-tumour ResNet-18 at its 128 px
+    (3, 64, 0.125, "layer2", (8, 8, 8), "resnet18"),
+    # MedMNIST's 28 px with the stride-1 stem: layer3 is 7 x 7, and inside its first bottleneck the norm before the
+    # strided conv is still 14 x 14; the last whole block or stage at 14 x 14 is layer2, not that half-block
+    (2, 28, 0.25, "layer2", (14, 14), "resnet50"),
 ])
-def test_the_automatic_layer_gives_maps_of_at_least_8_cells(spatial_dims, size, width, layer, map_size):
+def test_the_automatic_layer_gives_maps_of_at_least_8_cells(spatial_dims, size, width, layer, map_size, arch):
     torch.manual_seed(0)
-    model = create_model("resnet18", in_chans=1, num_classes=4, spatial_dims=spatial_dims, width=width,
+    model = create_model(arch, in_chans=1, num_classes=4, spatial_dims=spatial_dims, width=width,
                          input_size=size).eval()
     sample = torch.randn(2, 1, *[size] * spatial_dims)
     choice = choose_layer(model, sample[:1])

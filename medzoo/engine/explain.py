@@ -107,7 +107,9 @@ def _big_enough(size: tuple[int, ...], input_size: tuple[int, ...]) -> bool:
 
 def choose_layer(model: torch.nn.Module, sample: torch.Tensor, layer: str = "auto") -> LayerChoice:
     """The layer to explain at `sample`'s size (one input, 1 x C x *spatial): `layer` itself, or for "auto" the
-    last module to finish whose map is at least MIN_MAP_SIZE per axis, else the last module with a spatial map."""
+    last block or stage (a module made of modules) to finish whose map is at least MIN_MAP_SIZE per axis, else the
+    last such leaf module, else the last module with a spatial map. Blocks come first because a leaf inside one
+    (a bottleneck's first norm, before its strided conv) is a half-computed feature, not what the network says."""
     check_layer_name(model, layer)
     input_size = tuple(int(s) for s in sample.shape[2:])
     outputs = layer_outputs(model, sample[:1])
@@ -122,7 +124,8 @@ def choose_layer(model: torch.nn.Module, sample: torch.Tensor, layer: str = "aut
         raise ConfigError("explain.layer=auto: no module of this model returns a spatial feature map of the input "
                           "(B x C x *spatial); Grad-CAM needs one: set explain=null.")
     large = [(name, size) for name, size in outputs if _big_enough(size, input_size)]
-    name, size = (large or outputs)[-1]
+    blocks = [(name, size) for name, size in large if next(model.get_submodule(name).children(), None) is not None]
+    name, size = (blocks or large or outputs)[-1]
     return LayerChoice(name, size, input_size)
 
 

@@ -4,6 +4,7 @@ figures are the reference table below, with its source.
 
     python bench/benchmarks.py RUN_DIR [RUN_DIR ...] [--out docs/benchmarks.md]
     python bench/benchmarks.py --runs-under /work/runs/baselines        # every run dir below a folder
+    python bench/benchmarks.py --add-records baselines.json             # runs made on the GPU machine
 
 A run dir is what `medzoo train ... hydra.run.dir=DIR` wrote. Each run read is also kept as a small record,
 bench/baselines/RECIPE/seedN.json (the figures, hardware, time and versions, copied from the run dir by this
@@ -158,6 +159,22 @@ def document(runs: list[Run], notes: list[str] | None = None) -> str:
     ])
 
 
+def add_records(path: Path, records: Path = RECORDS) -> list[Path]:
+    """The records in a `bench/gpu_suite.sh --baselines` result file (baselines.json), kept like local ones. A
+    --quick dry run's records (one epoch) are refused: they must never reach the table."""
+    found = json.loads(path.read_text())
+    if found.get("quick"):
+        raise SystemExit(f"{path}: written by a --quick dry run (one epoch a run); its records are not kept")
+    runs = []
+    for fields in found.get("records", []):  # every record checked before any is kept
+        fields = dict(fields)
+        try:
+            runs.append(Run(path=Path(fields.pop("run_dir")), **fields))
+        except (KeyError, TypeError) as error:
+            raise SystemExit(f"{path}: a record that is not bench/benchmarks.py's ({error}); none kept") from None
+    return [save_record(run, records) for run in runs]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run dirs written by `medzoo train`")
@@ -166,7 +183,12 @@ def main() -> int:
     parser.add_argument("--note", action="append", default=[], help="a sentence printed under the table (repeatable)")
     parser.add_argument("--records", type=Path, default=RECORDS,
                         help="where each run's record is kept and the table's runs are read (default: %(default)s)")
+    parser.add_argument("--add-records", type=Path, action="append", default=[],
+                        help="baselines.json from `bench/gpu_suite.sh --baselines` (repeatable)")
     args = parser.parse_args()
+    for result in args.add_records:
+        for path in add_records(result, args.records):
+            print(f"recorded {path}")
     paths = list(args.runs)
     if args.runs_under:
         paths += sorted(p.parent for p in args.runs_under.rglob("metrics.json"))

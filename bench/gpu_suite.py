@@ -4,6 +4,7 @@
     python bench/gpu_suite.py travel-size --carry PATH ...                      # here: will the call fit?
     python bench/gpu_suite.py subset --src DIR --dst DIR --train N --test N     # --quick: a few images per class
     python bench/gpu_suite.py install --wheels DIR --site DIR --versions FILE   # device: wheels + medzoo, versions
+    python bench/gpu_suite.py baselines --jobs R:SEED ... --work DIR --device cuda  # device: MedMNIST seeds
     python bench/gpu_suite.py summarize --work DIR --out DIR --device cuda      # after every stage: summary.json
 
 Only the standard library is imported at the top: `install` runs before hydra, monai & co. exist, and
@@ -211,6 +212,47 @@ def install(wheels: Path, site: Path, versions_file: Path) -> int:
     return rc or int("error" in found)
 
 
+# ------------------------------------------------------------------------------------------- baselines (device)
+
+BASELINES = "baselines"  # the stage's folder under the work dir: a run dir per job, and records/ (bench/baselines)
+
+
+def run_baselines(jobs: list[str], work: Path, device: str, quick: bool) -> int:
+    """Issue 17's seeds that need a GPU: one `medzoo train recipe=R seed=N` per job, in order. Each finished run
+    becomes a record at once (bench/benchmarks.py's format, under WORK/baselines/records), so a stage cut off by
+    its box still brings back every run that finished."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from benchmarks import read_run, save_record
+
+    failed = 0
+    for job in jobs:
+        recipe, _, seed = job.partition(":")
+        if not recipe or not seed.isdigit():
+            print(f"baselines: {job!r} is not RECIPE:SEED (e.g. pneumoniamnist_resnet50:0)", file=sys.stderr)
+            failed += 1
+            continue
+        run_dir = work / BASELINES / recipe / f"seed{seed}"
+        command = [sys.executable, "-m", "medzoo.cli", "train", f"recipe={recipe}", f"seed={seed}",
+                   f"hydra.run.dir={run_dir}", f"trainer.device={device}", "trainer.progress=false",
+                   *(["trainer.max_epochs=1"] if quick else [])]
+        print(f"== baseline {recipe} seed {seed}", flush=True)
+        rc = subprocess.run(command, cwd=REPO).returncode
+        run = read_run(run_dir) if rc == 0 else None
+        if run is None:
+            print(f"baseline {recipe} seed {seed}: rc {rc}, no metrics.json; no record", file=sys.stderr)
+            failed += 1
+            continue
+        save_record(run, work / BASELINES / "records")
+        auc = "-" if run.auc is None else f"{run.auc:.4f}"
+        print(f"baseline {recipe} seed {seed}: test ACC {run.accuracy:.4f}, AUC {auc}, best epoch "
+              f"{run.best_epoch} of {run.epochs}, {run.seconds or 0:.0f} s on {run.hardware}", flush=True)
+    return 1 if failed else 0
+
+
+def baseline_records(work: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((work / BASELINES / "records").glob("*/seed*.json"))]
+
+
 # ------------------------------------------------------------------------------------------------ summarize
 
 ROW = re.compile(r"^(?P<model>\S+)\s+(?P<dims>\d)D\s+(?P<size>\d+) C=(?P<channels>\d+)\s+(?P<loader>\S+)\s+"
@@ -326,19 +368,26 @@ def summarize(work: Path, out: Path, device: str, quick: bool, show: bool = Fals
             for r in rows}},
         # CPU figures never stand in for GPU ones, and --quick runs are too short to mean anything.
         "goals": goals(rows, train) if device == "cuda" and not quick else None,
+        "baselines": [{k: r.get(k) for k in ("recipe", "seed", "accuracy", "auc", "best_epoch", "seconds")}
+                      for r in baseline_records(work)],
     }
     out.mkdir(parents=True, exist_ok=True)
     for name in ("install.log", "cuda_tests.log", "cuda_tests.xml", "train.log", "train_throughput.log",
-                 "train_throughput.json"):
+                 "train_throughput.json", "baselines.log"):
         if (work / name).is_file():
             shutil.copy2(work / name, out / name)
+    records = baseline_records(work)
+    if records:  # one file for all of them (the device tool brings back few files): benchmarks.py --add-records
+        (out / "baselines.json").write_text(json.dumps(
+            {"suite": "bench/gpu_suite.sh --baselines (issue 17)", "device": device, "quick": quick,
+             "records": records}, indent=1) + "\n")
     if (work / RECIPE).is_dir():
         pack_run(work / RECIPE, out / "train_run.tar.gz")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if show:  # the device tool returns the end of the output: the figures come back even if no file does
         for stage in stages:
             print(f"  {stage['stage']:<17} rc {stage['rc']:>4}  {stage['seconds']:7.1f} s  (box {stage['box_s']} s)")
-        for key in ("versions", "cuda_tests", "train", "goals"):
+        for key in ("versions", "cuda_tests", "train", "goals", "baselines"):
             print(f"  {key}: {json.dumps(summary[key])}")
         for name, row in summary["throughput"]["rows"].items():
             print(f"  {name}: {json.dumps(row)}")
@@ -367,6 +416,11 @@ def main() -> int:
     p.add_argument("--wheels", type=Path, required=True)
     p.add_argument("--site", type=Path, required=True)
     p.add_argument("--versions", type=Path, required=True)
+    p = sub.add_parser("baselines")
+    p.add_argument("--jobs", nargs="+", required=True, help="RECIPE:SEED ...")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--quick", action="store_true")
     p = sub.add_parser("summarize")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -382,6 +436,8 @@ def main() -> int:
         subset(args.src, args.dst, args.train, args.test)
     elif args.command == "install":
         return install(args.wheels, args.site, args.versions)
+    elif args.command == "baselines":
+        return run_baselines(args.jobs, args.work, args.device, args.quick)
     else:
         summarize(args.work, args.out, args.device, args.quick, args.print)
     return 0

@@ -4,9 +4,12 @@
 #   bash bench/gpu_suite.sh --prepare                  # here, once: wheels + carried data, size check, device call
 #   bash bench/gpu_suite.sh                            # on the GPU machine (OUT set by the device tool)
 #   bash bench/gpu_suite.sh --device cpu --quick --out /tmp/gpu_dry   # the dry run that proves the script
+#   bash bench/gpu_suite.sh --skip cuda_tests,train,train_throughput --baselines "breastmnist_resnet50:0 ..."
+#                                                      # on the GPU machine, a call of its own: issue 17's seeds
 #
 # Stages: install (wheels + medzoo, versions) -> cuda_tests -> train (brain_tumor_resnet18 to completion)
-# -> train_throughput. The device machine gives one command at most 10 minutes and a session 15 in all, its
+# -> train_throughput, and with --baselines, the MedMNIST seeds of issue 17 (before the throughput bench, which
+# then gets what they leave: run them as a call of their own, with the other stages skipped). The device machine gives one command at most 10 minutes and a session 15 in all, its
 # start included, so the whole suite must end in under 9: every stage runs under `timeout` with a box of its
 # own, and the last stage, the throughput bench (the one whose length is least known), gets what is left.
 # Training runs before it for that reason: its box is fixed, and time it does not use goes to the bench.
@@ -15,18 +18,22 @@
 #          --out DIR (default $OUT)  --data DIR (default $GPU_SUITE_DATA, else the carried copy, else
 #          ../shared/data/brain-tumor-mri)  --budget SECONDS (whole suite; default 520 on cuda)
 #          --skip STAGE[,STAGE]  --prepare [--quality Q]
+#          --baselines "RECIPE:SEED ..." (each a `medzoo train recipe=RECIPE seed=SEED` on the carried MedMNIST
+#          files; records in $OUT/baselines.json, added here by `python bench/benchmarks.py --add-records FILE`)
 # Environment: GPU_SUITE_THROUGHPUT_ARGS (more arguments for train_throughput.py, e.g. "--steps 10"),
 #              GPU_SUITE_WHEELS, GPU_SUITE_SOURCE (original set for --prepare), PYTHON (the interpreter).
 # $OUT ends up with at most 8 files (what the device tool brings back): summary.json, a log per stage,
-# cuda_tests.xml, train_throughput.json and train_run.tar.gz (the training run dir without its weights).
+# cuda_tests.xml, train_throughput.json and train_run.tar.gz (the training run dir without its weights); a
+# --baselines call adds baselines.log and baselines.json (so it brings back 8 only with the other stages skipped).
 set -uo pipefail  # no -e: a failing stage is recorded and the next one still runs
 
 cd "$(dirname "$0")/.."
 SUITE=build/gpu-suite           # ignored by git (/build/); carried to the device as one path
 CARRIED_DATA=$SUITE/brain-tumor-mri
 SHARED_DATA=../shared/data/brain-tumor-mri
+MEDMNIST_FILES=(breastmnist.npz pneumoniamnist.npz adrenalmnist3d.npz)  # --prepare copies them to $SUITE/medmnist
 
-device=cuda quick=0 prepare=0 quality=90 skip="" budget="" out=${OUT:-}
+device=cuda quick=0 prepare=0 quality=90 skip="" budget="" baselines="" out=${OUT:-}
 data=${GPU_SUITE_DATA:-}
 while (($#)); do
   case $1 in
@@ -38,6 +45,7 @@ while (($#)); do
     --skip) skip=$2; shift ;;
     --prepare) prepare=1 ;;
     --quality) quality=$2; shift ;;
+    --baselines) baselines=$2; shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "gpu_suite: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -64,14 +72,24 @@ for wheel in sorted(Path(".whl").glob("*.whl")):
     if name not in SKIP_WHEELS:
         shutil.copy2(wheel, sys.argv[1])
 EOF
+  mkdir -p "$SUITE/medmnist"
+  for file in "${MEDMNIST_FILES[@]}"; do cp ../shared/data/medmnist/"$file" "$SUITE/medmnist/"; done
   "$PY" bench/gpu_suite.py prepare-data --src "${GPU_SUITE_SOURCE:-$SHARED_DATA}" --dst "$CARRIED_DATA" \
     --quality "$quality"
   set +e
   "$PY" bench/gpu_suite.py travel-size --carry "$SUITE"; fits=$?
+  echo "Issue 17's MedMNIST seeds carry only the wheels and the MedMNIST files:"
+  "$PY" bench/gpu_suite.py travel-size --carry "$SUITE/whl" "$SUITE/medmnist" || fits=1
+  # Cheapest first, so that a call cut off by its box still brings back whole rows.
+  jobs=$(printf '%s ' {breastmnist_resnet50,pneumoniamnist_resnet18,pneumoniamnist_resnet50}:{0,1,2})
   cat <<EOF
 
 Device call (one try: a machine start plus this suite uses most of the 15 minutes):
   run(command="bash bench/gpu_suite.sh", carry=["$SUITE"], timeout_s=590, kind="nvidia-h200")
+Issue 17's MedMNIST seeds, as a call of their own (records come back in baselines.json: add them here with
+python bench/benchmarks.py --add-records FILES_AT/baselines.json):
+  run(command="bash bench/gpu_suite.sh --skip cuda_tests,train,train_throughput --baselines '${jobs% }'",
+      carry=["$SUITE/whl", "$SUITE/medmnist"], timeout_s=590)
 EOF
   exit $fits
 fi
@@ -90,6 +108,13 @@ mkdir -p "$SITE"
 export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 MEDZOO_OFFLINE=1       # logs as they happen; no machine there reaches the network
 export MEDZOO_HOME=$WORK/medzoo-home             # an empty cache: decode and audit are part of "to completion"
+# The baselines read $MEDZOO_DATA/medmnist/NAME.npz: the carried copy, else the shared data beside the checkout.
+if [[ -d $SUITE/medmnist ]]; then
+  MEDZOO_DATA=$(cd "$SUITE" && pwd)
+else
+  MEDZOO_DATA=${MEDZOO_DATA:-$(cd .. && pwd)/shared/data}
+fi
+export MEDZOO_DATA
 [[ -f $data.json ]] && cp "$data.json" "$WORK/data.json"  # how the carried copy was made, for the summary
 
 # Boxes in seconds: cap per stage; the throughput bench is last and takes whatever the total leaves.
@@ -161,7 +186,15 @@ if ((quick)) && [[ -d $data/Training && ,$skip, != *,train,* ]]; then
 fi
 run_stage train "$cap_train" "$PY" -m medzoo.cli train "${train_args[@]}" "data.root=$train_data"
 
-# 4. Throughput: engine vs plain loop, eager / channels_last / compiled, data wait, peak memory. Prints a row per
+# 4. Issue 17's MedMNIST seeds (only with --baselines): one training run per RECIPE:SEED, in the order given, so
+# put first what matters most; a record is kept as each run finishes, so a cut-off stage loses only its last run.
+if [[ -n $baselines ]]; then
+  read -ra baseline_jobs <<<"$baselines"
+  run_stage baselines "$((deadline - $(date +%s)))" "$PY" bench/gpu_suite.py baselines --jobs "${baseline_jobs[@]}" \
+    --work "$WORK" --device "$device" "${quick_flag[@]}"
+fi
+
+# 5. Throughput: engine vs plain loop, eager / channels_last / compiled, data wait, peak memory. Prints a row per
 # variant as it goes, so a cut-off run still leaves its rows (the summary reads them from the log).
 run_stage train_throughput "$((deadline - $(date +%s)))" "$PY" bench/train_throughput.py --device "$device" \
   "${quick_flag[@]}" --json "$WORK/train_throughput.json" ${GPU_SUITE_THROUGHPUT_ARGS:-}

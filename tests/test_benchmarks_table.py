@@ -82,3 +82,37 @@ def test_the_records_outlive_the_run_dirs_and_add_up_across_machines(tmp_path):
     assert "- seed 0 ran on machine A." in out.read_text()
     empty = subprocess.run([*run[:-2], "--records", str(tmp_path / "none")], capture_output=True, text=True)
     assert empty.returncode == 2 and "no record" in empty.stderr
+
+
+def load_suite():
+    spec = importlib.util.spec_from_file_location("gpu_suite_script", SCRIPT.parent / "gpu_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_records_made_on_the_gpu_machine_come_back_in_one_file_and_join_the_table(tmp_path):
+    """`bench/gpu_suite.sh --baselines` keeps a record per finished run under its work dir; the summary packs them
+    into $OUT/baselines.json, and `benchmarks.py --add-records` keeps them beside the local ones."""
+    suite, script = load_suite(), load_script()
+    work, out, records = tmp_path / "work", tmp_path / "out", tmp_path / "records"
+    for seed, acc in enumerate([0.80, 0.82, 0.84]):
+        run = script.read_run(fake_run(tmp_path / "gpu" / f"seed{seed}", "pneumoniamnist_resnet50", seed, acc, 0.95))
+        script.save_record(run, work / suite.BASELINES / "records")
+    suite.summarize(work, out, "cuda", quick=False)
+    packed = json.loads((out / "baselines.json").read_text())
+    assert packed["device"] == "cuda" and [r["seed"] for r in packed["records"]] == [0, 1, 2]
+    assert [r["accuracy"] for r in json.loads((out / "summary.json").read_text())["baselines"]] == [0.80, 0.82, 0.84]
+    run = [sys.executable, str(SCRIPT), "--out", str(tmp_path / "benchmarks.md"), "--records", str(records)]
+    done = subprocess.run([*run, "--add-records", str(out / "baselines.json")], capture_output=True, text=True,
+                          check=True)
+    assert "3 run(s) of 1 recipe(s)" in done.stdout
+    row = next(line for line in (tmp_path / "benchmarks.md").read_text().splitlines()
+               if "`pneumoniamnist_resnet50`" in line).split(" | ")
+    assert row[3] == "3 (0, 1, 2)" and row[4] == "0.820 ± 0.020"
+
+    suite.summarize(work, out, "cpu", quick=True)  # a dry run's one-epoch records never reach the table
+    refused = subprocess.run([*run, "--records", str(tmp_path / "other"), "--add-records",
+                              str(out / "baselines.json")], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--quick dry run" in refused.stderr
+    assert not (tmp_path / "other").exists()

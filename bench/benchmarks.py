@@ -57,6 +57,7 @@ class Run:
     seconds: float | None
     finished: str | None = None
     versions: dict | None = None
+    precision: str | None = None  # what trainer.precision resolved to (auto: bf16 only where the CPU has it)
 
     def record(self) -> dict:
         """What bench/baselines keeps of the run: the table's fields, when it finished and with what."""
@@ -93,7 +94,8 @@ def read_run(path: Path) -> Run | None:
     test = metrics.get("test") or {}
     return Run(path, config.get("recipe_name") or "(no recipe)", int(config.get("seed", 0)),
                float(test["accuracy"]), test.get("auc"), int(metrics["best_epoch"]), int(metrics["epochs"]),
-               info.get("hardware", "not recorded"), seconds, info.get("finished"), info.get("versions"))
+               info.get("hardware", "not recorded"), seconds, info.get("finished"), info.get("versions"),
+               info.get("precision"))
 
 
 def spread(values: list[float]) -> str:
@@ -116,7 +118,7 @@ def table(runs: list[Run]) -> str:
     for run in sorted(runs, key=lambda r: (r.recipe, r.seed)):
         groups.setdefault(run.recipe, []).append(run)
     lines = ["| data set | recipe | paper's model | seeds | test ACC (medzoo) | paper ACC | test AUC (medzoo) | "
-             "paper AUC | vs paper (ACC / AUC) | best epoch | hardware | time per run |",
+             "paper AUC | vs paper (ACC / AUC) | best epoch | hardware, precision | time per run |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for recipe, group in groups.items():
         data_set, model, paper_acc, paper_auc = PAPER_ROWS.get(recipe, ("-", "-", None, None))
@@ -127,7 +129,7 @@ def table(runs: list[Run]) -> str:
         compare = " / ".join(verdict(v, p) if v and p is not None else "-"
                              for v, p in ((accs, paper_acc), (aucs, paper_auc)))
         minutes = [f"{r.seconds / 60:.0f}" for r in group if r.seconds]  # each run's: a stall shows as itself
-        hardware = "; ".join(sorted({r.hardware for r in group}))
+        hardware = "; ".join(sorted({r.hardware + (f", {r.precision}" if r.precision else "") for r in group}))
         lines.append(
             f"| {data_set} | `{recipe}` | {model} | {count} | {spread(accs)} | "
             f"{'-' if paper_acc is None else f'{paper_acc:.3f}'} | {spread(aucs) if aucs else '-'} | "

@@ -27,7 +27,8 @@ def fake_run(folder: Path, recipe: str, seed: int, accuracy: float, auc: float) 
     (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"recipe_name": recipe, "seed": seed}))
     (folder / "metrics.json").write_text(json.dumps({"best_epoch": 40 + seed, "epochs": 100,
                                                      "test": {"accuracy": accuracy, "auc": auc}}))
-    (folder / "run.json").write_text(json.dumps({"hardware": "test CPU", "seconds": 600.0 + 60 * seed}))
+    (folder / "run.json").write_text(json.dumps({"hardware": "test CPU", "seconds": 600.0 + 60 * seed,
+                                                 "precision": "fp32"}))
     return folder
 
 
@@ -51,7 +52,7 @@ def test_the_table_is_the_mean_and_sd_of_the_runs_beside_the_paper(tmp_path):
     assert breast[4] == f"{statistics.mean(accs):.3f} ± {statistics.stdev(accs):.3f}" and breast[5] == "0.863"
     assert breast[6] == f"{statistics.mean(aucs):.3f} ± {statistics.stdev(aucs):.3f}" and breast[7] == "0.901"
     assert breast[8] == "within 1 sd / at or above" and breast[9] == "40, 41, 42 of 100"
-    assert breast[10] == "test CPU" and breast[11] == "10, 11, 12 min |"
+    assert breast[10] == "test CPU, fp32" and breast[11] == "10, 11, 12 min |"
     pneumonia = next(line for line in text.splitlines() if "`pneumoniamnist_resnet18`" in line).split(" | ")
     assert pneumonia[3] == "1 (0), fewer than 3" and pneumonia[4] == "0.880"  # a single run is not a mean
     assert "- seed 1 shared the CPU" in text and "Not measured yet:" in text and "`adrenalmnist3d_resnet18_acs`" in text.split("Not measured yet:")[1]

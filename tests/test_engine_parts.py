@@ -61,6 +61,19 @@ def test_precision_resolution_on_cpu():
         Precision.resolve("half", cpu)
 
 
+def test_the_cpu_a_figure_was_measured_on_names_its_vector_instructions(monkeypatch):
+    """One model name ("AMD EPYC") covers CPUs with and without AVX-512 and native bf16, which set both the speed
+    and what precision=auto picks: run.json and the bench say which one it was."""
+    from medzoo.engine import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    plain = runtime.device_name(cpu)
+    assert plain.endswith(f"threads, {torch.backends.cpu.get_cpu_capability()})")
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    assert runtime.device_name(cpu) == plain[:-1] + " + bf16)"
+
+
 def _lrs(sched_cfg, steps_per_epoch=10, epochs=4, lr=1.0):
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)

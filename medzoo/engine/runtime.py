@@ -9,6 +9,7 @@ import random
 import numpy as np
 import torch
 
+from medzoo.engine.precision import cpu_has_bf16
 from medzoo.errors import ConfigError
 
 
@@ -25,10 +26,13 @@ def cpu_model() -> str:
 
 
 def device_name(device: torch.device) -> str:
-    """What a figure was measured on: the GPU's name, or the CPU's model with its cores and torch's threads."""
+    """What a figure was measured on: the GPU's name, or the CPU's model with its cores, torch's threads and the
+    vector instructions torch runs on it (one model name covers CPUs with and without AVX-512 and native bf16,
+    which decide both the speed and what `trainer.precision=auto` picks)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    vector = torch.backends.cpu.get_cpu_capability() + (" + bf16" if cpu_has_bf16() else "")
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads, {vector})"
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

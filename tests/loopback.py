@@ -90,10 +90,8 @@ class RangeHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serve(payload: bytes, filename: str = "tiny.zip") -> Iterator[RangeServer]:
-    """Serve `payload` at `server.url` until the block ends; `server.requests` records (Range, status)."""
-    srv = RangeServer(("127.0.0.1", 0), RangeHandler)
-    srv.requests, srv.calls, srv.payload, srv.filename = [], [], payload, filename
+def running(srv: RangeServer) -> Iterator[RangeServer]:
+    """`srv` serving on a background thread until the block ends, then shut down and closed."""
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
@@ -102,3 +100,12 @@ def serve(payload: bytes, filename: str = "tiny.zip") -> Iterator[RangeServer]:
         srv.shutdown()
         srv.server_close()
         thread.join(5)
+
+
+@contextmanager
+def serve(payload: bytes, filename: str = "tiny.zip") -> Iterator[RangeServer]:
+    """Serve `payload` at `server.url` until the block ends; `server.requests` records (Range, status)."""
+    srv = RangeServer(("127.0.0.1", 0), RangeHandler)
+    srv.requests, srv.calls, srv.payload, srv.filename = [], [], payload, filename
+    with running(srv):
+        yield srv

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,7 @@ from safetensors.torch import save
 from medzoo.download import MAX_DOWNLOAD_ENV
 from medzoo.errors import DataError
 from medzoo.zoo import create_model, hub
-from tests.loopback import RangeHandler, RangeServer
+from tests.loopback import RangeHandler, RangeServer, running
 
 COMMIT = "c0ffee" * 6 + "c0fe"
 TIMM_ID = "hf-hub:timm/resnet18.a1_in1k"
@@ -57,14 +56,8 @@ def hub_server(payload: bytes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setattr(constants, "ENDPOINT", base)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", base + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    try:
+    with running(srv):
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
 
 
 def timm_layout_weights() -> dict[str, torch.Tensor]:

@@ -131,6 +131,7 @@ def test_unknown_checkpoint_or_layer_is_a_config_error(tmp_path):
                                  override, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode != 0 and key in result.stderr, result.stderr[-2000:]
+        assert "audit hashing" not in result.stdout + result.stderr  # refused before the data is read
 
 
 # Measured on 1,000 PneumoniaMNIST images (a seeded random subset of all three splits, 10 % of labels flipped,

@@ -80,6 +80,23 @@ def checkpoint_features(records: Sequence[FileRecord], settings: AuditSettings) 
                     f"checkpoint {' + '.join(settings.label_checkpoints)} [{layers}]", described)
 
 
+def check_checkpoints(settings: AuditSettings) -> None:
+    """Load each of `audit.label_checkpoints` and check `audit.label_layers` against it, so that a wrong name ends
+    the audit before the data is scanned rather than after (a ConfigError naming the setting)."""
+    for ref in settings.label_checkpoints:
+        model, card = _load(ref)
+        _check_layers(model, card, ref, settings)
+
+
+def _check_layers(model: torch.nn.Module, card: ModelCard, ref: str, settings: AuditSettings) -> None:
+    modules = dict(model.named_modules())
+    missing = [name for name in settings.label_layers if name not in modules]
+    if missing:
+        top = [name for name, _ in model.named_children()]
+        raise ConfigError(f"audit.label_layers: {missing} are not modules of '{ref}' ({card.arch}); its top-level "
+                          f"modules are {top}.")
+
+
 def _load(ref: str) -> tuple[torch.nn.Module, ModelCard]:
     try:
         model, card = model_from_checkpoint(hub.resolve(ref))
@@ -94,12 +111,8 @@ def _load(ref: str) -> tuple[torch.nn.Module, ModelCard]:
 
 def _activations(model: torch.nn.Module, card: ModelCard, ref: str, records: Sequence[FileRecord],
                  settings: AuditSettings) -> np.ndarray:
+    _check_layers(model, card, ref, settings)
     modules = dict(model.named_modules())
-    missing = [name for name in settings.label_layers if name not in modules]
-    if missing:
-        top = [name for name, _ in model.named_children()]
-        raise ConfigError(f"audit.label_layers: {missing} are not modules of '{ref}' ({card.arch}); its top-level "
-                          f"modules are {top}.")
     steps = card.preprocessing
     spec = TransformSpec.from_card_steps(steps.backend, steps.pre, steps.eval, ref)
     pipeline = spec.pipeline("eval")

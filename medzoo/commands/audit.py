@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from medzoo.audit.duplicates import find_duplicates
+from medzoo.audit.features import check_checkpoints
 from medzoo.audit.hashing import fingerprint_records
 from medzoo.audit.label_issues import search_label_issues, write_label_issues, write_thumbnails
 from medzoo.audit.manifest import clean_split
@@ -31,6 +32,8 @@ def audit(cfg: DictConfig) -> dict:
     run_dir = run_directory()
     started = time.perf_counter()
     settings = AuditSettings.from_config(OmegaConf.to_container(cfg.audit, resolve=True))
+    if settings.label_issues and settings.label_features == "checkpoint":
+        check_checkpoints(settings)  # a wrong checkpoint or layer name ends here, before the data is scanned
     source = instantiate(cfg.data, _convert_="all")
     if not hasattr(source, "records"):
         raise ConfigError(f"data={source.__class__.__name__} is not an image-folder dataset; medzoo audit reads "

@@ -10,6 +10,7 @@ import importlib
 import logging
 import re
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,7 @@ DATA_SOURCE_COMMANDS = ("eval", "zoo")
 
 # Commands that take files as plain arguments after the overrides: `medzoo predict ckpt=NAME a.jpg "b (1).jpg"`.
 PATH_COMMANDS = {"predict": "inputs"}
+USAGE_WIDTH = 118  # `medzoo --help` folds a recipe's description under its name at this width
 # Hydra's own flags that take the next word as their value (that word is not a path).
 VALUE_FLAGS = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
                "--info", "--experimental-rerun")
@@ -118,7 +120,9 @@ def usage() -> str:
     lines = ["usage: medzoo <command> [key=value ...] [--cfg job] [-m]", "", "commands:"]
     lines += [f"  {name:<9} {command.help}" for name, command in COMMANDS.items()]
     lines += ["", "recipes (recipe=NAME):"]
-    lines += [f"  {name:<28} {describe(path)}" for name, path in recipe_files().items()]
+    for name, path in recipe_files().items():
+        lines += textwrap.wrap(describe(path), width=USAGE_WIDTH, initial_indent=f"  {name:<28} ",
+                               subsequent_indent=" " * 31, break_on_hyphens=False)
     lines += ["", "Every run writes into its own folder (runs/<command>/<time>; hydra.run.dir=DIR to choose).",
               "`medzoo <command> --help` shows that command's config groups and settings."]
     return "\n".join(lines)

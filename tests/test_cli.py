@@ -42,6 +42,23 @@ def test_help_lists_commands_and_recipes():
         assert word in out
 
 
+def test_help_gives_each_recipe_its_whole_first_sentence(tmp_path):
+    from medzoo.cli import USAGE_WIDTH, usage
+    from medzoo.recipes import describe, recipe_files
+
+    header = tmp_path / "mine.yaml"
+    header.write_text("# @package _global_\n# Demo: a long first sentence that runs over\n# two comment lines (lr x0.1)."
+                      " Second sentence.\n# Command:  medzoo train recipe=mine\ntrainer: {}\n")
+    assert describe(header) == "Demo: a long first sentence that runs over two comment lines (lr x0.1)."
+    printed = usage()
+    assert max(len(line) for line in printed.splitlines()) <= USAGE_WIDTH
+    folded = " ".join(printed.split())
+    for name, path in recipe_files().items():
+        sentence = describe(path)
+        assert sentence.endswith((".", ")")) and "Command:" not in sentence, name
+        assert f"{name} {' '.join(sentence.split())}" in folded, name
+
+
 def test_unknown_recipe_and_command_suggest_close_names():
     result = medzoo("train", "recipe=brain_tumor_resnet81", check=False)
     assert result.returncode != 0 and "Did you mean: brain_tumor_resnet18" in result.stderr

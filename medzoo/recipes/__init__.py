@@ -7,6 +7,7 @@ check of recipe names accepts it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -35,12 +36,22 @@ def user_recipe_files(search_path: Sequence[str]) -> dict[str, Path]:
     return found
 
 
+HEADER_FIELD = re.compile(r"[A-Z][\w-]*:\s")  # Command:, Hardware:, Time: ... (one word, then a colon)
+SENTENCE_END = re.compile(r"(?<=\.)\s+(?=[A-Z])")
+
+
 def describe(path: Path) -> str:
-    """The first comment line after the package header: what the recipe is."""
+    """What the recipe is: the first sentence of its header, which may run over several comment lines (the header
+    is the comment lines after the package line, up to the first `Field:` line such as Command:)."""
+    words: list[str] = []
     for line in path.read_text().splitlines():
-        if line.startswith("#") and "@package" not in line:
-            return line.lstrip("# ").strip()
-    return ""
+        if "@package" in line:
+            continue
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or not text or (words and HEADER_FIELD.match(text)):
+            break
+        words.append(text)
+    return SENTENCE_END.split(" ".join(words), maxsplit=1)[0]
 
 
 def register_recipes() -> None:

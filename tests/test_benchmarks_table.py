@@ -117,3 +117,27 @@ def test_records_made_on_the_gpu_machine_come_back_in_one_file_and_join_the_tabl
                               str(out / "baselines.json")], capture_output=True, text=True)
     assert refused.returncode != 0 and "--quick dry run" in refused.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_recipe_headers_and_the_readme_state_the_records_mean_and_sd():
+    """docs/benchmarks.md is generated; the recipe headers and README rows are written by hand from it, so they are
+    checked against the same records: each recipe with 3 seeds or more states its ACC and AUC as mean +- sd."""
+    script = load_script()
+    repo = SCRIPT.parents[1]
+    readme_rows = {line.split("`")[1]: line for line in (repo / "README.md").read_text().splitlines()
+                   if line.startswith("| `")}
+    by_recipe: dict[str, list] = {}
+    for run in script.read_records():
+        by_recipe.setdefault(run.recipe, []).append(run)
+    checked = 0
+    for recipe, runs in by_recipe.items():
+        if len(runs) < script.SEEDS_WANTED:
+            continue
+        figures = [script.spread([run.accuracy for run in runs]), script.spread([run.auc for run in runs])]
+        header = (repo / "medzoo" / "recipes" / f"{recipe}.yaml").read_text().replace("+-", "±")
+        header = " ".join(line.lstrip("# ") for line in header.splitlines() if line.startswith("#"))
+        for figure in figures:
+            assert figure in header, f"the header of {recipe}.yaml does not state {figure} (bench/baselines)"
+            assert figure in readme_rows[recipe], f"README's row for {recipe} does not state {figure}"
+        checked += 1
+    assert checked >= 2  # BreastMNIST ResNet-18 and the ACS row have their three seeds

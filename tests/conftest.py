@@ -10,6 +10,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDZOO_TEST_DATA", REPO.parent / "shared" / "data"))
 BRAIN_TUMOR = SHARED_DATA / "brain-tumor-mri"
+# pytest-xdist's `-n auto` (pyproject addopts): a worker per core up to this many. Each worker imports torch, MONAI
+# and Hydra (about 1 GB) and most tests start `medzoo` processes of their own, so more would cost memory, not time.
+MAX_TEST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    return max(1, min(MAX_TEST_WORKERS, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

@@ -123,9 +123,23 @@ def travel_size(carry: list[Path]) -> int:
         return 0
     big = sorted(((size, name) for name, size in sizes.items() if size >= MIB), reverse=True)
     print("too large for one device call. Largest files of the tree:\n"
-          + "\n".join(f"  {size / MIB:6.1f} MiB  {name}" for size, name in big[:10])
-          + "\nTracked files travel too: move the large ones out of the checkout for the call (and back after),"
-            " or lower --quality of the carried data.", file=sys.stderr)
+          + "\n".join(f"  {size / MIB:6.1f} MiB  {name}" for size, name in big[:10]), file=sys.stderr)
+    tracked = set(subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+                  .stdout.decode().split("\0"))
+    aside, excess = [], total - TRAVEL_LIMIT
+    for size, name in big:
+        if excess <= 0:
+            break
+        if name in tracked:  # git gives a tracked file back; an untracked one would be lost if forgotten
+            aside.append(name)
+            excess -= size
+    if excess > 0:
+        print("Moving tracked files aside is not enough: lower --quality of the carried data.", file=sys.stderr)
+    else:
+        files = " ".join(aside)
+        print("Tracked files travel too. For the call, move these aside (the suite does not read them), then "
+              f"restore them from git:\n  mkdir -p /tmp/travel-aside && mv {files} /tmp/travel-aside/\n"
+              f"  ... device call ...\n  git checkout -- {files} && rm -rf /tmp/travel-aside", file=sys.stderr)
     return 1
 
 

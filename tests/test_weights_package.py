@@ -108,6 +108,26 @@ def test_publish_ship_writes_into_the_weights_distribution(tmp_path, monkeypatch
 
     package, _ = fake_weights(tmp_path, monkeypatch, b"weights v1")
     assert shipped_folder() == package
+    # A second distribution takes what the first has no room for; with none left, the checkpoint is refused.
+    second = tmp_path / "site" / "fakeweights_2"
+    second.mkdir()
+    (second / "__init__.py").write_text("")
+    points = [metadata.EntryPoint(name=name, value=name, group=hub.WEIGHTS_GROUP)
+              for name in ("fakeweights", "fakeweights_2")]
+    monkeypatch.setattr(hub.metadata, "entry_points", lambda group: points if group == hub.WEIGHTS_GROUP else [])
+    monkeypatch.setattr(hub, "MAX_WEIGHTS_WHEEL_BYTES", 40)
+    new = tmp_path / "new.safetensors"
+    new.write_bytes(b"x" * 30)  # 10 bytes held + 30 fits the first
+    assert shipped_folder(new) == package
+    new.write_bytes(b"x" * 31)
+    assert shipped_folder(new) == second
+    (package / "new.safetensors").write_bytes(b"y" * 25)  # a checkpoint published again replaces its own bytes
+    new.write_bytes(b"x" * 30)
+    assert shipped_folder(new) == package
+    new.write_bytes(b"x" * 41)
+    with pytest.raises(ConfigError, match=r"no installed weights distribution has room.*pip install -e \./weights-2"):
+        shipped_folder(new)
+    assert not new.exists(), "the staged checkpoint of a refused publish is removed"
     monkeypatch.setattr(hub.metadata, "entry_points", lambda group: [])
     with pytest.raises(ConfigError, match=r"none is installed: pip install -e \./weights"):
         shipped_folder()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,21 +61,25 @@ def publish(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.trainer.device)
     model, card = model_from_checkpoint(cfg.ckpt, "cpu")
     package = Path(str(resources.files("medzoo.zoo")))
-    target = Path(cfg.weights_dir or (shipped_folder() if cfg.ship else hub.cache_dir())) / f"{cfg.name}.safetensors"
-    save_checkpoint(target, model, card, dtype=torch.float16)
-    size = target.stat().st_size
+    staged = hub.cache_dir() / "publishing" / f"{cfg.name}.safetensors"  # sized here before a folder is chosen
+    save_checkpoint(staged, model, card, dtype=torch.float16)
+    size = staged.stat().st_size
     if cfg.ship and size > hub.MAX_PACKAGED_BYTES:
-        target.unlink()
+        staged.unlink()
         raise ConfigError(f"{cfg.name}: the fp16 checkpoint is {size / 2**20:.1f} MB, over the "
                           f"{hub.MAX_PACKAGED_BYTES // 2**20} MB package limit; publish it with ship=false "
                           "urls=[...] (served from the cache or by URL).")
-    folder_bytes = sum(p.stat().st_size for p in target.parent.glob("*.safetensors"))
-    if cfg.ship and folder_bytes > hub.MAX_WEIGHTS_WHEEL_BYTES:
-        target.unlink()
-        raise ConfigError(f"{cfg.name}: {target.parent} would hold {folder_bytes / 1e6:.0f} MB of checkpoints, over "
-                          f"the {hub.MAX_WEIGHTS_WHEEL_BYTES / 1e6:.0f} MB a weights wheel may hold (the package "
-                          "index takes 100 MB per file); start another weights distribution (weights-2/, registered "
-                          "under the medzoo.weights entry point, weights/README.md) and publish with weights_dir=.")
+    if cfg.weights_dir:
+        folder = Path(cfg.weights_dir)
+        if cfg.ship and not _has_room(folder, staged):
+            staged.unlink()
+            raise ConfigError(f"{cfg.name}: {folder} would hold over the {hub.MAX_WEIGHTS_WHEEL_BYTES / 1e6:.0f} MB "
+                              "of checkpoints a weights wheel may hold; publish into another weights distribution.")
+    else:
+        folder = shipped_folder(staged) if cfg.ship else hub.cache_dir()
+    target = folder / staged.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(staged, target)
     model16, card16 = model_from_checkpoint(target, device)
     splits = ["val", "test"] + (["test_deleaked"] if card.provenance.data_settings.get("clean_split") else [])
     measured = checkpoint_metrics(model16, card16, splits, plain(cfg.data), cfg.paths.cache_dir, device,
@@ -136,13 +141,28 @@ def add_ood(cfg: DictConfig) -> dict:
     return entry
 
 
-def shipped_folder() -> Path:
-    """Where `zoo publish ship=true` writes: the first installed weights distribution's folder."""
+def _has_room(folder: Path, checkpoint: Path) -> bool:
+    """Whether `folder` stays within what one weights wheel may hold with `checkpoint` added (or replaced)."""
+    held = sum(p.stat().st_size for p in folder.glob("*.safetensors") if p.name != checkpoint.name)
+    return held + checkpoint.stat().st_size <= hub.MAX_WEIGHTS_WHEEL_BYTES
+
+
+def shipped_folder(checkpoint: Path | None = None) -> Path:
+    """Where `zoo publish ship=true` writes: the first installed weights distribution (in name order) with room for
+    `checkpoint`; each stays under the package index's per-file limit."""
     folders = hub.weights_folders()
     if not folders:
         raise ConfigError("zoo publish ship=true writes into the weights distribution, and none is installed: "
                           "pip install -e ./weights (in a checkout), or set weights_dir=DIR.")
-    return folders[0]
+    for folder in folders:
+        if checkpoint is None or _has_room(folder, checkpoint):
+            return folder
+    size = checkpoint.stat().st_size / 1e6
+    checkpoint.unlink()
+    raise ConfigError(f"{checkpoint.stem}: no installed weights distribution has room for {size:.0f} MB more (each "
+                      f"holds at most {hub.MAX_WEIGHTS_WHEEL_BYTES / 1e6:.0f} MB: the package index takes 100 MB per "
+                      "file). Start the next one as weights/README.md says (weights-2/, module medzoo_weights_2), "
+                      "pip install -e ./weights-2, and publish again.")
 
 
 ACTIONS = {"list": list_checkpoints, "info": info, "publish": publish, "ood": add_ood}

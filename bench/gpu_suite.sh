@@ -167,9 +167,10 @@ run_stage install "$cap_install" "$PY" bench/gpu_suite.py install --wheels "${GP
   --site "$SITE" --versions "$WORK/versions.json"
 
 # 2. The tests that skip without CUDA: the files with such a skip mark, their CUDA cases (ids say cuda or gpu).
+# In one process (-n 0): each pytest-xdist worker of addopts would start a CUDA context of its own.
 mapfile -t cuda_files < <(grep -lE "skip.*cuda\.is_available|cuda\.is_available.*skip" tests/*.py)
 ((${#cuda_files[@]})) || cuda_files=(tests)  # none marked that way any more: let -k pick from the whole suite
-run_stage cuda_tests "$cap_cuda_tests" "$PY" -m pytest "${cuda_files[@]}" -k "cuda or gpu" -p no:cacheprovider \
+run_stage cuda_tests "$cap_cuda_tests" "$PY" -m pytest "${cuda_files[@]}" -k "cuda or gpu" -p no:cacheprovider -n 0 \
   -q -rs --junitxml="$WORK/cuda_tests.xml"
 
 # 3. The 224 px recipe to completion (decode, audit, every epoch, test evaluation). --quick: one epoch on a few

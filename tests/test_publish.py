@@ -58,3 +58,12 @@ def test_publish_then_eval_reproduces_the_card_exactly(tmp_path):
     assert not big.shipped and big.urls == ("https://example.org/demo_big.safetensors",)
     assert big.card["metrics"]["test"]["accuracy"] == big.summary["test"]["accuracy"] == evaluated["accuracy"]
     assert big.sha256 == hashlib.sha256((tmp_path / "cache" / "demo_big.safetensors").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "two words", "x\\y"])
+def test_a_published_name_that_is_not_a_plain_file_name_is_refused_before_any_work(tmp_path, name):
+    cfg = OmegaConf.create({"name": name, "ckpt": str(tmp_path / "missing.safetensors"), "ship": True,
+                            "weights_dir": str(tmp_path / "w"), "trainer": {"device": "cpu"}})
+    with pytest.raises(ConfigError, match="a published name is a file name too"):
+        zoo_command.publish(cfg)
+    assert not (tmp_path / "w").exists()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -44,11 +45,17 @@ def info(cfg: DictConfig) -> dict:
     return card
 
 
+PUBLISHED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def publish(cfg: DictConfig) -> dict:
     """A trained checkpoint -> a published one: fp16 weights in the weights distribution, metrics measured after the
     conversion (the same code path as `medzoo eval`), a manifest entry and docs/zoo/NAME.md."""
     if not cfg.name or not cfg.ckpt:
         raise ConfigError("medzoo zoo publish needs ckpt=PATH name=NAME task='...' (see docs/zoo/README.md).")
+    if not PUBLISHED_NAME.fullmatch(str(cfg.name)):
+        raise ConfigError(f"name={cfg.name}: a published name is a file name too (NAME.safetensors, docs/zoo/NAME.md): "
+                          "letters, digits, '_', '-' and '.', starting with a letter or digit.")
     import torch
 
     from medzoo.commands.common import plain

@@ -124,6 +124,13 @@ def test_publish_ship_writes_into_the_weights_distribution(tmp_path, monkeypatch
     (package / "new.safetensors").write_bytes(b"y" * 25)  # a checkpoint published again replaces its own bytes
     new.write_bytes(b"x" * 30)
     assert shipped_folder(new) == package
+    (package / "new.safetensors").unlink()
+    (second / "new.safetensors").write_bytes(b"y" * 5)  # published into the second before: it stays there
+    assert shipped_folder(new) == second
+    (second / "other.safetensors").write_bytes(b"z" * 11)  # the second has no room left for 30; the first has
+    new.write_bytes(b"x" * 30)
+    assert shipped_folder(new) == package
+    assert not (second / "new.safetensors").exists(), "the older copy is removed, not left to fill its wheel"
     new.write_bytes(b"x" * 41)
     with pytest.raises(ConfigError, match=r"no installed weights distribution has room.*pip install -e \./weights-2"):
         shipped_folder(new)

@@ -155,14 +155,20 @@ def _has_room(folder: Path, checkpoint: Path) -> bool:
 
 
 def shipped_folder(checkpoint: Path | None = None) -> Path:
-    """Where `zoo publish ship=true` writes: the first installed weights distribution (in name order) with room for
-    `checkpoint`; each stays under the package index's per-file limit."""
+    """Where `zoo publish ship=true` writes: the installed weights distribution that holds `checkpoint`'s name already,
+    else the first (in name order) with room for it; each stays under the package index's per-file limit."""
     folders = hub.weights_folders()
     if not folders:
         raise ConfigError("zoo publish ship=true writes into the weights distribution, and none is installed: "
                           "pip install -e ./weights (in a checkout), or set weights_dir=DIR.")
-    for folder in folders:
-        if checkpoint is None or _has_room(folder, checkpoint):
+    if checkpoint is None:
+        return folders[0]
+    holding = [folder for folder in folders if (folder / checkpoint.name).is_file()]  # published before: stay there
+    for folder in holding + [folder for folder in folders if folder not in holding]:
+        if _has_room(folder, checkpoint):
+            for other in holding:  # an older copy left elsewhere shadows the new one or just fills its wheel
+                if other != folder:
+                    (other / checkpoint.name).unlink()
             return folder
     size = checkpoint.stat().st_size / 1e6
     checkpoint.unlink()

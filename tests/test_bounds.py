@@ -29,6 +29,7 @@ from medzoo.datasets.fetch import SOURCES, DatasetSource, extract_zip, fetch_dat
 from medzoo.datasets.readers import read_volume
 from medzoo.datasets.readers import registry as readers_base
 from medzoo.datasets.readers.dicom_native import file_meta
+from medzoo.datasets.readers.medmnist_file import read_medmnist
 from medzoo.download import MAX_DOWNLOAD_ENV, download_file
 from medzoo.errors import ConfigError, DataError
 from medzoo.zoo import hub
@@ -325,18 +326,22 @@ def test_brain_tumor_registry_bounds() -> None:
 
 # ----------------------------------------------------------------------------------------------- bombs
 
-def _peak_rss_reading(path: Path, **kwargs) -> tuple[str, float]:
-    """Read `path` with medzoo's reader in a grandchild process: (the one-line error or 'read', its peak RSS in MB).
+def _peak_rss_reading(path: Path, function: str = "medzoo.datasets.readers.read_volume",
+                      **kwargs) -> tuple[str, float]:
+    """Read `path` with medzoo's `function` (a dotted name) in a grandchild process: (the one-line error or 'read',
+    its peak RSS in MB).
 
     The peak is RUSAGE_CHILDREN of a small Python in between: a process's own peak counts the memory of the
     process it was forked from (pytest, here hundreds of MB), and so would the child's own figure.
     """
+    module, name = function.rsplit(".", 1)
     reader = (
         "import sys\n"
-        "from medzoo.datasets.readers import read_volume\n"
+        "from pathlib import Path\n"
+        f"from {module} import {name} as read\n"
         "from medzoo.errors import DataError\n"
         "try:\n"
-        f"    read_volume(sys.argv[1], **{kwargs!r})\n"
+        f"    read(Path(sys.argv[1]), **{kwargs!r})\n"
         "    print('read')\n"
         "except DataError as exc:\n"
         "    print('DataError: ' + str(exc))\n"
@@ -454,6 +459,94 @@ def test_nii_gz_with_a_little_padding_still_reads(tmp_path: Path) -> None:
     path = tmp_path / "padded.nii.gz"
     path.write_bytes(gzip.compress(_nifti() + bytes(1000)))
     assert read_volume(path).array.shape == (1, 4, 4, 4)
+
+
+# --------------------------------------------------------------------------------------- .npy and .npz
+
+def _npy(shape: tuple[int, ...], data: bytes = b"", dtype: str = "|u1") -> bytes:
+    """A .npy file by hand: a header claiming `shape` of `dtype`, then `data`, whatever its length."""
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return head.getvalue() + data
+
+
+def _medmnist_file(path: Path, train_images: bytes | None = None, zero_images: int = 0) -> Path:
+    """A MedMNIST .npz of 4 grey 28 x 28 images a split; `train_images` replaces that member's bytes, or it is a
+    real array of `zero_images` black images (a multiple of 1024), deflated as it is written: a bomb, small on disk."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for split in ("train", "val", "test"):
+            if split == "train" and zero_images:
+                with archive.open("train_images.npy", "w", force_zip64=True) as member:
+                    member.write(_npy((zero_images, 28, 28)))
+                    for _ in range(zero_images // 1024):
+                        member.write(bytes(1024 * 28 * 28))
+            else:
+                images = train_images if split == "train" and train_images is not None else None
+                archive.writestr(f"{split}_images.npy", images or _npy((4, 28, 28), bytes(4 * 28 * 28)))
+            archive.writestr(f"{split}_labels.npy", _npy((4, 1), bytes(4)))
+    return path
+
+
+def test_medmnist_header_claiming_terabytes_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    # numpy sizes its buffer from the header alone: unchecked, this ended in a MemoryError traceback
+    path = _medmnist_file(tmp_path / "crafted.npz", _npy((10**12, 28, 28), bytes(4 * 28 * 28)))
+    assert path.stat().st_size < 20_000
+    with pytest.raises(DataError) as info:
+        read_medmnist(path)
+    assert str(info.value).startswith(f"{path}: the header of array 'train_images' claims shape "
+                                      "(1000000000000, 28, 28) of uint8, 784,000,000,000,000 bytes, but only 3,136 "
+                                      "bytes follow it; the file is truncated or crafted.")
+    done = subprocess.run([sys.executable, "-m", "medzoo.cli", "train", "data=medmnist", f"data.path={path}",
+                           "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"medzoo train: error: {info.value}"]
+
+
+def test_medmnist_bomb_is_refused_within_a_memory_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    count = (BOMB_INFLATED // (1024 * 28 * 28) + 1) * 1024  # a real array, more than BOMB_INFLATED bytes
+    path = _medmnist_file(tmp_path / "bomb.npz", zero_images=count)
+    assert path.stat().st_size < 2 * MB
+    monkeypatch.setenv(readers_base.MAX_ARRAY_ENV, str(64 * MB))  # the child inherits it: a small machine
+    outcome, peak = _peak_rss_reading(path, "medzoo.datasets.readers.medmnist_file.read_medmnist")
+    assert outcome.startswith(f"DataError: {path}: the header claims shape ({count}, 28, 28) of uint8 in array "
+                              f"'train_images', {count * 784:,} bytes of data, more than the {64 * MB:,} bytes limit "
+                              f"({readers_base.MAX_ARRAY_ENV}); refusing"), outcome
+    assert "\n" not in outcome
+    assert peak < RSS_BOUND_MB, f"peak RSS {peak:.0f} MB"
+
+
+@pytest.mark.parametrize("member, reason", [
+    (_npy((2, 8, 8), bytes(100)), r"claims shape \(2, 8, 8\) of uint8, 128 bytes, but only 100 bytes follow it"),
+    (_npy((2, 8, 8), bytes(128), dtype="|O"), r"holds Python objects \(object\), which would need pickle"),
+    (b"\x93NUMPY\x03\x00" + bytes(20), r"is in \.npy format version 3\.0, which medzoo does not read"),
+    (b"not an array at all", r"has no readable \.npy header"),
+], ids=["truncated", "objects", "version-3", "no-header"])
+def test_npy_and_npz_headers_are_checked_before_numpy_reads(tmp_path: Path, member: bytes, reason: str) -> None:
+    (tmp_path / "a.npy").write_bytes(member)
+    with zipfile.ZipFile(tmp_path / "a.npz", "w") as archive:
+        archive.writestr("image.npy", member)
+    _medmnist_file(tmp_path / "m.npz", member)
+    with pytest.raises(DataError, match=rf"a\.npy: (the header of )?the array {reason}"):
+        read_volume(tmp_path / "a.npy", mmap=False)
+    with pytest.raises(DataError, match=rf"a\.npz: (the header of )?array 'image' {reason}"):
+        read_volume(tmp_path / "a.npz")
+    with pytest.raises(DataError, match=rf"m\.npz: (the header of )?array 'train_images' {reason}"):
+        read_medmnist(tmp_path / "m.npz")
+
+
+def test_npz_and_medmnist_files_numpy_wrote_read_as_before(tmp_path: Path) -> None:
+    image = np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6)
+    np.savez_compressed(tmp_path / "a.npz", image=image)
+    np.testing.assert_array_equal(read_volume(tmp_path / "a.npz").array, image)
+    np.save(tmp_path / "a.npy", image)
+    np.testing.assert_array_equal(read_volume(tmp_path / "a.npy", mmap=False).array, image)
+    rng = np.random.default_rng(0)
+    splits = {f"{s}_images": rng.integers(0, 255, (3, 28, 28, 3), dtype=np.uint8) for s in ("train", "val", "test")}
+    np.savez(tmp_path / "m.npz", **splits, **{f"{s}_labels": np.array([[0], [1], [1]]) for s in ("train", "val", "test")})
+    arrays = read_medmnist(tmp_path / "m.npz")
+    np.testing.assert_array_equal(arrays["val"][0], splits["val_images"])
+    np.testing.assert_array_equal(arrays["test"][1], [0, 1, 1])
 
 
 # ------------------------------------------------------------------------------------------- memory cap

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medzoo.datasets.readers.medmnist_file import read_medmnist
 from medzoo.errors import DataError
 
 SPLITS = {"train": "Training", "val": "Training", "test": "Testing"}  # MedMNIST split -> audit folder
@@ -30,15 +31,12 @@ def write_noisy_folder(npz: Path, root: Path, fraction: float = 0.1, seed: int =
     (test), with `fraction` of the images (drawn with `seed`, over both splits) filed under a random other class;
     `limit` keeps a random subset of that many images first. Returns the keys (`split/class/file`) of the flipped
     images."""
-    with np.load(npz, allow_pickle=False) as data:
-        images = np.concatenate([data[f"{s}_images"] for s in SPLITS])
-        labels = np.concatenate([data[f"{s}_labels"] for s in SPLITS])
-        origin = np.concatenate([[s] * len(data[f"{s}_labels"]) for s in SPLITS])
-    if labels.ndim == 2 and labels.shape[1] != 1:
-        raise DataError(f"{npz}: labels of shape {labels.shape} are multi-label; the measurement needs one label each.")
+    arrays = read_medmnist(Path(npz))  # sizes checked before reading; multi-label files refused
+    images = np.concatenate([arrays[s][0] for s in SPLITS])
+    labels = np.concatenate([arrays[s][1] for s in SPLITS])
+    origin = np.concatenate([[s] * len(arrays[s][1]) for s in SPLITS])
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
         raise DataError(f"{npz}: images of shape {images.shape} are not 2D grey or RGB images.")
-    labels = labels.reshape(-1).astype(np.int64)
     count = int(labels.max()) + 1
     names = list(classes) if classes else [f"class_{k}" for k in range(count)]
     if len(names) != count:

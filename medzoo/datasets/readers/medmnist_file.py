@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medzoo.datasets.readers.npy_format import npz_keys, read_npz_arrays
 from medzoo.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -58,15 +59,13 @@ def read_medmnist(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not path.is_file():
         raise DataError(f"MedMNIST file not found: {path}. Set data.path to a MedMNIST .npz file.")
     keys = list(MEDMNIST_KEYS)
-    try:
-        with np.load(path) as npz:
-            missing = [key for key in keys if key not in npz.files]
-            if missing:
-                raise DataError(f"{path}: not a MedMNIST file, missing key(s) {', '.join(missing)}; expected "
-                                f"{', '.join(keys)}.")
-            arrays = {split: (npz[f"{split}_images"], npz[f"{split}_labels"]) for split in SPLITS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read .npz ({exc}).") from exc
+    present = set(npz_keys(path))
+    missing = [key for key in keys if key not in present]
+    if missing:
+        raise DataError(f"{path}: not a MedMNIST file, missing key(s) {', '.join(missing)}; expected "
+                        f"{', '.join(keys)}.")
+    members = read_npz_arrays(path, keys)  # every header checked against its member and the memory first
+    arrays = {split: (members[f"{split}_images"], members[f"{split}_labels"]) for split in SPLITS}
     shapes = {split: images.shape[1:] for split, (images, _) in arrays.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(f"{path}: the splits' images differ in shape ({shapes}); one size per file expected.")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from medzoo.close_names import unknown_name
-from medzoo.datasets.readers.registry import Volume, check_array_bytes, check_finite, make_volume
+from medzoo.datasets.readers.npy_format import check_npy_file, npz_keys, read_npz_arrays
+from medzoo.datasets.readers.registry import Volume, check_finite, make_volume
 from medzoo.errors import DataError
 from medzoo.transforms.layout import to_channel_first
 
@@ -51,6 +52,8 @@ def read_npy(path: str | Path, *, channel_axis: int | None = 0, mmap: bool = Tru
         contiguous: copy into a C-contiguous array when the moved layout is not one already.
     """
     path = Path(path)
+    if not mmap:  # a memory map allocates nothing, and numpy checks its length against the file
+        check_npy_file(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except Exception as exc:  # a damaged header or zip surfaces as many types inside numpy and zipfile
@@ -63,24 +66,14 @@ def read_npz(path: str | Path, *, key: str | None = None, channel_axis: int | No
              spacing: Sequence[float] | None = None, allow_nonfinite: bool = False) -> Volume:
     """Read one array of a `.npz` archive (`key=`, needed when it holds several) with channels first."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            if key is None:
-                if len(keys) != 1:
-                    raise DataError(f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); pass "
-                                    "key=NAME to choose one.")
-                key = keys[0]
-            if key not in keys:
-                raise DataError(f"{path}: {unknown_name('array key', key, keys)}")
-            # The member's stated size bounds what decompression may produce (zipfile stops there).
-            member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
-            check_array_bytes(archive.zip.getinfo(member).file_size, path, f"an array '{key}'")
-            array = archive[key]
-    except DataError:
-        raise
-    except Exception as exc:  # a damaged header or zip surfaces as many types inside numpy and zipfile
-        raise DataError(f"{path}: not a readable .npz file, truncated or corrupt ({type(exc).__name__}: "
-                        f"{exc}).") from exc
+    keys = npz_keys(path)
+    if key is None:
+        if len(keys) != 1:
+            raise DataError(f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); pass key=NAME to "
+                            "choose one.")
+        key = keys[0]
+    if key not in keys:
+        raise DataError(f"{path}: {unknown_name('array key', key, keys)}")
+    array = read_npz_arrays(path, [key])[key]  # its header is checked against the member's size first
     # An npz member is decompressed into memory anyway, so a contiguous result costs little.
     return _channel_first(array, path, channel_axis, True, spacing, allow_nonfinite, key=key)

@@ -297,3 +297,70 @@ def test_tiff_whose_strips_miss_part_of_the_image_is_refused_not_decoded_black(t
     (tmp_path / "cut.tif").write_bytes((tmp_path / "full.tif").read_bytes()[:3000])
     with pytest.raises(DataError, match=r"cut\.tif: truncated or corrupt TIFF: its image data needs bytes up to"):
         decode_image(tmp_path / "cut.tif")
+
+
+@pytest.mark.parametrize("damage", ["not json", "a list", "labels short", "label text", "wrong shape",
+                                    "objects", "truncated array"])
+def test_a_damaged_disk_cache_is_decoded_again_with_a_warning(tmp_path, damage, caplog):
+    make_image_folder(tmp_path / "data", 4, 2, classes=("a", "b"))
+    src = source(tmp_path / "data", cache="disk", cache_dir=str(tmp_path / "cache"))
+    first = load(src)
+    array = next((tmp_path / "cache").glob("synthetic-test-*.npy"))
+    meta_path = array.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    if damage == "not json":
+        meta_path.write_text("{")
+    elif damage == "a list":
+        meta_path.write_text("[]")
+    elif damage == "labels short":
+        meta_path.write_text(json.dumps({**meta, "labels": meta["labels"][:-1]}))
+    elif damage == "label text":
+        meta_path.write_text(json.dumps({**meta, "labels": ["a"] * len(meta["labels"])}))
+    elif damage == "wrong shape":
+        meta_path.write_text(json.dumps({**meta, "shape": [1, 2, 3]}))
+    elif damage == "objects":
+        np.save(array, np.array([{"x": 1}] * len(meta["keys"]), dtype=object), allow_pickle=True)
+    else:
+        array.write_bytes(array.read_bytes()[:200])
+    again = load(src)  # one warning naming the cache, then the images are decoded from the files
+    assert f"cache {array}" in caplog.text and "decoding again" in caplog.text
+    np.testing.assert_array_equal(again.test.images, first.test.images)
+    assert again.test.keys == first.test.keys and list(again.test.labels) == list(first.test.labels)
+    assert cache_module.read_cached_split(array, meta_path).keys == first.test.keys  # and the cache is whole again
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{", r"not a readable clean-split manifest \(JSONDecodeError"),
+    ("[]", "a JSON object expected, not list"),
+    (json.dumps({"groups": [], "drop": "Training/a/x.jpg", "test_deleaked": []}), "`drop` and `test_deleaked` must"),
+    (json.dumps({"groups": [{"id": "1", "members": []}], "drop": [], "test_deleaked": []}), "`groups` must be"),
+    (json.dumps({"groups": [{"id": 1, "members": [3]}], "drop": [], "test_deleaked": []}), "`groups` must be"),
+])
+def test_a_malformed_clean_split_manifest_is_one_error_naming_the_file(tmp_path, content, problem):
+    make_image_folder(tmp_path / "data", 2, 1, classes=("a", "b"))
+    (tmp_path / "bad.json").write_text(content)
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'bad.json'}: .*{problem}.*medzoo audit"):
+        load(source(tmp_path / "data", clean_split=str(tmp_path / "bad.json")))
+
+
+def test_an_oversized_clean_split_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from medzoo.audit import manifest as audit_module
+
+    make_image_folder(tmp_path / "data", 2, 1, classes=("a", "b"))
+    manifest = _manifest(tmp_path, [], [], [])
+    monkeypatch.setattr(audit_module, "MANIFEST_MAX_BYTES", 10)
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: pytest.fail("read although over the bound"))
+    with pytest.raises(DataError, match=r"clean_split\.json: \d+ bytes, more than the 10 a clean-split manifest"):
+        load(source(tmp_path / "data", clean_split=manifest))
+
+
+def test_a_damaged_cached_clean_split_is_audited_again(tmp_path, caplog):
+    make_image_folder(tmp_path / "data", 12, 2, classes=("a", "b"))
+    src = source(tmp_path / "data", clean_split="auto", cache="disk", cache_dir=str(tmp_path / "cache"))
+    first = load(src)
+    cached = next((tmp_path / "cache").glob("synthetic-clean-split-*.json"))
+    cached.write_text(json.dumps({"groups": "everything"}))
+    again = load(src)
+    assert f"{cached}: not a clean-split manifest" in caplog.text and "auditing again" in caplog.text
+    assert again.extra_tests["test_deleaked"].keys == first.extra_tests["test_deleaked"].keys
+    assert json.loads(cached.read_text())["groups"] != "everything"  # written again by the new audit

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from medzoo.audit.duplicates import Duplicates
 from medzoo.audit.hashing import ImageFacts
+from medzoo.errors import DataError
+
+# A manifest lists each file a few times (about 100 bytes a file); this allows millions of files and no more.
+MANIFEST_MAX_BYTES = 256 * 2**20
 
 
 def representative(members: list[int], facts: list[ImageFacts], test_split: str) -> int:
@@ -68,3 +74,34 @@ def audit_manifest(train: list, test: list, classes: list[str], train_split: str
     settings = settings or AuditSettings()
     prints = fingerprint_records(train + test, settings)
     return clean_split(prints.facts, find_duplicates(prints, settings), classes, train_split, test_split)
+
+
+def read_clean_split(path: Path) -> dict[str, Any]:
+    """A clean-split manifest (`data.clean_split=PATH`, or the cached audit) read back as data: its size bounded
+    before it is read, and what training uses checked: `groups` (each an integer `id` and its `members`), `drop`
+    and `test_deleaked`, file keys all. Anything else is a DataError naming the file and the fix."""
+    redo = ("Write it again with `medzoo audit data=... data.root=... hydra.run.dir=OUT` (OUT/clean_split.json), or "
+            "set data.clean_split=auto.")
+    try:
+        size = path.stat().st_size
+        if size > MANIFEST_MAX_BYTES:
+            raise DataError(f"{path}: {size:,} bytes, more than the {MANIFEST_MAX_BYTES:,} a clean-split manifest "
+                            f"may hold. {redo}")
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: not a readable clean-split manifest ({type(exc).__name__}: {exc}). {redo}") from exc
+
+    def keys(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(key, str) for key in value)
+
+    problem = None
+    if not isinstance(manifest, dict):
+        problem = f"a JSON object expected, not {type(manifest).__name__}"
+    elif not all(keys(manifest.get(name)) for name in ("drop", "test_deleaked")):
+        problem = "`drop` and `test_deleaked` must be lists of file keys"
+    elif not isinstance(manifest.get("groups"), list) or not all(
+            isinstance(g, dict) and type(g.get("id")) is int and keys(g.get("members")) for g in manifest["groups"]):
+        problem = "`groups` must be a list of {\"id\": integer, \"members\": [file keys]}"
+    if problem:
+        raise DataError(f"{path}: not a clean-split manifest: {problem}. {redo}")
+    return manifest

@@ -21,6 +21,8 @@ from medzoo.transforms.layout import to_channel_first
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+# A cache manifest holds a key and a label per sample (about 100 bytes): this allows millions of samples.
+MANIFEST_MAX_BYTES = 256 * 2**20
 
 
 def cache_key(records: Sequence[FileRecord], channels: int, preprocess_spec: str) -> str:
@@ -81,15 +83,10 @@ def load_or_build(cache_dir: Path | None, name: str, records: Sequence[FileRecor
     key = cache_key(records, channels, preprocess_spec + f"|on_error={on_error}")
     array_path, meta_path = cache_dir / f"{name}-{key}.npy", cache_dir / f"{name}-{key}.json"
     if meta_path.exists() and array_path.exists():
-        meta = json.loads(meta_path.read_text())
-        images = np.load(array_path, mmap_mode="r")
-        if list(images.shape) == meta["shape"]:
-            log.info("cache hit: %s (%d samples, no decoding)", array_path, len(meta["keys"]))
-            report = DecodeReport(skipped=[tuple(s) for s in meta["skipped"]],
-                                  stored_gray_rgb=meta["stored_gray_rgb"], colour_converted=meta["colour_converted"])
-            return SplitArrays(np.ascontiguousarray(images), np.asarray(meta["labels"], dtype=np.int64),
-                               meta["keys"], report)
-        log.warning("cache %s does not match its manifest; rebuilding", array_path)
+        try:
+            return read_cached_split(array_path, meta_path)
+        except DataError as exc:  # a cache is rebuilt, never trusted
+            log.warning("%s; decoding again", exc)
     split = decode_split(records, channels, preprocess, on_error, workers, desc=name)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _atomic_save(array_path, split.images)
@@ -100,6 +97,39 @@ def load_or_build(cache_dir: Path | None, name: str, records: Sequence[FileRecor
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, meta_path)  # the manifest lands last: its presence means the array is complete
     return split
+
+
+def read_cached_split(array_path: Path, meta_path: Path) -> SplitArrays:
+    """The split a disk cache holds, checked against its manifest: its size bounded before it is read, the array
+    memory-mapped (numpy checks the header against the file; no pickle), and the manifest's shape, labels, keys
+    and counts checked against the array. Anything amiss is a DataError naming the file."""
+    try:
+        if meta_path.stat().st_size > MANIFEST_MAX_BYTES:
+            raise ValueError(f"{meta_path.stat().st_size:,} bytes, over the {MANIFEST_MAX_BYTES:,} a manifest may hold")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        images = np.load(array_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DataError(f"cache {array_path} is unreadable ({type(exc).__name__}: {exc})") from exc
+    count = images.shape[0] if images.ndim else -1
+    fields = {"shape": list, "keys": list, "labels": list, "skipped": list, "stored_gray_rgb": int,
+              "colour_converted": int}
+    if not (isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT
+            and all(type(meta.get(name)) is kind for name, kind in fields.items())):
+        problem = "its manifest is not one this version writes"
+    elif meta["shape"] != list(images.shape) or images.dtype.kind not in "biuf":
+        problem = f"the array ({images.dtype}, shape {list(images.shape)}) is not the one its manifest describes"
+    elif not (len(meta["keys"]) == len(meta["labels"]) == count and all(isinstance(k, str) for k in meta["keys"])
+              and all(type(label) is int and label >= 0 for label in meta["labels"])):
+        problem = f"its manifest does not give a key and a class index for each of the {count} samples"
+    elif not all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, str) for v in s) for s in meta["skipped"]):
+        problem = "its manifest's skipped files are not (key, reason) pairs"
+    else:
+        log.info("cache hit: %s (%d samples, no decoding)", array_path, count)
+        report = DecodeReport(skipped=[tuple(s) for s in meta["skipped"]], stored_gray_rgb=meta["stored_gray_rgb"],
+                              colour_converted=meta["colour_converted"])
+        return SplitArrays(np.ascontiguousarray(images), np.asarray(meta["labels"], dtype=np.int64), meta["keys"],
+                           report)
+    raise DataError(f"cache {array_path}: {problem}")
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:

@@ -72,19 +72,24 @@ class ImageFolderSource:
             return None
         if self.clean_split == "auto":
             return self._audited(train, test, classes)
+        from medzoo.audit.manifest import read_clean_split  # the audit's module; import it only when asked
+
         path = Path(self.clean_split).expanduser()
         if not path.is_file():
             raise DataError(f"clean-split manifest not found: {path} (data.clean_split). Write it with "
                             "`medzoo audit data=... data.root=... hydra.run.dir=OUT` (OUT/clean_split.json).")
-        return json.loads(path.read_text())
+        return read_clean_split(path)
 
     def _audited(self, train: list[FileRecord], test: list[FileRecord], classes: list[str]) -> dict:
-        from medzoo.audit.manifest import audit_manifest  # the audit reads files; import it only when asked
+        from medzoo.audit.manifest import audit_manifest, read_clean_split  # reads files: only when asked
 
         folder = self.cache_dir or cache_home()
         path = folder / f"{self.name}-clean-split-{_fingerprint(train + test).split(':')[1][:20]}.json"
         if path.is_file():
-            return json.loads(path.read_text())
+            try:
+                return read_clean_split(path)
+            except DataError as exc:  # a cache is rebuilt, not trusted
+                log.warning("%s; auditing again", exc)
         log.info("data.clean_split=auto: auditing %d files for duplicates and leaks (once; cached)",
                  len(train) + len(test))
         manifest = audit_manifest(train, test, classes, self.train_dir, self.test_dir)

@@ -143,6 +143,34 @@ def test_class_names_from_the_info_file_a_known_set_or_the_labels(tmp_path):
         MedMNISTSource(path=str(npz)).load()
 
 
+@pytest.mark.parametrize("name, shape, classes, expected", [
+    ("bloodmnist_64", (64, 64, 3), 8, ("basophil", "immature_granulocytes_myelocytes_metamyelocytes_and_promyelocytes",
+                                       "platelet", "multi-class")),
+    ("organmnist3d", (28, 28, 28), 11, ("liver", "femur_right", "pancreas", "multi-class")),
+    ("retinamnist", (28, 28, 3), 5, ("0", "3", "4", "ordinal-regression")),
+    ("organamnist", (28, 28), 12, ("0", "3", "11", "multi-class")),  # 12 classes: not the official 11 organs
+])
+def test_every_official_set_gets_its_official_class_names_and_task(tmp_path, name, shape, classes, expected):
+    loaded = MedMNISTSource(path=str(write_medmnist(tmp_path / f"{name}.npz", shape, classes))).load()
+    assert (loaded.classes[0], loaded.classes[3 if classes > 4 else 1], loaded.classes[-1],
+            loaded.report["task"]) == expected
+    assert len(loaded.classes) == classes
+
+
+def test_the_official_sets_table_is_complete_and_its_names_are_card_names():
+    from medzoo.datasets.medmnist import known_sets
+    from medzoo.zoo.card_schema import _CLASS_NAME
+
+    sets = known_sets()
+    assert len(sets) == 18 and sum(name.endswith("3d") for name in sets) == 6  # MedMNIST v2: 12 2D + 6 3D sets
+    for name, entry in sets.items():
+        assert entry["task"] in ("binary-class", "multi-class", "ordinal-regression", "multi-label, binary-class")
+        assert len(set(entry["classes"])) == len(entry["classes"]) >= 2, name
+        assert all(_CLASS_NAME.fullmatch(c) and c == c.lower() and " " not in c for c in entry["classes"]), name
+    assert sets["breastmnist"]["classes"] == ["malignant", "normal_benign"]  # the published checkpoint's names
+    assert sets["adrenalmnist3d"]["classes"] == ["normal", "hyperplasia"]
+
+
 def test_layout_follows_the_file_or_the_setting(tmp_path):
     volume = write_medmnist(tmp_path / "vol.npz", (16, 20, 24), 2)
     auto = MedMNISTSource(path=str(volume)).load()

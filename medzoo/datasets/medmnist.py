@@ -9,6 +9,7 @@ imported here so that `from medzoo.datasets.medmnist import read_medmnist` keeps
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,13 +31,10 @@ log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 LAYOUTS = ("auto", "image", "volume", "slices")
-# Official label names (MedMNIST info.py) of the sets medzoo has recipes for, written as medzoo's class names; a file
-# whose name is one of these, with or without a size suffix (pneumoniamnist_64.npz), gets them.
-KNOWN_CLASSES: dict[str, tuple[str, ...]] = {
-    "adrenalmnist3d": ("normal", "hyperplasia"),
-    "breastmnist": ("malignant", "normal_benign"),
-    "pneumoniamnist": ("normal", "pneumonia"),
-}
+# The official label names and task of every MedMNIST v2 set (package data, from MedMNIST's info.py), the names
+# written as medzoo's class names; a file named after a set, with or without a size suffix (pneumoniamnist_64.npz),
+# gets them.
+KNOWN_SETS = "medmnist_sets.json"
 SIZE_SUFFIX = re.compile(r"_(28|64|128|224)$")
 INFO_MAX_BYTES = 1 << 20  # an info file is a few hundred bytes; anything far larger is not one
 
@@ -64,6 +62,17 @@ def find_npz(setting: str) -> Path:
 def guess_layout(shape: tuple[int, ...]) -> str:
     """`image` for N x H x W (grey) and N x H x W x 3 (RGB) arrays, `volume` for N x D x H x W."""
     return "image" if len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3)) else "volume"
+
+
+@functools.cache
+def known_sets() -> dict[str, dict]:
+    """{set name: {"task", "classes"}} for the official MedMNIST sets."""
+    return json.loads((resources.files("medzoo.datasets") / KNOWN_SETS).read_text(encoding="utf-8"))["sets"]
+
+
+def known_set(path: Path) -> dict | None:
+    """The official entry of the set the file at `path` is named after, or None."""
+    return known_sets().get(SIZE_SUFFIX.sub("", path.stem.lower()))
 
 
 def info_file(path: Path) -> Path | None:
@@ -99,21 +108,21 @@ def read_info(path: Path) -> tuple[list[str] | None, str | None]:
 def class_names(path: Path, labels: Sequence[np.ndarray],
                 configured: Sequence[str] | None) -> tuple[list[str], str, str]:
     """(names, where they came from, task). Names from data.classes, the info file, a known set, else 0..K-1 from
-    the labels; labels past the names, or fewer than two classes, are errors. The task is the info file's, else
-    binary-class or multi-class by the class count (an ordinal task, RetinaMNIST's, trains as multi-class)."""
+    the labels; labels past the names, or fewer than two classes, are errors. The task is the info file's, else the
+    known set's, else binary-class or multi-class by the class count (an ordinal task, RetinaMNIST's, trains as
+    multi-class)."""
     top = max(int(split.max(initial=0)) for split in labels)
     info = info_file(path)
     names, task = read_info(info) if info else (None, None)
     if task and "multi-label" in task:
         raise DataError(f"{path}: multi-label MedMNIST sets are not supported ({info} gives task {task!r}); "
                         f"medzoo trains single-label sets: {SINGLE_LABEL}.")
-    known = KNOWN_CLASSES.get(SIZE_SUFFIX.sub("", path.stem.lower()))
     if configured:
         names, origin = list(configured), "data.classes"
     elif names is not None:
         origin = str(info)
-    elif known is not None and top < len(known):
-        names, origin = list(known), f"the official names of {path.stem}"
+    elif (known := known_set(path)) is not None and top < len(known["classes"]):
+        names, origin, task = list(known["classes"]), f"the official names of {path.stem}", task or known["task"]
     else:
         names, origin = [str(i) for i in range(top + 1)], "the labels"
     if top >= len(names):

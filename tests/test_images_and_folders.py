@@ -364,3 +364,13 @@ def test_a_damaged_cached_clean_split_is_audited_again(tmp_path, caplog):
     assert f"{cached}: not a clean-split manifest" in caplog.text and "auditing again" in caplog.text
     assert again.extra_tests["test_deleaked"].keys == first.extra_tests["test_deleaked"].keys
     assert json.loads(cached.read_text())["groups"] != "everything"  # written again by the new audit
+
+
+def test_an_empty_deleaked_test_split_is_left_out_with_a_warning(tmp_path, caplog):
+    # every test image with a copy in training: training finished, then the final evaluation crashed on none
+    make_image_folder(tmp_path / "data", 12, 2, classes=("a", "b"))
+    loaded = load(source(tmp_path / "data", clean_split=_manifest(tmp_path, [], [], [])))
+    assert "test_deleaked" not in loaded.extra_tests and len(loaded.test.keys) == 4
+    assert "the test split 'test_deleaked' holds no images; it is left out of the metrics" in caplog.text
+    with pytest.raises(ConfigError, match="use split= one of train, val, test$"):
+        loaded.split("test_deleaked")

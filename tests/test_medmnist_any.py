@@ -141,6 +141,9 @@ def test_class_names_from_the_info_file_a_known_set_or_the_labels(tmp_path):
     (tmp_path / "pathology.json").write_text(json.dumps({"task": "multi-label, binary-class", "label": {}}))
     with pytest.raises(DataError, match="multi-label MedMNIST sets are not supported"):
         MedMNISTSource(path=str(npz)).load()
+    (tmp_path / "pathology.json").write_text("[" * 100_000 + "]" * 100_000)  # under the size bound, too deep
+    with pytest.raises(DataError, match=r"pathology\.json: cannot read the info file \(maximum recursion"):
+        MedMNISTSource(path=str(npz)).load()
 
 
 @pytest.mark.parametrize("name, shape, classes, expected", [

@@ -222,6 +222,41 @@ def test_truncated_or_nonfinite_nifti_is_a_data_error(tmp_path):
     assert np.isnan(read_volume(tmp_path / "nan.nii", allow_nonfinite=True).array).sum() == 1
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("name", ["pipe.npy", "pipe.nii.gz", "pipe.tif", "pipe"])
+def test_a_named_pipe_is_refused_not_read_forever(tmp_path, name):
+    import threading
+
+    os.mkfifo(tmp_path / name)
+    outcome = []
+
+    def read() -> None:
+        try:
+            read_volume(tmp_path / name)
+        except DataError as exc:
+            outcome.append(str(exc))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # blocked opening the pipe: a writer that opens and closes it lets the reader go
+        os.close(os.open(tmp_path / name, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=20)
+        pytest.fail(f"read_volume waited on the pipe {name}")
+    assert outcome == [f"{tmp_path / name}: not a regular file or a folder (a named pipe); medzoo reads images "
+                       "from files. Copy the data into a file."]
+
+
+def test_complex_voxels_are_refused_by_every_reader(tmp_path):
+    # complex NIfTI and TIFF read as images, then broke predict (`_to_uint8`) or wrote a cache nothing could open
+    data = (np.ones((6, 6, 4)) + 1j * np.ones((6, 6, 4))).astype(np.complex64)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "complex.nii.gz")
+    need_tifffile().imwrite(tmp_path / "complex.tif", data[..., 0])
+    for name in ("complex.nii.gz", "complex.tif"):
+        with pytest.raises(DataError, match=rf"{name}: voxels of type complex64 are not image intensities"):
+            read_volume(tmp_path / name)
+
+
 # ----------------------------------------------------------------------------- DICOM
 
 def test_real_sag_anon_series():

@@ -33,6 +33,12 @@ class DataSplits:
     # one stratum per training sample (e.g. source x class): batches drawn with every stratum equally likely
     train_strata: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        for name in [name for name, split in self.extra_tests.items() if len(split.labels) == 0]:
+            # e.g. every test image has an exact or near copy in training: no metric exists on no images
+            log.warning("the test split '%s' holds no images; it is left out of the metrics", name)
+            del self.extra_tests[name]
+
     @property
     def in_chans(self) -> int:
         return int(self.train.images.shape[1])

@@ -90,7 +90,7 @@ def read_info(path: Path) -> tuple[list[str] | None, str | None]:
         if path.stat().st_size > INFO_MAX_BYTES:
             raise DataError(f"{path}: {path.stat().st_size} bytes, too large for a MedMNIST info file.")
         info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{path}: cannot read the info file ({exc}).") from exc
     if not isinstance(info, dict):
         raise DataError(f"{path}: a JSON object expected, with `label` ({{\"0\": NAME, ...}}) or `classes`.")

@@ -73,6 +73,9 @@ def make_volume(array: np.ndarray, source: str | Path, spacing: Sequence[float |
     """Build a `Volume` with the common meta keys; an unknown spacing (None, or a None entry) becomes 1.0."""
     if array.ndim not in (3, 4):
         raise DataError(f"{source}: reader produced shape {array.shape}; expected (C, H, W) or (C, D, H, W).")
+    if array.dtype.kind not in "biuf":  # complex or structured voxels: no transform or model takes them
+        raise DataError(f"{source}: voxels of type {array.dtype} are not image intensities (real numbers); convert "
+                        "the file to an integer or float type (e.g. the magnitude of complex data).")
     if array.size == 0:
         raise DataError(f"{source}: the image is empty (shape {array.shape}, a zero-length axis); the file is "
                         "corrupt or was written without data. Re-export it.")
@@ -303,6 +306,13 @@ def reader_for(path: str | Path) -> ReaderSpec:
                     "Convert the file, or pass reader=NAME to force one.")
 
 
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device"}
+    return next((kind for check, kind in kinds.items() if check(mode)), "not a file")
+
+
 def read_volume(path: str | Path, reader: str = "auto", **kwargs: Any) -> Volume:
     """Read `path` with the named reader, or by suffix and content (a directory is a DICOM series) when
     `reader="auto"`; a `dataset` reader's file (MedMNIST) is refused, since it holds a dataset, not one sample."""
@@ -311,6 +321,9 @@ def read_volume(path: str | Path, reader: str = "auto", **kwargs: Any) -> Volume
     path = Path(path).expanduser()
     if not path.exists():
         raise DataError(f"not found: {path}. Check the path (data.root or MEDZOO_DATA).")
+    if not (path.is_file() or path.is_dir()):  # a pipe or a device would block the reader, or never end
+        raise DataError(f"{path}: not a regular file or a folder ({_file_kind(path)}); medzoo reads images from "
+                        "files. Copy the data into a file.")
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes), cut off by a failed copy or download. Restore or delete it.")
     spec = reader_for(path) if reader == "auto" else READERS[reader]

@@ -18,6 +18,7 @@ from medzoo.datasets.fetch import (
     SOURCES,
     DatasetSource,
     default_data_home,
+    extract_zip,
     fetch_dataset,
     read_fingerprint,
     verify_folder,
@@ -289,3 +290,45 @@ def test_shipped_brain_tumor_fingerprint() -> None:
 @pytest.mark.skipif(not SHARED_BRAIN.is_dir(), reason="no shared copy of the brain-tumour set")
 def test_shipped_fingerprint_matches_the_shared_copy() -> None:
     assert verify_folder(SHARED_BRAIN, SOURCES["brain_tumor"].fingerprint) == ([], [])
+
+
+def _damaged_zip(kind: str) -> bytes:
+    """One listed file of the tiny set in an archive damaged as `kind` says (the local header is at offset 0)."""
+    name, data = NAMES[0], make_files()[NAMES[0]]
+    method = {"encrypted": zipfile.ZIP_STORED, "bad_deflate": zipfile.ZIP_DEFLATED, "bad_bzip2": zipfile.ZIP_BZIP2,
+              "bad_lzma": zipfile.ZIP_LZMA}[kind]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        zf.writestr(f"{TOP}/{name}", data)
+    raw = bytearray(buf.getvalue())
+    if kind == "encrypted":  # general purpose flag bit 0, in the local header and the central directory
+        raw[6] |= 1
+        raw[raw.find(b"PK\x01\x02") + 8] |= 1
+    else:
+        start = 30 + len(f"{TOP}/{name}".encode())
+        raw[start:start + 16] = (b"\x00" if kind == "bad_lzma" else b"\x41") * 16  # zeros: LZMA's own error
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("encrypted", "is encrypted; medzoo unpacks plain zip archives only"),
+    ("bad_deflate", "is damaged or not a zip file"),
+    ("bad_bzip2", "cannot unpack the archive"),
+    ("bad_lzma", "is damaged or not a zip file"),
+])
+def test_a_damaged_or_encrypted_archive_is_one_error_and_leaves_nothing(
+        kind: str, message: str, home: Path, tiny: DatasetSource, server: _Server) -> None:
+    # each was a traceback from zipfile, zlib, bz2 or lzma, which left the .part behind to be resumed
+    server.payload = _damaged_zip(kind)
+    with pytest.raises(DataError, match=message):
+        fetch_dataset("tiny", home, source=tiny, progress=False)
+    assert os.listdir(home) == []  # neither the download nor a half-unpacked folder
+
+
+def test_an_entry_that_is_both_a_file_and_a_folder_is_one_error(tmp_path: Path) -> None:
+    archive = tmp_path / "clash.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("top/x", b"1")
+        zf.writestr("top/x/y", b"2")
+    with pytest.raises(DataError, match=rf"cannot unpack the archive {archive} into .*File exists"):
+        extract_zip(archive, tmp_path / "out")

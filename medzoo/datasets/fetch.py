@@ -9,6 +9,7 @@ other archive entries are skipped, counted and logged (a README beside the image
 from __future__ import annotations
 
 import logging
+import lzma
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -33,6 +35,7 @@ MAX_LISTED = 10
 # The most an archive may unpack to (the sum of the sizes its entries declare, counting only the files the
 # fingerprint lists) when its DatasetSource gives no `unpacked_bytes`. MAX_UNPACKED_ENV replaces it (in bytes).
 MAX_UNPACKED_BYTES = 16 * 2**30
+ZIP_ENCRYPTED = 0x1  # general purpose flag bit 0: the entry needs a password
 MAX_UNPACKED_ENV = "MEDZOO_MAX_UNPACKED_BYTES"
 
 
@@ -229,6 +232,9 @@ def extract_zip(archive: Path, dest: Path, strip_components: int = 1, *, wanted:
                     if not info.is_dir():
                         skipped.append(info.filename)
                     continue
+                if info.flag_bits & ZIP_ENCRYPTED:
+                    raise DataError(f"archive entry {info.filename!r} of {archive} is encrypted; medzoo unpacks "
+                                    "plain zip archives only. Unzip it by hand and point data.root at the folder")
                 plan.append((info, out))
             declared = sum(info.file_size for info, _ in plan if not info.is_dir())
             if declared > bound:
@@ -249,8 +255,11 @@ def extract_zip(archive: Path, dest: Path, strip_components: int = 1, *, wanted:
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 _copy_member(zf, info, out, archive)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error,
+            lzma.LZMAError) as exc:
         raise DataError(f"the archive {archive} is damaged or not a zip file ({exc})") from exc
+    except OSError as exc:  # a damaged bzip2 stream, an entry that is both a file and a folder, a full disk
+        raise DataError(f"cannot unpack the archive {archive} into {dest} ({exc})") from exc
     return skipped
 
 

@@ -338,6 +338,30 @@ def test_shuffled_names_and_instance_numbers_come_out_in_position_order(tmp_path
     assert out.meta["skipped"] == {"not DICOM": 1} and out.meta["skipped_files"] == ["README.txt"]
 
 
+@pytest.mark.filterwarnings("ignore:The value length")  # pydicom, writing 1.7e308 as a decimal string
+@pytest.mark.parametrize("z, spacing, outcome", [
+    ((-1.7e308, 1.7e308), (1.0, 1.0), "give no usable slice geometry"),  # was LinAlgError from the SVD
+    ((0.0, 1.0), (0.0, 0.0), "PixelSpacing (0.0, 0.0) is not a positive size"),  # was a TypeError in join
+    ((0.0, 1.0), (-1.0, 1e308), "PixelSpacing (-1.0, 1e+308) is not a positive size"),
+])
+def test_absurd_dicom_geometry_is_an_error_or_a_note(tmp_path, z, spacing, outcome):
+    uid = generate_uid()
+    for i, depth in enumerate(z):
+        write_dicom_slice(tmp_path / f"s{i}.dcm", np.full((4, 4), i, np.int16), series_uid=uid,
+                          position=(0.0, 0.0, depth), orientation=(1, 0, 0, 0, 1, 0), instance=i + 1,
+                          spacing=spacing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no numpy overflow chatter on the user's terminal
+        if "geometry" in outcome:
+            with pytest.raises(DataError, match=rf"^{tmp_path}: ImagePositionPatient .* {outcome}"):
+                read_volume(tmp_path)
+            return
+        volume = read_volume(tmp_path)
+    assert any(outcome in note for note in volume.meta["notes"])
+    assert volume.meta["spacing"] == (1.0, 1.0, 1.0) and not volume.meta["spacing_known"]
+    assert volume.meta["orientation"] == "SPL"  # still known (slices, rows, columns): not from the spacing
+
+
 def test_oblique_series_orders_along_its_normal_and_maps_indices_to_patient_space(tmp_path):
     # Oblique sagittal: the normal points right, a little anterior and inferior, so neither the z nor the
     # x coordinate of ImagePositionPatient alone gives the slice order.

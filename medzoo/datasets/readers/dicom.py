@@ -26,6 +26,7 @@ checks and orders the slices of one series and stacks them into the volume.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections import Counter
@@ -196,6 +197,19 @@ def _ras_affine(first: _Slice, normal: np.ndarray, step: float | None) -> np.nda
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM patient space is LPS+; report RAS+ like NIfTI
 
 
+def _axis_codes(affine: np.ndarray, source: Path) -> str:
+    """The RAS axis codes of `affine` ("LPS", ...), or a DataError when the headers give no usable geometry."""
+    try:
+        codes = aff2axcodes(affine) if np.isfinite(affine).all() else (None,)
+    except np.linalg.LinAlgError:  # finite but so large that the SVD overflows
+        codes = (None,)
+    if None in codes:
+        raise DataError(f"{source}: ImagePositionPatient and ImageOrientationPatient give no usable slice "
+                        "geometry (positions too far apart, or slices on one spot); the headers are corrupt. "
+                        "Re-export the series.")
+    return "".join(codes)
+
+
 def read_dicom_series(path: str | Path, *, series_uid: str | None = None, allow_nonfinite: bool = False,
                       force: bool = False) -> Volume:
     """Read the one DICOM series in folder `path` (or a single .dcm file) as `(C, D, H, W)`.
@@ -217,10 +231,10 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, allow_
     missing = sum(item.orientation is None or item.position is None for item in slices)
     positions = normal = step = None
     if missing == 0:
-        slices, positions, normal = _order_by_position(slices, source)
-        if len(slices) > 1:
-            step = float(np.median(np.diff(positions)))
-        else:
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd positions: refused by `_axis_codes` below
+            slices, positions, normal = _order_by_position(slices, source)
+            step = float(np.median(np.diff(positions))) if len(slices) > 1 else None
+        if step is None:
             notes.append("one slice: slice step unknown")
     else:
         slices, note = _order_by_instance(slices, missing, source)
@@ -228,13 +242,17 @@ def read_dicom_series(path: str | Path, *, series_uid: str | None = None, allow_
     head = slices[0]
     if head.pixel_spacing is None:
         notes.append("no PixelSpacing: in-plane spacing unknown")
+    elif not all(np.isfinite(v) and v > 0 for v in head.pixel_spacing):
+        notes.append(f"PixelSpacing {head.pixel_spacing} is not a positive size: in-plane spacing unknown")
+        head = dataclasses.replace(head, pixel_spacing=None)
     out = _stack_pixels(slices, source)
     check_finite(out, source, allow_nonfinite)
-    affine = None if normal is None else _ras_affine(head, normal, step)
+    with np.errstate(over="ignore", invalid="ignore"):
+        affine = None if normal is None else _ras_affine(head, normal, step)
     uniform = len({(item.slope, item.intercept) for item in slices}) == 1
     return make_volume(
         out, source, (step,) + (head.pixel_spacing or (None, None)),
-        None if affine is None else "".join(aff2axcodes(affine)), affine=affine,
+        None if affine is None else _axis_codes(affine, source), affine=affine,
         ordered_by="position" if positions is not None else "InstanceNumber",
         positions=None if positions is None else [float(p) for p in positions],
         instance_numbers=[item.instance for item in slices], files=[item.path.name for item in slices],

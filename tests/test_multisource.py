@@ -22,7 +22,7 @@ from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.multisource import MultiSourceData, SlicesCsvSource, source_of
 from medzoo.datasets.splits import stratified_split
 from medzoo.engine.metrics import classification_metrics
-from medzoo.errors import ConfigError
+from medzoo.errors import ConfigError, DataError
 from medzoo.loading.loader import make_loader
 from medzoo.loading.samplers import BalancedSampler
 
@@ -244,3 +244,61 @@ def test_the_source_check_flags_a_source_that_shows_in_the_image_and_decides_the
     alike = rng.standard_normal((2 * n, 256))  # sources that look alike: not predictable, no shortcut
     found = source_shortcut_check(_facts(sources, labels), alike, ["no", "yes"], "Training", AuditSettings())
     assert found["from_image"] < 0.75 and found["shortcut"] is False
+
+
+# ----------------------------------------------------------------------------- an untrusted slices.csv
+
+def _slice_list(tmp_path: Path, table: bytes) -> SlicesCsvSource:
+    """A slice source whose root holds four PNGs (flair/s0..s3.png) and `table` as its slices.csv."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "lgg"
+    for i in range(4):
+        _png(root / "flair" / f"s{i}.png", rng)
+    (root / "slices.csv").write_bytes(table)
+    return SlicesCsvSource(root=str(root), test_fraction=0.5)
+
+
+@pytest.mark.parametrize(("table", "problem"), [
+    ("file,class,patient\nflair/s0.png,tum\xe9or,p1\n".encode("latin-1"), r"line 2: byte 0xe9 is not UTF-8"),
+    (b"file,class,patient\n" + b"a" * 200_000 + b",x,p\n", r"line 2: not a valid CSV \(field larger"),
+    (b"file,class,patient\nflair/s0.png,a,p1\nflair/s1.png\n", r"line 3: no value in column\(s\) \['class'"),
+    (b"file,class,patient\nflair/s0.png,a,p\x001\n", r"line 2: a NUL character"),
+    (b"file,patient\nflair/s0.png,p1\n", r"column\(s\) \['class'\] missing"),
+], ids=["latin1", "overlong_field", "short_row", "nul", "no_class_column"])
+def test_a_slice_list_that_is_not_a_clean_utf8_csv_is_one_data_error(tmp_path, table, problem):
+    with pytest.raises(DataError, match=r"slices\.csv.*" + problem) as caught:
+        _slice_list(tmp_path, table).rows()
+    assert "\n" not in str(caught.value) and "Fix slices.csv" in str(caught.value)
+
+
+def test_a_slice_list_with_a_byte_order_mark_reads(tmp_path):
+    _, rows = _slice_list(tmp_path, b"\xef\xbb\xbffile,class,patient\nflair/s0.png,a,p1\n").rows()
+    assert rows == [{"file": "flair/s0.png", "class": "a", "patient": "p1"}]
+
+
+def test_slice_rows_that_lead_out_of_the_root_are_refused(tmp_path):
+    outside = tmp_path / "outside"
+    _png(outside / "secret.png", np.random.default_rng(1))
+    source = _slice_list(tmp_path, b"")
+    root = Path(source.root)
+    (root / "flair" / "link.png").symlink_to(outside / "secret.png")
+    (root / "linked").symlink_to(outside)
+    (root / "slices.csv").write_text("file,class,patient\nflair/s0.png,a,p1\n"
+                                     f"{outside / 'secret.png'},a,p2\n../outside/secret.png,b,p3\n"
+                                     "flair/link.png,b,p4\nlinked/secret.png,a,p5\nflair/s1.png,b,p6\n")
+    with pytest.raises(DataError, match=r"slices\.csv: 4 row\(s\) name a file outside the data") as caught:
+        MultiSourceData("x", {"s": source}, ["a", "b"], cache="memory").records()
+    message = str(caught.value)
+    for line, file in ((3, outside / "secret.png"), (4, "../outside/secret.png"), (5, "flair/link.png"),
+                       (6, "linked/secret.png")):
+        assert f"line {line}: '{file}'" in message
+    assert "line 2" not in message and "line 7" not in message
+
+
+def test_a_missing_slice_with_the_disk_cache_is_one_data_error(tmp_path):
+    rows = "".join(f"flair/s{i}.png,{'ab'[i % 2]},p{i}\n" for i in range(4)) + "flair/gone.png,a,p9\n"
+    source = _slice_list(tmp_path, ("file,class,patient\n" + rows).encode())
+    data = MultiSourceData("x", {"s": source}, ["a", "b"], cache="disk", cache_dir=str(tmp_path / "cache"),
+                           val_fraction=0.5, decode_workers=1)
+    with pytest.raises(DataError, match=r"flair/gone\.png: cannot decode image \(FileNotFoundError"):
+        _load(data)

@@ -16,6 +16,7 @@ import pytest
 import tifffile
 import torch
 
+from medzoo.datasets.prepared_source import PreparedSource
 from medzoo.datasets.prepared_store import (
     FORMAT_VERSION,
     prepare,
@@ -209,6 +210,87 @@ def test_cli_prepares_a_class_folder(inputs, tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["samples"] == 4 and summary["ignored"] == 1 and summary["bytes"] > 4 * 2 * np.prod(SHAPE)
     assert len(prepared_dataset(cache, verify="full")) == 4
+
+
+# ----------------------------------------------------------------------------- untrusted inputs and caches
+
+@pytest.mark.parametrize(("table", "problem"), [
+    ("path,label\nx.npy,tum\xe9or\n".encode("latin-1"), r"line 2: byte 0xe9 is not UTF-8"),
+    (b"path,label\n" + b"a" * 200_000 + b".npy,x\n", r"line 2: not a valid CSV \(field larger"),
+    (b"path,label\nx\x00.npy,a\n", r"line 2: a NUL character"),
+    ("path,label\nx.npy,a\n".encode("utf-16"), r"line 1: byte 0xff is not UTF-8"),
+    (b"path,label\nx.npy\n", r"line 2: no value in column\(s\) \['label'\]"),
+], ids=["latin1", "overlong_field", "nul", "utf16", "short_row"])
+def test_a_labels_csv_that_is_not_a_clean_utf8_csv_is_one_data_error(tmp_path, table, problem):
+    (tmp_path / "labels.csv").write_bytes(table)
+    with pytest.raises(DataError, match=r"labels\.csv, " + problem) as caught:
+        sources_from_csv(tmp_path / "labels.csv")
+    assert "\n" not in str(caught.value) and "labels=FILE.csv" in str(caught.value)
+
+
+def test_links_out_of_the_inputs_folder_are_not_followed(inputs, tmp_path, caplog):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    np.save(outside / "secret.npy", stack(9))
+    write_series(outside / "series", stack(8))
+    (inputs / "glioma" / "link.npy").symlink_to(outside / "secret.npy")
+    (inputs / "glioma" / "series_link").symlink_to(outside / "series")  # would pass for a DICOM series
+    (inputs / "elsewhere").symlink_to(outside)  # a class folder outside
+    (inputs / "normal" / "inside.npy").symlink_to(inputs / "glioma" / "b.npy")  # inside: followed
+    with caplog.at_level(logging.WARNING):
+        sources, ignored = sources_from_folder(inputs)
+    names = {Path(path).name for path, _ in sources}
+    assert "inside.npy" in names and not names & {"link.npy", "series_link", "secret.npy", "series"}
+    assert {"elsewhere", "glioma/link.npy", "glioma/series_link"} <= set(ignored)
+    assert f"glioma/link.npy (symlink to {outside / 'secret.npy'}, outside" in caplog.text
+
+
+def test_a_dicom_slice_linked_from_outside_its_series_folder_is_refused(tmp_path):
+    write_series(tmp_path / "series", stack(3))
+    last = sorted((tmp_path / "series").iterdir())[-1]
+    last.rename(tmp_path / "outside.dcm")
+    last.symlink_to(tmp_path / "outside.dcm")
+    with pytest.raises(DataError, match=rf"{last.name}: a symbolic link to .*outside\.dcm, outside the"):
+        read_volume(tmp_path / "series")
+
+
+def test_a_sample_file_named_through_another_file_is_reported_missing(inputs, tmp_path):
+    sources, _ = sources_from_folder(inputs)
+    prepare(sources, tmp_path / "cache", root=inputs, progress=False)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    manifest["samples"][0]["file"] += "/y.npy"
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"1 prepared sample file\(s\) missing.*\.npy/y\.npy "
+                                        r"\(glioma/a\.nii\.gz\): missing"):
+        prepared_dataset(tmp_path / "cache")
+
+
+def test_an_empty_cache_is_one_data_error_when_trained_on(inputs, tmp_path):
+    sources, _ = sources_from_folder(inputs)
+    prepare(sources, tmp_path / "cache", root=inputs, progress=False)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    manifest["samples"] = []
+    (tmp_path / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"cache: the prepared cache holds no samples, nothing to train"):
+        PreparedSource(str(tmp_path / "cache")).load()
+
+
+def test_a_samples_folder_that_is_a_link_is_neither_written_nor_read(inputs, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.tmp").write_text("user data")
+    (tmp_path / "hostile").mkdir()
+    (tmp_path / "hostile" / "samples").symlink_to(victim)
+    sources, _ = sources_from_folder(inputs)
+    with pytest.raises(DataError, match=r"hostile/samples: a symbolic link \(to .*victim\)"):
+        prepare(sources, tmp_path / "hostile", root=inputs, progress=False)
+    assert [p.name for p in victim.iterdir()] == ["important.tmp"]
+    cache = tmp_path / "cache"
+    prepare(sources, cache, root=inputs, progress=False)
+    (cache / "samples").rename(victim / "moved")
+    (cache / "samples").symlink_to(victim / "moved")
+    with pytest.raises(DataError, match=r"cache/samples: a symbolic link"):
+        prepared_dataset(cache)
 
 
 # ----------------------------------------------------------------------------- /dev/shm and loader settings

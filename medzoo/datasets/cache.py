@@ -29,8 +29,12 @@ def cache_key(records: Sequence[FileRecord], channels: int, preprocess_spec: str
     """Fingerprint of the file list (path, size, mtime) and the preprocessing; a change rebuilds the cache."""
     digest = hashlib.sha256(f"v{CACHE_FORMAT}|{channels}|{preprocess_spec}".encode())
     for record in records:
-        stat = record.path.stat()
-        digest.update(f"{record.key}|{record.label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        try:
+            stat = record.path.stat()
+            seen = f"{stat.st_size}|{stat.st_mtime_ns}"
+        except OSError:  # a listed file that is missing: decoding names it (or skips it, data.on_error=skip)
+            seen = "unreadable"
+        digest.update(f"{record.key}|{record.label}|{seen}\n".encode())
     return digest.hexdigest()[:20]
 
 

@@ -6,7 +6,6 @@ Keys are `SOURCE:relative/path`, so a sample's source is the text before the fir
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -18,8 +17,9 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from medzoo.datasets.arrays import DecodeReport, SplitArrays
 from medzoo.datasets.cache import load_or_build
+from medzoo.datasets.csv_table import read_csv_rows
 from medzoo.datasets.dataset import DataSplits
-from medzoo.datasets.folder_scan import FileRecord
+from medzoo.datasets.folder_scan import LISTED, FileRecord
 from medzoo.datasets.image_folder import ImageFolderSource
 from medzoo.datasets.roots import resolve_root
 from medzoo.datasets.splits import subset
@@ -27,6 +27,17 @@ from medzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 BALANCE = (None, "source_class")
+
+
+def _outside(path: Path, resolved_root: Path) -> str | None:
+    """Why `path`, named by a slice list, leads out of the data root, or None when it stays inside."""
+    try:
+        target = path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symbolic-link loop
+        return f"does not resolve ({type(exc).__name__})"
+    if not target.is_relative_to(resolved_root):
+        return "leads out of it (an absolute path, '..' or a symbolic link)"
+    return None
 
 
 def source_of(key: str) -> str:
@@ -56,11 +67,19 @@ class SlicesCsvSource:
         if not path.is_file():
             raise DataError(f"slice list not found: {path}. Point the source's root at the folder that holds "
                             f"{self.csv_name} (data.sources.NAME.root=PATH).")
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        missing = {"file", "class", "patient"} - set(rows[0] if rows else {})
-        if missing:
-            raise DataError(f"{path}: column(s) {sorted(missing)} missing; expected file, class, patient.")
+        lines = read_csv_rows(path, ("file", "class", "patient"), f"Fix {self.csv_name} or point the "
+                              "source's root at another folder (data.sources.NAME.root=PATH).")
+        resolved = root.resolve()
+        outside = [(line, row["file"], why) for line, row in lines
+                   if (why := _outside(root / row["file"], resolved))]
+        if outside:  # an image folder never follows a link out of its root either (folder_scan.unsafe_entry)
+            shown = "; ".join(f"line {line}: {file!r:.120} {why}" for line, file, why in outside[:LISTED])
+            more = f" (and {len(outside) - LISTED} more)" if len(outside) > LISTED else ""
+            raise DataError(f"{path}: {len(outside)} row(s) name a file outside the data root {root}: "
+                            f"{shown}{more}. Rows name files by paths relative to the root: copy the files "
+                            "in, or point the source's root at a folder that holds them "
+                            "(data.sources.NAME.root=PATH).")
+        rows = [row for _, row in lines]
         if self.sequences:
             rows = [r for r in rows if r.get("sequence") in self.sequences]
         for row in rows:

@@ -17,7 +17,7 @@ import numpy as np
 
 from medzoo.datasets.arrays import SplitArrays
 from medzoo.datasets.dataset import DataSplits
-from medzoo.datasets.prepared_store import PreparedStore
+from medzoo.datasets.prepared_store import PreparedStore, rerun_hint
 from medzoo.datasets.splits import stratified_split
 from medzoo.errors import ConfigError, DataError
 
@@ -29,6 +29,17 @@ def _fingerprint(*caches: PreparedStore) -> str:
         for entry in cache.samples:
             digest.update(f"{entry['key']}|{entry['label']}|{entry.get('source_sha256', '')}\n".encode())
     return "prepared-sha256:" + digest.hexdigest()
+
+
+def _open(path: Path, verify: str) -> PreparedStore:
+    """The cache at `path`, refused when it holds no samples (nothing to train or test on)."""
+    cache = PreparedStore(path, verify=verify)
+    if not len(cache):
+        skipped = len(cache.manifest.get("skipped") or [])
+        why = f" ({skipped} unreadable source(s) skipped, listed in its manifest.json)" if skipped else ""
+        raise DataError(f"{cache.root}: the prepared cache holds no samples{why}, nothing to train or test "
+                        f"on. Run {rerun_hint(cache.manifest, cache.root)} again with readable sources.")
+    return cache
 
 
 def _alike(split: SplitArrays) -> SplitArrays:
@@ -62,10 +73,10 @@ class PreparedSource:
         """The splits, samples left in the cache; `pre` steps (if any) run as each sample is read."""
         has_pre = bool(preprocess_spec and json.loads(preprocess_spec).get("pre"))
         preprocess = preprocess if has_pre else None
-        cache = PreparedStore(self.path, verify=self.verify)
+        cache = _open(self.path, self.verify)
         caches = [cache]
         if self.test_path:
-            test_cache = PreparedStore(Path(self.test_path).expanduser(), verify=self.verify)
+            test_cache = _open(Path(self.test_path).expanduser(), self.verify)
             if test_cache.classes != cache.classes:
                 raise DataError(f"{test_cache.root}: classes {test_cache.classes} differ from {cache.root}'s "
                                 f"{cache.classes}; prepare both with the same classes (prepare classes=[...]).")

@@ -21,7 +21,8 @@ sha256 (provenance: which bytes the cache was made from).
 A cache is untrusted input (`read_manifest`): the manifest is size-bounded before it is parsed, and every entry
 must have its keys with the right types, a file that resolves inside `samples/` (symbolic links followed), a
 label within the class list, a shape whose bytes stay under the readers' cap, and a dtype from `DTYPES`.
-Anything else is one DataError line naming the cache, the entry and the fix (prepare again).
+Anything else is one DataError line naming the cache, the entry and the fix (prepare again). `samples/` itself
+must be a folder, not a link: `prepare` writes and deletes there (`samples_folder`).
 
 The parts: `sources` (what to prepare), `writer` (`prepare`), `sample_files` (the `.npy` files and their
 CRC-32), `manifest`, and `arrays` (`PreparedStore`, `MappedSamples`); the layout step is

@@ -15,6 +15,7 @@ from medzoo.datasets.prepared_store.sample_files import (
     FORMAT,
     FORMAT_VERSION,
     SAMPLES,
+    samples_folder,
 )
 from medzoo.datasets.readers.registry import check_array_bytes
 from medzoo.errors import DataError
@@ -93,7 +94,7 @@ def read_manifest(root: Path) -> dict:
     if not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{path}: 'classes' must be a non-empty list of names, not {quote(classes)}. Run {hint} "
                         "again.")
-    samples = (root / SAMPLES).resolve()
+    samples = samples_folder(root).resolve()
     for index, entry in enumerate(manifest["samples"]):
         _check_entry(path, samples, index, entry, len(classes), hint)
     return manifest

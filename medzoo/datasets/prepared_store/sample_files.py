@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medzoo.download import sha256_file
+from medzoo.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,17 @@ VERIFY = ("size", "full")
 BLOCK = 16 * 2**20
 # Errors list at most this many files; the rest are counted.
 LISTED = 10
+
+
+def samples_folder(root: Path) -> Path:
+    """`root/samples`, refused when it is a symbolic link: prepare writes and deletes files there, and entries
+    are checked to stay inside it, so a link would carry both to a folder outside the cache."""
+    folder = root / SAMPLES
+    if folder.is_symlink():
+        raise DataError(f"{folder}: a symbolic link (to {os.readlink(folder)}), not a folder of the cache; "
+                        "refusing to read or write samples through it. Remove the link and run `medzoo "
+                        f"prepare ... out={root}` again (or choose another out=DIR).")
+    return folder
 
 
 def file_name(key: str) -> str:
@@ -115,8 +127,10 @@ def sample_problem(entry: dict, file: Path, verify: str) -> str | None:
     """None when `file` matches its manifest entry, else what is wrong with it."""
     try:
         size = file.stat().st_size
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a path through a file
         return "missing"
+    except OSError as exc:  # a symbolic-link loop, no permission
+        return f"unreadable ({exc.strerror or exc})"
     if size != entry["bytes"]:
         return f"{size} bytes, the manifest says {entry['bytes']} (truncated or overwritten)"
     try:

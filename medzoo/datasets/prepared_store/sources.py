@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
+from medzoo.datasets.csv_table import read_csv_rows
+from medzoo.datasets.folder_scan import unsafe_entry
 from medzoo.datasets.prepared_store.sample_files import (
     LISTED,
 )
@@ -30,29 +31,50 @@ def _is_candidate(path: Path) -> bool:
     return True
 
 
+def _refused(entry: Path, resolved: Path, key: str, unsafe: list[tuple[str, str]]) -> bool:
+    """Whether `entry` must not be read (a link out of the inputs folder `resolved`, a pipe); if so it is
+    listed in `unsafe` with the reason."""
+    problem = unsafe_entry(entry, resolved)
+    if problem:
+        unsafe.append((key, problem))
+    return problem is not None
+
+
 def sources_from_folder(inputs: str | Path) -> tuple[list[Source], list[str]]:
-    """`(path, class name)` for every `inputs/<class>/<file or DICOM folder>`, and the entries ignored."""
+    """`(path, class name)` for every `inputs/<class>/<file or DICOM folder>`, and the entries ignored (links
+    that lead out of `inputs` among them: they are never followed)."""
     root = Path(inputs).expanduser()
     if not root.is_dir():
         raise DataError(f"inputs folder not found: {root}. Set inputs=DIR holding <class>/<file or DICOM "
                         "folder>.")
+    resolved = root.resolve()
     sources: list[Source] = []
     ignored: list[str] = []
+    unsafe: list[tuple[str, str]] = []
     for folder in sorted(root.iterdir()):
-        if folder.name.startswith("."):
+        if folder.name.startswith(".") or _refused(folder, resolved, folder.name, unsafe):
             continue
         if not folder.is_dir():
             ignored.append(folder.name)
             continue
         for entry in sorted(folder.iterdir()):
+            key = f"{folder.name}/{entry.name}"
+            if entry.name.startswith(".") or _refused(entry, resolved, key, unsafe):
+                continue
             if _is_candidate(entry):
                 sources.append((entry, folder.name))
-            elif not entry.name.startswith("."):
-                ignored.append(f"{folder.name}/{entry.name}")
+            else:
+                ignored.append(key)
     if ignored:
         listing = ", ".join(ignored[:LISTED]) + (", ..." if len(ignored) > LISTED else "")
         log.warning("%s: ignored %d entr(ies) that are neither a class folder's image file nor a DICOM "
                     "folder: %s", root, len(ignored), listing)
+    if unsafe:
+        listing = "; ".join(f"{key} ({why})" for key, why in unsafe[:LISTED])
+        listing += "; ..." if len(unsafe) > LISTED else ""
+        log.warning("%s: ignored %d entr(ies) not followed out of the inputs folder (copy the files in, or "
+                    "set inputs= to a folder that holds the targets too): %s", root, len(unsafe), listing)
+        ignored += [key for key, _ in unsafe]
     if not sources:
         raise DataError(f"{root}: no sources found. Expected <class>/<file or DICOM folder>, with files of "
                         f"these types: {', '.join(s for spec in READERS.values() for s in spec.suffixes)}.")
@@ -64,21 +86,8 @@ def sources_from_csv(labels: str | Path) -> list[Source]:
     table = Path(labels).expanduser()
     if not table.is_file():
         raise DataError(f"labels CSV not found: {table}. Set labels=FILE.csv with columns path,label.")
-    with open(table, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if "path" not in columns or "label" not in columns:
-            raise DataError(f"{table}: needs a header with columns path,label; found "
-                            f"{columns or 'no header'}.")
-        reader.fieldnames = columns
-        sources: list[Source] = []
-        for line, row in enumerate(reader, start=2):
-            path, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
-            if not path or not label:
-                raise DataError(f"{table}, line {line}: empty path or label ({row}).")
-            resolved = Path(path).expanduser()
-            sources.append((resolved if resolved.is_absolute() else table.parent / resolved, label))
-    if not sources:
-        raise DataError(f"{table}: no rows after the header.")
+    sources: list[Source] = []
+    for _, row in read_csv_rows(table, ("path", "label"), "Give labels=FILE.csv with columns path,label."):
+        resolved = Path(row["path"]).expanduser()
+        sources.append((resolved if resolved.is_absolute() else table.parent / resolved, row["label"]))
     return sources
-

@@ -25,6 +25,7 @@ from medzoo.datasets.prepared_store.sample_files import (
     file_name,
     meta_value,
     sample_problem,
+    samples_folder,
     source_sha256,
     source_signature,
     write_npy,
@@ -121,7 +122,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
     started = time.perf_counter()
     resolved, classes = _resolve(sources, root, classes)
     out = Path(out_dir).expanduser()
-    (out / SAMPLES).mkdir(parents=True, exist_ok=True)
+    samples_folder(out).mkdir(parents=True, exist_ok=True)
     for stale in (out / SAMPLES).glob("*.tmp"):
         stale.unlink()  # a sample being written when an earlier run stopped
     settings = {"reader": reader, "reader_kwargs": dict(reader_kwargs or {}), "layout": layout,

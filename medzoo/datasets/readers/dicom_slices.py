@@ -254,7 +254,8 @@ def _slice(header: _Header, force: bool) -> _Slice | str:
 
 def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
     """Read every file of the folder (or the one file) once; non-DICOM files are listed by skip reason."""
-    files = [path] if path.is_file() else sorted(path.iterdir(), key=lambda file: file.name)
+    folder = None if path.is_file() else path.resolve()
+    files = [path] if folder is None else sorted(path.iterdir(), key=lambda file: file.name)
     slices, skipped, values = [], {}, _TagValues()
     for file in files:
         try:
@@ -267,6 +268,11 @@ def _scan(path: Path, force: bool) -> tuple[list[_Slice], dict[str, list[str]]]:
         if info is None or not stat.S_ISREG(info.st_mode):  # a FIFO would block the read; a dangling link
             skipped.setdefault("not a regular file (pipe, socket or broken link)", []).append(file.name)
             continue
+        if folder is not None and file.is_symlink() and not file.resolve().is_relative_to(folder):
+            # a series with a slice left out would be a wrong volume: refused, not skipped
+            raise DataError(f"{file}: a symbolic link to {file.resolve()}, outside the series folder {path}; "
+                            "links are not followed out of it. Copy the file into the folder (or remove the "
+                            "link).")
         found = _read_file(file, info.st_size, force)
         if not isinstance(found, str):
             found = _slice(_Header(found, file, values), force)

@@ -180,3 +180,182 @@ def test_a_crafted_checkpoint_is_refused_in_one_line_and_runs_nothing(name, corp
         assert not list(run.rglob("*_bundle")), (name, command)
     assert tree_digest(root, skip=root / "runs") == outside  # nothing outside the run directories changed
     assert not (root.parent / "x").exists() and not (root / "abs_bundle").exists()
+
+
+# ----------------------------------------------------------------------------- sizes and steps a file claims
+
+def card_v2(**changes) -> dict:
+    """A schema-2 card (`name`/`params` steps, `input`) for the resnet10 `tiny_state` fits."""
+    card = {"schema_version": 2, "arch": "resnet10", "model_kwargs": {"stem": "small", "norm": "batch", "width": 1.0},
+            "in_chans": 1, "num_classes": 4, "classes": list(CLASSES), "spatial_dims": 2,
+            "input": {"size": [32, 32], "layout": "image"},
+            "preprocessing": {"backend": "albumentations",
+                              "pre": [{"name": "albumentations.Resize", "params": {"height": 32, "width": 32}}],
+                              "eval": [{"name": "albumentations.Normalize", "params": {"normalization": "image"}}]},
+            "precision": "fp32", "provenance": {"recipe": "x", "data_name": "brain_tumor"}, "metrics": {}}
+    card.update(changes)
+    return card
+
+
+@pytest.fixture(scope="module")
+def tiny_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return create_model("resnet10", in_chans=1, num_classes=4, stem="small").state_dict()
+
+
+def refused(call, *args) -> str:
+    """The one-line DataError `call(*args)` raises."""
+    from medzoo.errors import DataError
+
+    with pytest.raises(DataError) as exc:
+        call(*args)
+    assert "\n" not in str(exc.value), str(exc.value)
+    return str(exc.value)
+
+
+def test_weights_with_an_empty_axis_are_refused_before_a_model_is_built(tmp_path, tiny_state):
+    from medzoo.zoo.factory import model_from_checkpoint
+
+    # an empty axis costs no bytes, so the other one could claim any class count (here 2 TB of classifier)
+    cardless = tmp_path / "cardless.safetensors"
+    save_file({**tiny_state, "fc.weight": torch.zeros(10**9, 0), "fc.bias": torch.zeros(0)}, str(cardless))
+    message = refused(lambda: create_model("resnet10", pretrained=cardless))
+    assert str(cardless) in message and "fc.bias" in message and "empty axis" in message
+    # a card whose channel and class counts only zero-size tensors "prove"
+    card = card_v2(in_chans=4096, num_classes=10000, classes=[f"c{i}" for i in range(10000)],
+                   model_kwargs={"stem": "imagenet", "norm": "batch", "width": 2.0})
+    forged = write_checkpoint(tmp_path / "forged.safetensors", card,
+                              {**tiny_state, "x.weight": torch.zeros(0, 4096, 0, 0), "y.weight": torch.zeros(10000, 0)})
+    message = refused(model_from_checkpoint, forged)
+    assert str(forged) in message and "x.weight" in message and "empty axis" in message
+
+
+def test_a_card_is_checked_against_its_tensors_before_its_model_takes_memory(tmp_path, tiny_state, monkeypatch):
+    from medzoo.zoo import factory
+
+    card = card_v2(in_chans=512, num_classes=1000, classes=[f"c{i}" for i in range(1000)],
+                   model_kwargs={"stem": "imagenet", "norm": "batch", "width": 2.0})
+    # one small tensor of each claimed dimension passes the card's dimension check
+    path = write_checkpoint(tmp_path / "wide.safetensors", card,
+                            {**tiny_state, "x.weight": torch.zeros(1, 512, 1, 1), "y.weight": torch.zeros(1000, 1)})
+    built, entrypoint = [], factory.entrypoint
+
+    def recording(name):
+        def build(**kwargs):
+            model = entrypoint(name)(**kwargs)
+            built.append(next(model.parameters()).device.type)
+            return model
+        return build
+
+    monkeypatch.setattr(factory, "entrypoint", recording)
+    message = refused(factory.model_from_checkpoint, path)
+    assert str(path) in message and "do not fit the model its card describes" in message
+    assert built and set(built) == {"meta"}, built  # the card's model never got real memory
+
+
+def _legacy_claiming(path: Path, elements: int) -> Path:
+    """A legacy (non-zip) torch file whose one storage claims `elements` floats while the file holds 70000."""
+    import struct
+
+    torch.save({"conv1.weight": torch.zeros(70000)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    claim = b"J" + struct.pack("<i", 70000)
+    assert data.count(claim) >= 1
+    path.write_bytes(data.replace(claim, b"J" + struct.pack("<i", elements), 1))
+    return path
+
+
+def _deflated(path: Path, elements: int) -> Path:
+    """A torch.save zip whose tensor record is deflated: a few KB on disk that inflate to `elements` floats."""
+    import zipfile
+
+    plain = path.with_suffix(".plain")
+    torch.save({"conv1.weight": torch.zeros(elements)}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as out:
+        for info in source.infolist():
+            record = zipfile.ZipInfo(info.filename, info.date_time)
+            record.compress_type = zipfile.ZIP_DEFLATED if "/data/" in info.filename else zipfile.ZIP_STORED
+            out.writestr(record, source.read(info))
+    plain.unlink()
+    return path
+
+
+@pytest.mark.parametrize(("kind", "problem"), [("legacy", "not a complete PyTorch zip archive"),
+                                               ("deflated", "is compressed")])
+def test_plain_torch_weights_must_be_a_stored_zip_before_torch_reads_them(tmp_path, kind, problem):
+    from medzoo.zoo.checkpoint import read_weights
+
+    # legacy: torch allocates the claimed 200 MB before it finds the file short; deflated: 8 MB from ~10 KB
+    path = (_legacy_claiming(tmp_path / "legacy.pt", 50_000_000) if kind == "legacy"
+            else _deflated(tmp_path / "deflated.pt", 2_000_000))
+    assert path.stat().st_size < 300_000
+    message = refused(read_weights, path)
+    assert str(path) in message and problem in message and "torch.save(model.state_dict(), path)" in message
+
+
+def test_a_card_step_that_fails_when_built_or_applied_is_one_line_naming_the_checkpoint(tmp_path, tiny_state,
+                                                                                           capsys):
+    from PIL import Image
+
+    image = tmp_path / "in" / "scan.png"
+    image.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)).save(image)
+    monai = card_v2()  # a MONAI step has no place in an albumentations pipeline (A.Compose: AttributeError)
+    monai["preprocessing"]["pre"].insert(0, {"name": "monai.transforms.Resize", "params": {"spatial_size": [8, 8]}})
+    crop = card_v2()  # built fine, but fails on a 40 x 40 input (albumentations' CropSizeError)
+    crop["preprocessing"]["pre"].insert(0, {"name": "albumentations.CenterCrop",
+                                            "params": {"height": 1000, "width": 1000}})
+    for name, card, problem in (("monai", monai, "pre[0]: 'monai.transforms.Resize' is not an albumentations"),
+                                ("crop", crop, "CropSizeError: Crop size")):
+        ckpt = write_checkpoint(tmp_path / f"{name}.safetensors", card, tiny_state)
+        code, err = run_cli(["predict", f"ckpt={ckpt}", f"inputs={image.parent}", f"hydra.run.dir={tmp_path / name}"],
+                            capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+        assert str(ckpt) in lines[0] and problem in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(("options", "suffix", "problem"), [
+    ({"channel_axis": "x"}, ".npy", "channel_axis='x' is not of type int | None"),
+    ({"spacing": 5}, ".npy", "spacing=5 is not of type Sequence[float] | None"),
+    ({"spacing": "abc"}, ".npy", "spacing='abc'"),
+    ({"key": 5}, ".npz", "key=5 is not of type str | None"),
+])
+def test_card_reader_options_of_the_wrong_type_are_refused(tmp_path, tiny_state, options, suffix, problem):
+    from medzoo.engine.inference import Preprocessor
+
+    volume = np.random.default_rng(0).random((1, 4, 16, 16), dtype=np.float32)
+    source = tmp_path / f"volume{suffix}"
+    np.save(source, volume) if suffix == ".npy" else np.savez(source, x=volume)
+    card = card_v2(input={"size": [32, 32], "layout": "image", "reader_options": options})
+    ckpt = write_checkpoint(tmp_path / "options.safetensors", card, tiny_state)
+    message = refused(Preprocessor(read_card(ckpt), str(ckpt)).items, source)
+    assert str(ckpt) in message and problem in message and "reader_options" in message
+
+
+def test_export_bounds_the_check_input_the_card_asks_for(tmp_path, tiny_state, capsys, monkeypatch):
+    from medzoo.datasets.readers.registry import MAX_ARRAY_ENV
+
+    monkeypatch.setenv(MAX_ARRAY_ENV, "1000000")  # so a small file shows it: 2 x 1 x 1024 x 1024 floats are 8 MB
+    ckpt = write_checkpoint(tmp_path / "big-input.safetensors", card_v2(input={"size": [1024, 1024],
+                                                                               "layout": "image"}), tiny_state)
+    code, err = run_cli(["export", f"ckpt={ckpt}", "format=torchscript", f"hydra.run.dir={tmp_path / 'run'}"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert str(ckpt) in lines[0] and "(2, 1, 1024, 1024) (input.size)" in lines[0] and MAX_ARRAY_ENV in lines[0]
+
+
+@pytest.mark.parametrize("step", [
+    {"name": "albumentations.Resize", "params": {"height": 40000, "width": 40000}},
+    {"name": "monai.transforms.SpatialPad", "params": {"spatial_size": [1024, 1024, 1024]}},
+    {"name": "albumentations.OneOf", "params": {"transforms": [
+        {"name": "albumentations.LongestMaxSize", "params": {"max_size": 20000}}]}},
+])
+def test_card_steps_may_not_ask_for_huge_images(tmp_path, tiny_state, step):
+    from medzoo.engine.inference import Preprocessor
+
+    card = card_v2()
+    card["preprocessing"]["pre"].insert(0, step)
+    ckpt = write_checkpoint(tmp_path / "huge.safetensors", card, tiny_state)
+    message = refused(lambda: Preprocessor(read_card(ckpt), str(ckpt)))
+    assert str(ckpt) in message and "16384 pixels per side and 268,435,456 pixels in all" in message

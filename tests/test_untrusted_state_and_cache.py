@@ -157,6 +157,40 @@ def test_a_scheduler_state_of_another_schedule_is_refused(saved, tmp_path):
     assert "scheduler has other settings" in one_line(exc) and "'optimizer'" in str(exc.value)
 
 
+
+@pytest.mark.parametrize(("kind", "problem"), [
+    ("buffer shape", "holds 'momentum_buffer' of shape (3,) for a parameter of shape (16, 1, 3, 3)"),
+    ("lr type", "sets lr='abc' in parameter group 0"),
+    ("momentum list", "sets momentum=[0.9] in parameter group 0"),
+])
+def test_an_optimizer_state_that_would_fail_at_the_first_step_is_refused_on_resume(saved, tmp_path, kind, problem):
+    state = load_state(saved)
+    optimizer = state["optimizer"]
+    first = optimizer["param_groups"][0]["params"][0]
+    if kind == "buffer shape":  # load_state_dict takes it; SGD's first step would fail on the shape
+        optimizer["state"] = {first: {"momentum_buffer": torch.zeros(3)}}
+    else:
+        key, value = ("lr", "abc") if kind == "lr type" else ("momentum", [0.9])
+        optimizer["param_groups"][0][key] = value
+    save_state(saved, state)
+    trainer = zoo_trainer(tmp_path / "second")
+    with pytest.raises(DataError) as exc:
+        trainer.resume(saved)
+    message = one_line(exc)
+    assert str(saved) in message and "resume state's optimizer" in message and problem in message
+    assert "Delete it" in message
+
+
+def test_an_optimizer_state_with_buffers_of_the_parameters_shapes_resumes(saved, tmp_path):
+    state = load_state(saved)
+    trainer = zoo_trainer(tmp_path / "second")
+    params = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    state["optimizer"]["state"] = {index: {"momentum_buffer": torch.ones_like(p)} for index, p in enumerate(params)}
+    save_state(saved, state)
+    trainer.resume(saved)
+    assert torch.equal(trainer.optimizer.state[params[0]]["momentum_buffer"], torch.ones_like(params[0]))
+
+
 # ----------------------------------------------------------------------------- prepared caches
 
 @pytest.fixture

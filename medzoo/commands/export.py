@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from omegaconf import DictConfig
 
 from medzoo.commands.common import run_directory
+from medzoo.datasets.readers.registry import check_array_bytes
 from medzoo.engine.inference import Preprocessor, list_inputs
 from medzoo.engine.reports import write_json
 from medzoo.errors import DataError
@@ -24,7 +27,9 @@ def check_inputs(cfg: DictConfig, card: ModelCard, source: str) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     if card.input.size is None:
         raise DataError(f"{source}: the card records no input size; pass inputs=FILE_OR_DIR to check the export on.")
-    return torch.randn(2, card.in_chans, *card.input.size, generator=generator)
+    shape = (2, card.in_chans, *card.input.size)
+    check_array_bytes(4 * math.prod(shape), source, f"an export check input of shape {shape} (input.size)")
+    return torch.randn(*shape, generator=generator)
 
 
 def export(cfg: DictConfig) -> dict:

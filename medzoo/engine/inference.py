@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import collections.abc
 import csv
 import re
+import types
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
 from medzoo.datasets.readers.registry import DICOM_SUFFIXES, READERS, is_dicom_series, volume_suffixes
-from medzoo.errors import DataError
+from medzoo.errors import DataError, MedzooError
 from medzoo.transforms.layout import canonical_layout, to_channel_first
 from medzoo.transforms.spec import TransformSpec
 from medzoo.zoo.card import ModelCard
@@ -77,7 +80,17 @@ class Preprocessor:
 
     def array(self, image: np.ndarray) -> torch.Tensor:
         """One channel-first array, as stored in the model's cache -> the model's float32 input."""
-        return torch.from_numpy(self.pipeline(self.spec.preprocess(image)))
+        try:
+            return torch.from_numpy(self.pipeline(self.spec.preprocess(image)))
+        except MedzooError:
+            raise
+        except Exception as exc:  # the card's steps come from several libraries, each with its own errors
+            steps = self.card.preprocessing
+            names = [step["name"] for step in (*steps.pre, *steps.eval)]
+            raise DataError(f"{self.source}: its preprocessing ({', '.join(names)}) fails on an input of shape "
+                            f"{tuple(image.shape)} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the "
+                            "card's steps do not suit this input. Give inputs like those the model was trained on, "
+                            "or fix the card's steps.") from exc
 
     def image(self, pixels: np.ndarray) -> torch.Tensor:
         """An H x W x C uint8 image -> the model's input."""
@@ -125,7 +138,30 @@ def reader_options(reader: str, options: dict, source: str, path: Path) -> dict:
     if unknown or "path" in options:
         raise DataError(f"{source}: the card's reader options {unknown or ['path']} are not options of the "
                         f"'{reader}' reader; refused.")
+    hints = typing.get_type_hints(READERS[reader].load())
+    for name, value in options.items():
+        if not _fits_hint(value, hints.get(name)):
+            hint = getattr(hints.get(name), "__name__", None) or str(hints.get(name)).replace("collections.abc.", "")
+            raise DataError(f"{source}: the card's reader option {name}={value!r:.80} is not of type {hint}, as the "
+                            f"'{reader}' reader takes it; the card was edited. Fix or remove input.reader_options.")
     return dict(options)
+
+
+def _fits_hint(value: Any, hint: Any) -> bool:
+    """Whether a value read from a card has the type a reader's annotation `hint` states (plain types, unions
+    and short sequences of numbers; any other annotation is not an option a card may set)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits_hint(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None) or hint is bool or hint is str:
+        return isinstance(value, hint)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if typing.get_origin(hint) is collections.abc.Sequence:
+        return (isinstance(value, list) and 0 < len(value) <= 4
+                and all(_fits_hint(item, typing.get_args(hint)[0]) for item in value))
+    return False
 
 
 @torch.no_grad()

@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import random
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from medzoo.errors import DataError
+from medzoo.zoo.checkpoint import torch_archive_problem
 
 log = logging.getLogger(__name__)
 
@@ -85,25 +85,10 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def _check_archive(path: Path) -> None:
-    """A zip whose records are all stored (as `torch.save` writes them) and fit in the file: nothing read from
-    it can then claim more memory than the file's size. A legacy (non-zip) torch file is refused: its
-    storages are allocated at the sizes the file claims before they are read."""
-    try:
-        size = os.path.getsize(path)
-        with zipfile.ZipFile(path) as archive:
-            records = archive.infolist()
-    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable resume state (not a complete PyTorch zip archive: truncated, "
-                        f"or another kind of file; {_quote(exc)}). {FIX}") from exc
-    claimed = 0
-    for record in records:
-        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
-            raise DataError(f"{path}: record {_quote(record.filename)} is compressed; torch.save never "
-                            f"compresses, so this is not a resume state medzoo wrote. {FIX}")
-        claimed += record.file_size
-    if claimed > size:
-        raise DataError(f"{path}: its records claim {claimed} bytes, more than the file's {size}: a damaged or "
-                        f"forged archive. {FIX}")
+    """Refuse a file from which torch.load could claim more memory than the file's size (`torch_archive_problem`)."""
+    problem = torch_archive_problem(path)
+    if problem:
+        raise DataError(f"{path}: cannot read resume state: {problem}. {FIX}")
 
 
 def _quote(value: Any) -> str:
@@ -208,8 +193,48 @@ def load_part(path: Path, part: str, load: Callable[[Any], Any], value: Any, key
         odd = sorted(map(str, set(value) ^ set(keys)))
         raise DataError(f"{path}: the resume state's {part} has other settings than this run's (differing: "
                         f"{_quote(odd)}); another sched config wrote it. {FIX}")
+    owner = getattr(load, "__self__", None)
+    if isinstance(owner, torch.optim.Optimizer) and isinstance(value, dict):
+        _check_optimizer_state(path, part, owner, value)
     try:
         return load(value)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise DataError(f"{path}: the resume state's {part} does not fit this run ({type(exc).__name__}: "
                         f"{_quote(exc)}). {FIX}") from exc
+
+
+def _check_optimizer_state(path: Path, part: str, optimizer: torch.optim.Optimizer, value: dict[str, Any]) -> None:
+    """Raise a DataError unless `value` can drive `optimizer`: `load_state_dict` takes any per-parameter tensors
+    and hyperparameters, and a wrong one surfaces only at the first step, as a shape or type error."""
+    groups, state = value.get("param_groups"), value.get("state")
+    if not isinstance(groups, list) or not isinstance(state, dict) or len(groups) != len(optimizer.param_groups):
+        return  # load_state_dict names these itself
+    params: dict[Any, torch.Tensor] = {}
+    for index, (group, current) in enumerate(zip(groups, optimizer.param_groups)):
+        if not isinstance(group, dict) or not all(isinstance(i, int) for i in group.get("params") or [None]):
+            return
+        params.update(zip(group["params"], current["params"]))
+        for key, expected in current.items():
+            if key != "params" and key in group and not _same_kind(group[key], expected):
+                raise DataError(f"{path}: the resume state's {part} sets {key}={_quote(group[key])} in parameter "
+                                f"group {index}, where this run's optimiser takes {_quote(expected)}. {FIX}")
+    for key, entries in state.items():
+        param = params.get(key)
+        for name, tensor in (entries.items() if isinstance(entries, dict) and param is not None else ()):
+            # SGD's and Adam's buffers are shaped like their parameter; `step` and the like are scalars.
+            if isinstance(tensor, torch.Tensor) and tensor.ndim and tensor.shape != param.shape:
+                raise DataError(f"{path}: the resume state's {part} holds {_quote(name)} of shape "
+                                f"{tuple(tensor.shape)} for a parameter of shape {tuple(param.shape)}. {FIX}")
+
+
+def _same_kind(value: Any, expected: Any) -> bool:
+    """A hyperparameter read from a state has the kind of this run's: a number, a flag, a tuple of numbers."""
+    if expected is None or isinstance(expected, bool):
+        return value is None or isinstance(value, bool)
+    if isinstance(expected, int | float | torch.Tensor):
+        number = value.numel() == 1 if isinstance(value, torch.Tensor) else isinstance(value, int | float)
+        return number and not isinstance(value, bool)
+    if isinstance(expected, list | tuple):
+        return (isinstance(value, list | tuple) and len(value) == len(expected)
+                and all(_same_kind(item, want) for item, want in zip(value, expected)))
+    return isinstance(value, type(expected))

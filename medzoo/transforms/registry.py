@@ -59,6 +59,12 @@ BATCH_PREFIX = "medzoo.transforms.batch."
 MAX_DEPTH = 8
 MAX_ITEMS = 4096
 MAX_STRING = 1024
+# The largest image a step may resize, crop or pad to: a card's step allocates its output before anything else
+# can check it (2**28 float32 values are 1 GiB per channel).
+MAX_SIDE = 16384
+MAX_PIXELS = 2**28
+_SIZE_PARAMS = (("height", "width"), ("min_height", "min_width"), ("size",), ("spatial_size",), ("roi_size",),
+                ("max_size", "max_size"))
 # Keys that mean something to Hydra's instantiate; a step is never instantiated, so they are refused outright.
 _RESERVED_PREFIX = "_"
 
@@ -164,7 +170,23 @@ def check_step(step: Any, where: str, error: type[Exception] = ConfigError) -> t
                 check_step(inner, f"{where}.transforms[{index}]", error)
         else:
             check_plain(value, f"{where}.{key}", error=error)
+    _check_sizes(name, params, where, error)
     return name, params
+
+
+def _check_sizes(name: str, params: Mapping[str, Any], where: str, error: type[Exception]) -> None:
+    for keys in _SIZE_PARAMS:
+        sides = [side for key in keys for side in (params.get(key) if isinstance(params.get(key), list)
+                                                   else [params.get(key)])]
+        if not all(isinstance(side, int) and not isinstance(side, bool) for side in sides):
+            continue  # absent, or a type the step's constructor refuses
+        pixels = 1
+        for side in sides:
+            pixels *= max(side, 1)
+        if max(sides) > MAX_SIDE or pixels > MAX_PIXELS:
+            asked = ", ".join(f"{key}={params[key]}" for key in dict.fromkeys(keys))
+            raise error(f"{where}: '{name}' asks for {asked}, beyond the {MAX_SIDE} pixels per side and "
+                        f"{MAX_PIXELS:,} pixels in all that a step may produce. Use a smaller size.")
 
 
 def build_step(step: Any, where: str = "transforms", error: type[Exception] = ConfigError) -> Any:
@@ -178,8 +200,8 @@ def build_step(step: Any, where: str = "transforms", error: type[Exception] = Co
     cls = step_class(name, where)
     try:
         return cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise error(f"{where}: cannot build '{name}' from {params}: {exc}"[:600]) from exc
+    except Exception as exc:  # each library raises its own types for parameters it cannot take
+        raise error(f"{where}: cannot build '{name}' from {params}: {' '.join(str(exc).split())}"[:600]) from exc
 
 
 def build_steps(steps: Iterable[Any] | None, where: str = "transforms",

@@ -25,8 +25,8 @@ from medzoo.transforms.twins import batch_twins
 class ChannelFirstCompose:
     """Channel-first steps in order (medzoo multichannel or MONAI array transforms), reseedable per sample."""
 
-    def __init__(self, steps: Sequence[dict]):
-        self.steps = build_steps(steps)
+    def __init__(self, steps: Sequence[dict], where: str = "transforms", error: type[Exception] = ConfigError):
+        self.steps = build_steps(steps, where, error)
 
     def set_seed(self, seed: int) -> None:
         for position, step in enumerate(self.steps):
@@ -42,24 +42,24 @@ class ChannelFirstCompose:
         return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _albumentations(steps: Sequence[dict], seed: int | None) -> Callable:
-    return ChannelFirstPipeline(build_pipeline(steps, seed=seed))
+def _albumentations(steps: Sequence[dict], seed: int | None, where: str, error: type[Exception]) -> Callable:
+    return ChannelFirstPipeline(build_pipeline(steps, seed=seed, where=where, error=error))
 
 
-def _channel_first(steps: Sequence[dict], seed: int | None) -> Callable:
+def _channel_first(steps: Sequence[dict], seed: int | None, where: str, error: type[Exception]) -> Callable:
     if all(isinstance(step, dict) and str(step.get("_target_", "")).startswith("medzoo.transforms.multichannel.")
            for step in steps):
         from medzoo.transforms.multichannel import Compose  # keeps the input dtype's value range across steps
 
-        compose = Compose(steps)
+        compose = Compose(build_steps(steps, where, error))
     else:
-        compose = ChannelFirstCompose(steps)
+        compose = ChannelFirstCompose(steps, where, error)
     if seed is not None:
         compose.set_seed(seed)
     return compose
 
 
-BACKENDS: dict[str, Callable[[Sequence[dict], int | None], Callable]] = {
+BACKENDS: dict[str, Callable[[Sequence[dict], int | None, str, type[Exception]], Callable]] = {
     "albumentations": _albumentations, "channel_first": _channel_first,
 }
 
@@ -75,14 +75,14 @@ class TransformSpec:
                  error: type[Exception] = ConfigError):
         if backend not in BACKENDS:
             raise error(str(unknown_name(f"{where}.backend", str(backend), BACKENDS)))
-        self.backend, self.where = backend, where
+        self.backend, self.where, self.error = backend, where, error
         self.lists = {name: _plain(steps) or [] for name, steps in (("pre", pre), ("train", train), ("eval", eval))}
         for name, steps in self.lists.items():
             if not isinstance(steps, list):
                 raise error(f"{where}.{name}: a list of steps expected, got {type(steps).__name__}.")
             for index, step in enumerate(steps):
                 check_step(step, f"{where}.{name}[{index}]", error)
-        self._pre = BACKENDS[backend](self.lists["pre"], None) if self.lists["pre"] else None
+        self._pre = BACKENDS[backend](self.lists["pre"], None, f"{where}.pre", error) if self.lists["pre"] else None
 
     @classmethod
     def from_config(cls, cfg: Any, where: str = "transforms") -> TransformSpec:
@@ -119,7 +119,7 @@ class TransformSpec:
 
     def pipeline(self, stage: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """The per-sample `train` or `eval` pipeline on channel-first arrays (float32 out)."""
-        return BACKENDS[self.backend](self.lists[stage], seed)
+        return BACKENDS[self.backend](self.lists[stage], seed, f"{self.where}.{stage}", self.error)
 
     def batch_pipeline(self) -> BatchCompose:
         """The batch twins of the `train` steps, for (B, C, H, W) tensors on any device; a step without a

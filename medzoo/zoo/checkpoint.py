@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCar
     """Weights and card of a medzoo checkpoint (`.safetensors`)."""
     with _open(path) as handle:
         card = _card(handle.metadata(), path)
-        return {name: handle.get_tensor(name) for name in handle.keys()}, card
+        return _no_empty_axis({name: handle.get_tensor(name) for name in handle.keys()}, path), card
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]:
@@ -107,7 +108,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard | None]
         metadata = handle.metadata() or {}
         state = {name: handle.get_tensor(name) for name in handle.keys()}
     # Card-less safetensors (e.g. from the Hugging Face Hub) are plain state dicts.
-    return state, (_card(metadata, path) if metadata.get("format") == FORMAT else None)
+    return _no_empty_axis(state, path), (_card(metadata, path) if metadata.get("format") == FORMAT else None)
 
 
 def _open(path: str | Path, framework: str = "pt"):
@@ -129,9 +130,50 @@ def _card(metadata: dict[str, str] | None, path: str | Path) -> ModelCard:
     return ModelCard.from_json(metadata["card"], str(path))
 
 
+def torch_archive_problem(path: str | Path) -> str | None:
+    """Why `torch.load(path, weights_only=True)` could claim more memory than the file holds, or None.
+
+    The file must be a zip whose records are all stored (as `torch.save` writes them) and together fit in the
+    file: a deflated record inflates to any size, and a legacy (non-zip) torch file has its storages allocated at
+    the sizes it claims before they are read.
+    """
+    try:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        return (f"not a complete PyTorch zip archive (truncated, saved in torch's legacy format, or another kind "
+                f"of file; {reason})")
+    claimed = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
+            return f"record {record.filename[:160]!r} is compressed, which torch.save never does"
+        claimed += record.file_size
+    if claimed > size:
+        return f"its records claim {claimed} bytes, more than the file's {size}: a damaged or forged archive"
+    return None
+
+
+def _no_empty_axis(state: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
+    # A zero-length axis costs no bytes in the file, so its other axes could claim any channel or class count
+    # for the model built from them; no trained layer has one.
+    for name, tensor in state.items():
+        if 0 in tensor.shape:
+            raise DataError(f"{path}: tensor {name[:160]!r} has shape {tuple(tensor.shape)}, with an empty axis, "
+                            "which no trained layer has: the file is damaged or forged. Use the weights as the "
+                            "training run saved them.")
+    return state
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     import torch
 
+    problem = torch_archive_problem(path)
+    if problem:
+        raise DataError(f"{path}: refused, {problem}; only a plain state dict as torch.save writes it by default is "
+                        "read, with torch.load(weights_only=True): from a trusted environment, re-save it with "
+                        "torch.save(model.state_dict(), path).")
     try:
         # weights_only: a pickle may run any code while it loads; this unpickler only rebuilds tensors.
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -168,5 +210,5 @@ def _as_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                         "torch.save(model.state_dict(), path).")
     # DistributedDataParallel prefixes every name; the prefix is not part of the architecture.
     if all(name.startswith(_DDP_PREFIX) for name in obj):
-        return {name[len(_DDP_PREFIX):]: tensor for name, tensor in obj.items()}
-    return dict(obj)
+        obj = {name[len(_DDP_PREFIX):]: tensor for name, tensor in obj.items()}
+    return _no_empty_axis(dict(obj), path)

@@ -111,12 +111,17 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     if card.num_classes and not any(t.ndim == 2 and t.shape[0] == card.num_classes for t in state.values()):
         raise DataError(f"{path}: the card says num_classes={card.num_classes}, but no classifier weight in the "
                         "file has that many rows; the card does not belong to these weights.")
-    try:
-        model = entrypoint(card.arch)(in_chans=card.in_chans, num_classes=card.num_classes,
-                                      spatial_dims=card.spatial_dims, **card.model_kwargs)
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot build the model its card describes ({exc}).") from exc
-    expected = model.state_dict()
+    def build() -> torch.nn.Module:
+        try:
+            return entrypoint(card.arch)(in_chans=card.in_chans, num_classes=card.num_classes,
+                                         spatial_dims=card.spatial_dims, **card.model_kwargs)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: cannot build the model its card describes ({exc}).") from exc
+
+    # Shapes first, on the meta device (no memory): the card's options (width, classes, channels) could
+    # otherwise describe a model far larger than the tensors that must fill it.
+    with torch.device("meta"):
+        expected = build().state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{name} {tuple(state[name].shape)} (model: {tuple(tensor.shape)})" for name, tensor in expected.items()
@@ -128,5 +133,6 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
             f"wrong shape {', '.join(wrong[:3])}" if wrong else "") if part)
         raise DataError(f"{path}: the weights do not fit the model its card describes ({detail}); the file is "
                         "damaged or its card was edited. Use the checkpoint as medzoo wrote it.")
+    model = build()
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), card

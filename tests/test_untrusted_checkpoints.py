@@ -359,3 +359,24 @@ def test_card_steps_may_not_ask_for_huge_images(tmp_path, tiny_state, step):
     ckpt = write_checkpoint(tmp_path / "huge.safetensors", card, tiny_state)
     message = refused(lambda: Preprocessor(read_card(ckpt), str(ckpt)))
     assert str(ckpt) in message and "16384 pixels per side and 268,435,456 pixels in all" in message
+
+
+def test_prediction_bounds_the_inputs_it_holds_even_when_a_small_file_has_many_slices(tmp_path, tiny_state,
+                                                                                       monkeypatch):
+    # 1 x 1 x 200 voxels on disk; each slice becomes a 32 x 32 float32 input (4 KiB): 800 KiB from 200 bytes
+    import nibabel as nib
+
+    from medzoo.datasets.readers import registry
+    from medzoo.engine.predictor import Predictor
+
+    nib.save(nib.Nifti1Image(np.arange(200, dtype=np.uint8).reshape(1, 1, 200), np.eye(4)), tmp_path / "thin.nii")
+    ckpt = write_checkpoint(tmp_path / "ok.safetensors", card_v2(), tiny_state)
+    predictor = Predictor(ckpt)
+    assert len(predictor.items(tmp_path / "thin.nii")) == 200  # within the cap it reads as before
+    monkeypatch.setattr(registry, "MAX_ARRAY_BYTES", 100 * 4096)
+    message = refused(predictor.items, tmp_path / "thin.nii")
+    assert message.startswith(f"{tmp_path / 'thin.nii'}#slice100: the model inputs made so far take 413,696 bytes, "
+                              "more than the 409,600 bytes limit"), message
+    assert "give fewer inputs or slices at a time" in message
+    images = [np.zeros((20, 20), np.uint8)] * 150  # arrays and files count together
+    assert "array[100]: the model inputs made so far" in refused(predictor.items, images)

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from medzoo.datasets.images import IMAGE_EXTENSIONS, decode_image, to_channels
-from medzoo.datasets.readers.registry import DICOM_SUFFIXES, READERS, is_dicom_series, volume_suffixes
+from medzoo.datasets.readers.registry import (
+    DICOM_SUFFIXES,
+    READERS,
+    is_dicom_series,
+    max_array_bytes,
+    volume_suffixes,
+)
 from medzoo.errors import DataError, MedzooError
 from medzoo.transforms.layout import canonical_layout, to_channel_first
 from medzoo.transforms.spec import TransformSpec
@@ -117,8 +123,26 @@ class Preprocessor:
             stack = canonical_layout(volume, layout, path, self.card.in_chans, spec.depth_mode or "resample")
             return [(str(path), self.array(stack))]
         slices = _to_uint8(volume)
-        return [(f"{path}#slice{index:03d}", self.image(np.moveaxis(slices[:, index], 0, -1)))
-                for index in range(slices.shape[1])]
+        items, held = [], 0
+        for index in range(slices.shape[1]):  # a few bytes a slice on disk can each become a full-size input
+            items.append((f"{path}#slice{index:03d}", self.image(np.moveaxis(slices[:, index], 0, -1))))
+            held = check_held(held + tensor_bytes(items[-1][1]), items[-1][0])
+        return items
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.element_size() * tensor.nelement()
+
+
+def check_held(held: int, name: str) -> int:
+    """`held`, the bytes of the model inputs prediction holds at once, or a DataError naming the input at which
+    they pass the readers' memory cap (`max_array_bytes`)."""
+    limit, setting = max_array_bytes()
+    if held > limit:
+        raise DataError(f"{name}: the model inputs made so far take {held:,} bytes, more than the {limit:,} bytes "
+                        f"limit ({setting}); prediction holds its inputs in memory, so give fewer inputs or slices "
+                        "at a time.")
+    return held
 
 
 def reader_options(reader: str, options: dict, source: str, path: Path) -> dict:

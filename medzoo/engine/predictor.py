@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medzoo.engine.explain import check_layer_name, choose_layer, class_activation_maps
-from medzoo.engine.inference import Preprocessor, list_inputs, probabilities
+from medzoo.engine.inference import Preprocessor, check_held, list_inputs, probabilities, tensor_bytes
 from medzoo.engine.ood import OODScorer
 from medzoo.engine.precision import Precision
 from medzoo.engine.runtime import resolve_device
@@ -72,11 +72,13 @@ class Predictor:
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         found: list[Item] = []
+        held = 0  # every input is held until it is answered: bounded like an array a reader would allocate
         for index, entry in enumerate(inputs):
-            if isinstance(entry, (np.ndarray, torch.Tensor)):
-                found.append(self._array_item(entry, f"array[{index}]"))
-            else:
-                found += [item for path in list_inputs(str(entry)) for item in self.preprocess.items(path)]
+            arrays = isinstance(entry, (np.ndarray, torch.Tensor))
+            for made in ([[self._array_item(entry, f"array[{index}]")]] if arrays else
+                         (self.preprocess.items(path) for path in list_inputs(str(entry)))):
+                found += made
+                held = check_held(held + sum(tensor_bytes(tensor) for _, tensor in made), found[-1][0])
         return found
 
     def _array_item(self, array: np.ndarray | torch.Tensor, name: str) -> Item:

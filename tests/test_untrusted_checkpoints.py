@@ -380,3 +380,27 @@ def test_prediction_bounds_the_inputs_it_holds_even_when_a_small_file_has_many_s
     assert "give fewer inputs or slices at a time" in message
     images = [np.zeros((20, 20), np.uint8)] * 150  # arrays and files count together
     assert "array[100]: the model inputs made so far" in refused(predictor.items, images)
+
+
+def test_a_class_count_from_a_cardless_file_must_come_with_its_classifier_width(tmp_path, tiny_state, monkeypatch):
+    from medzoo.zoo import factory
+
+    # 100,000 rows of one number each: 400 KB on disk, a 100,000 x 512 classifier (200 MB) once built
+    path = tmp_path / "tall.safetensors"
+    save_file({**tiny_state, "fc.weight": torch.zeros(100_000, 1), "fc.bias": torch.zeros(100_000)}, str(path))
+    built, entrypoint = [], factory.entrypoint
+
+    def recording(name):
+        def build(**kwargs):
+            model = entrypoint(name)(**kwargs)
+            built.append(next(model.parameters()).device.type)
+            return model
+        return build
+
+    monkeypatch.setattr(factory, "entrypoint", recording)
+    message = refused(lambda: factory.create_model("resnet10", pretrained=path))
+    assert message == (f"{path}: fc.weight has shape (100000, 1), but the model these weights describe takes "
+                       "(100000, 512); the file is damaged or not this architecture's weights.")
+    assert set(built) == {"meta"}, built
+    model = factory.create_model("resnet10", pretrained=path, num_classes=3)  # a head the caller sizes is new
+    assert model.fc.weight.shape == (3, 512)

@@ -8,6 +8,7 @@ imports it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +83,30 @@ def create_model(
             described = card
         # The architecture options (e.g. the stem) belong to the weights; explicit arguments still win.
         kwargs = {**described.model_kwargs, **kwargs}
-    model = build(
+    options = dict(
         in_chans=(described.in_chans if described else 3) if in_chans is None else in_chans,
         num_classes=(described.num_classes if described else 1000) if num_classes is None else num_classes,
         spatial_dims=(described.spatial_dims if described else 2) if spatial_dims is None else spatial_dims,
         **kwargs,
     )
+    if described is not None and num_classes is None:
+        _check_head_fits(build, options, state, path)
+    model = build(**options)
     if pretrained is not None:
         load_pretrained(model, state, card, source=str(path), depth_init=depth_init)
     return model
+
+
+def _check_head_fits(build: Any, options: dict[str, Any], state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """A class count taken from the file's classifier must come with the classifier's width: a (10**6, 1) tensor
+    would otherwise have the model build a (10**6, 512) one. Checked on the meta device, with no memory."""
+    with torch.device("meta"):
+        model = build(**options)
+    key = f"{getattr(model, 'classifier', 'fc')}.weight"
+    wanted = model.state_dict().get(key)
+    if key in state and wanted is not None and tuple(state[key].shape) != tuple(wanted.shape):
+        raise DataError(f"{path}: {key} has shape {tuple(state[key].shape)}, but the model these weights describe "
+                        f"takes {tuple(wanted.shape)}; the file is damaged or not this architecture's weights.")
 
 
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:

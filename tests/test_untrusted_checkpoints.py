@@ -404,3 +404,15 @@ def test_a_class_count_from_a_cardless_file_must_come_with_its_classifier_width(
     assert set(built) == {"meta"}, built
     model = factory.create_model("resnet10", pretrained=path, num_classes=3)  # a head the caller sizes is new
     assert model.fc.weight.shape == (3, 512)
+
+
+def test_a_card_step_that_fails_on_the_data_is_one_line_in_eval_too(corpus, tiny_state, tmp_path, capsys):
+    _, data, _, _ = corpus
+    crop = card_v2()  # a 1000 x 1000 crop of 32 x 32 images: albumentations' CropSizeError while the data loads
+    crop["preprocessing"]["pre"].insert(0, {"name": "albumentations.CenterCrop",
+                                            "params": {"height": 1000, "width": 1000}})
+    ckpt = write_checkpoint(tmp_path / "crop.safetensors", crop, tiny_state)
+    code, err = run_cli([*commands(ckpt, data, tmp_path / "run")["eval"], "data=brain_tumor"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert f"{ckpt}: preprocessing.pre fails on an input of shape" in lines[0] and "CropSizeError" in lines[0]

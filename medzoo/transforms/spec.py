@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from medzoo.close_names import unknown_name
-from medzoo.errors import ConfigError, DataError
+from medzoo.errors import ConfigError, DataError, MedzooError
 from medzoo.transforms.batch import Compose as BatchCompose
 from medzoo.transforms.pipeline import ChannelFirstPipeline, build_pipeline
 from medzoo.transforms.registry import as_card_steps, as_recipe_steps, build_steps, check_step
@@ -40,6 +40,27 @@ class ChannelFirstCompose:
         if hasattr(out, "numpy"):  # MONAI returns (Meta)Tensors
             out = out.detach().cpu().numpy() if hasattr(out, "detach") else out.numpy()
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class CardSteps:
+    """A model card's steps run on one input: any failure there (each library raises its own types) is one
+    DataError naming the checkpoint's steps and the input, in predict and eval alike."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], where: str):
+        self.run, self.where = run, where
+
+    def set_seed(self, seed: int) -> None:
+        getattr(self.run, "set_seed", lambda _: None)(seed)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        try:
+            return self.run(image)
+        except MedzooError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{self.where} fails on an input of shape {tuple(image.shape)} ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:300]}); the card's steps do not suit this input. Give "
+                            "inputs like those the model was trained on, or fix the card's steps.") from exc
 
 
 def _albumentations(steps: Sequence[dict], seed: int | None, where: str, error: type[Exception]) -> Callable:
@@ -105,8 +126,9 @@ class TransformSpec:
         """The deterministic `pre` steps on one channel-first image, keeping its dtype (run once per file)."""
         if self._pre is None:
             return image
-        return self._pre(image).astype(image.dtype, copy=False) if self.backend == "channel_first" \
-            else self._pre_uint8(image)
+        run = (lambda x: self._pre(x).astype(x.dtype, copy=False)) if self.backend == "channel_first" \
+            else self._pre_uint8
+        return run(image) if self.error is not DataError else CardSteps(run, f"{self.where}.pre")(image)
 
     def _pre_uint8(self, image: np.ndarray) -> np.ndarray:
         out = self._pre.pipeline(image=np.moveaxis(image, 0, -1))["image"]
@@ -119,7 +141,8 @@ class TransformSpec:
 
     def pipeline(self, stage: str, seed: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
         """The per-sample `train` or `eval` pipeline on channel-first arrays (float32 out)."""
-        return BACKENDS[self.backend](self.lists[stage], seed, f"{self.where}.{stage}", self.error)
+        run = BACKENDS[self.backend](self.lists[stage], seed, f"{self.where}.{stage}", self.error)
+        return run if self.error is not DataError else CardSteps(run, f"{self.where}.{stage}")
 
     def batch_pipeline(self) -> BatchCompose:
         """The batch twins of the `train` steps, for (B, C, H, W) tensors on any device; a step without a

@@ -213,6 +213,23 @@ def refused(call, *args) -> str:
     return str(exc.value)
 
 
+def record_builds(monkeypatch) -> list[str]:
+    """The device of every model `medzoo.zoo.factory` builds from now on, in order ('meta' takes no memory)."""
+    from medzoo.zoo import factory
+
+    built, entrypoint = [], factory.entrypoint
+
+    def recording(name):
+        def build(**kwargs):
+            model = entrypoint(name)(**kwargs)
+            built.append(next(model.parameters()).device.type)
+            return model
+        return build
+
+    monkeypatch.setattr(factory, "entrypoint", recording)
+    return built
+
+
 def test_weights_with_an_empty_axis_are_refused_before_a_model_is_built(tmp_path, tiny_state):
     from medzoo.zoo.factory import model_from_checkpoint
 
@@ -238,16 +255,7 @@ def test_a_card_is_checked_against_its_tensors_before_its_model_takes_memory(tmp
     # one small tensor of each claimed dimension passes the card's dimension check
     path = write_checkpoint(tmp_path / "wide.safetensors", card,
                             {**tiny_state, "x.weight": torch.zeros(1, 512, 1, 1), "y.weight": torch.zeros(1000, 1)})
-    built, entrypoint = [], factory.entrypoint
-
-    def recording(name):
-        def build(**kwargs):
-            model = entrypoint(name)(**kwargs)
-            built.append(next(model.parameters()).device.type)
-            return model
-        return build
-
-    monkeypatch.setattr(factory, "entrypoint", recording)
+    built = record_builds(monkeypatch)
     message = refused(factory.model_from_checkpoint, path)
     assert str(path) in message and "do not fit the model its card describes" in message
     assert built and set(built) == {"meta"}, built  # the card's model never got real memory
@@ -388,16 +396,7 @@ def test_a_class_count_from_a_cardless_file_must_come_with_its_classifier_width(
     # 100,000 rows of one number each: 400 KB on disk, a 100,000 x 512 classifier (200 MB) once built
     path = tmp_path / "tall.safetensors"
     save_file({**tiny_state, "fc.weight": torch.zeros(100_000, 1), "fc.bias": torch.zeros(100_000)}, str(path))
-    built, entrypoint = [], factory.entrypoint
-
-    def recording(name):
-        def build(**kwargs):
-            model = entrypoint(name)(**kwargs)
-            built.append(next(model.parameters()).device.type)
-            return model
-        return build
-
-    monkeypatch.setattr(factory, "entrypoint", recording)
+    built = record_builds(monkeypatch)
     message = refused(lambda: factory.create_model("resnet10", pretrained=path))
     assert message == (f"{path}: fc.weight has shape (100000, 1), but the model these weights describe takes "
                        "(100000, 512); the file is damaged or not this architecture's weights.")

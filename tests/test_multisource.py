@@ -161,6 +161,27 @@ def test_balanced_sampling_draws_each_source_class_cell_equally(roots):
     assert sampler.indices() == first and len(first) == len(strata)
 
 
+def test_class_source_balance_draws_classes_equally_then_sources_within_a_class(roots):
+    """class_source: each class 1/4; glioma and notumor (in both sources) split theirs evenly between sources, so
+    a TCGA glioma is drawn at 1/8 where source_class would give it 1/6."""
+    splits = _load(_data(roots, balance="class_source"))
+    strata = splits.train_strata
+    assert strata.shape == (len(splits.train.keys), 2)
+    assert np.array_equal(strata[:, 0], splits.train.labels)
+    sampler = BalancedSampler(strata, seed=0)
+    drawn = Counter()
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        drawn.update((VOCAB[strata[i, 0]], source_of(splits.train.keys[i])) for i in sampler.indices())
+    total = sum(drawn.values())
+    freq = {cell: n / total for cell, n in drawn.items()}
+    assert set(freq) == {("glioma", "brain_tumor"), ("glioma", "tcga_lgg"), ("notumor", "brain_tumor"),
+                         ("notumor", "tcga_lgg"), ("meningioma", "brain_tumor"), ("pituitary", "brain_tumor")}
+    for cell, share in freq.items():
+        expected = 1 / 8 if cell[0] in ("glioma", "notumor") else 1 / 4
+        assert abs(share - expected) < 0.01, (cell, share)
+
+
 def test_loader_uses_the_balanced_sampler_only_when_asked(roots):
     from medzoo.datasets.dataset import ArrayDataset
     splits = _load(_data(roots, balance="source_class"))

@@ -26,7 +26,7 @@ from medzoo.datasets.splits import subset
 from medzoo.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-BALANCE = (None, "source_class")
+BALANCE = (None, "source_class", "class_source")
 
 
 def _outside(path: Path, resolved_root: Path) -> str | None:
@@ -104,7 +104,8 @@ class MultiSourceData:
             or a `SlicesCsvSource`). The first source with a test folder gives the `test` split; other test
             splits are extra tests `test_<name>`.
         classes: the vocabulary; every source's classes must be in it (a source may lack some).
-        balance: `source_class` draws training batches with each (source, class) cell equally likely.
+        balance: `source_class` draws training batches with each (source, class) cell equally likely;
+            `class_source` with each class equally likely, then each source equally likely within the class.
     """
 
     def __init__(self, name: str, sources: Mapping[str, object], classes: Sequence[str], channels: int = 1,
@@ -112,7 +113,7 @@ class MultiSourceData:
                  cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
                  on_error: str = "raise"):
         if balance not in BALANCE:
-            raise ConfigError(f"data.balance must be null or 'source_class', not {balance!r}")
+            raise ConfigError(f"data.balance must be null, 'source_class' or 'class_source', not {balance!r}")
         if not sources:
             raise ConfigError("data.sources is empty: name at least one source.")
         bad = [n for n in sources if ":" in n or not n]
@@ -228,8 +229,11 @@ class MultiSourceData:
                               for split, data in {"train": train, "val": val, **{f"test_{n}": t for n, t in
                                                                                 tests.items()}}.items()})
         strata = None
+        train_sources = np.array([names.index(source_of(k)) for k in train.keys], dtype=np.int64)
         if self.balance == "source_class":
-            strata = np.array([names.index(source_of(k)) for k in train.keys]) * len(self.classes) + train.labels
+            strata = train_sources * len(self.classes) + train.labels
+        elif self.balance == "class_source":  # nested: classes first, sources within a class (BalancedSampler)
+            strata = np.column_stack([train.labels, train_sources])
         return DataSplits(train, val, test=tests[test_name], classes=self.classes, spatial_dims=2,
                           fingerprint=_fingerprint(pool.keys + [k for t in tests.values() for k in t.keys]),
                           report=report, extra_tests=extra, train_strata=strata)

@@ -59,7 +59,8 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, 
         prefetch_factor: batches in flight per worker; None chooses by batch size.
         batch_ring: "auto", True or False: where /dev/shm can be checked, workers write large unpinned batches
             into shared slots that are reused (`batch_ring.BatchRing`), not into a new segment each.
-        strata: with shuffle, one stratum per sample: draw with every stratum equally likely (`BalancedSampler`).
+        strata: with shuffle, one stratum per sample (or one row of nested keys): draw with every stratum equally
+            likely (`BalancedSampler`).
     """
     workers = resolve_workers(num_workers)
     if device is None:

@@ -46,15 +46,36 @@ class SeededSampler(Sampler):
 
 
 class BalancedSampler(SeededSampler):
-    """A SeededSampler whose epoch draws `len(strata)` indices with replacement, each stratum (e.g. a source x
-    class cell) equally likely and samples within a stratum uniformly; same (seed, epoch) -> same draw."""
+    """A SeededSampler whose epoch draws `len(strata)` indices with replacement; same (seed, epoch) -> same draw.
+
+    `strata` holds one stratum per sample (e.g. a source x class cell): every stratum is equally likely and
+    samples within a stratum are drawn uniformly. With one row of keys per sample (shape (n, levels)) the balance
+    is nested: every value of the first key equally likely, then within it every value of the second key, and so
+    on (class, then source within the class: `stratum_weights`).
+    """
 
     def __init__(self, strata: np.ndarray, seed: int, rank: int = 0, world_size: int = 1, even: bool = True):
         super().__init__(len(strata), True, seed, rank, world_size, even)
-        _, inverse, counts = np.unique(np.asarray(strata), return_inverse=True, return_counts=True)
-        self.weights = torch.as_tensor(1.0 / (counts[inverse] * len(counts)), dtype=torch.float64)
+        self.weights = torch.as_tensor(stratum_weights(strata), dtype=torch.float64)
 
     def indices(self) -> list[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator)
         return order[: self._usable()][self.rank :: self.world_size].tolist()
+
+
+def stratum_weights(strata: np.ndarray) -> np.ndarray:
+    """Each sample's draw probability under nested balance (see `BalancedSampler`); they sum to 1."""
+    keys = np.asarray(strata)
+    keys = keys.reshape(len(keys), -1)
+    weights = np.ones(len(keys))
+    parent = np.zeros(len(keys), dtype=np.int64)
+    for level in range(keys.shape[1]):
+        _, cell = np.unique(np.column_stack([parent, keys[:, level]]), axis=0, return_inverse=True)
+        cell = cell.ravel()
+        # children per parent: the distinct cells under each parent share its weight equally
+        cell_parent = np.zeros(cell.max() + 1, dtype=np.int64)
+        cell_parent[cell] = parent
+        weights /= np.bincount(cell_parent)[parent]
+        parent = cell
+    return weights / np.bincount(parent)[parent]

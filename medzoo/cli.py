@@ -239,6 +239,22 @@ def command_overrides(name: str, argv: list[str]) -> list[str]:
     return argv
 
 
+def instantiation_problem(exc: Exception) -> str:
+    """One line for a config class that refused its settings: medzoo's own message where it gave one, else the
+    class and the setting it does not take (a key a recipe inherited, a typo in a config of one's own)."""
+    cause = exc.__cause__
+    while cause is not None and not isinstance(cause, MedzooError):
+        if isinstance(cause, TypeError) and "keyword argument" in str(cause):
+            target = re.search(r"target '([^']+)'", str(exc))
+            where = target.group(1) if target else "a config class"
+            return (f"{where} does not take that setting ({cause}); remove the key from the config or the "
+                    "command line (a recipe passes on every data.* value of the recipe it extends).")
+        cause = cause.__cause__
+    if cause is None:
+        raise exc
+    return str(cause)
+
+
 def run_command(name: str, argv: list[str]) -> None:
     """Run command `name` as a Hydra app with `argv` as its overrides."""
     import hydra
@@ -258,12 +274,7 @@ def run_command(name: str, argv: list[str]) -> None:
             print(f"medzoo {name}: error: {exc}", file=sys.stderr)
             sys.exit(2)
         except InstantiationException as exc:  # a recipe's class refused a setting: say that, not Hydra's wrap
-            cause = exc.__cause__
-            while cause is not None and not isinstance(cause, MedzooError):
-                cause = cause.__cause__
-            if cause is None:
-                raise
-            print(f"medzoo {name}: error: {cause}", file=sys.stderr)
+            print(f"medzoo {name}: error: {instantiation_problem(exc)}", file=sys.stderr)
             sys.exit(2)
 
     sys.argv = [f"medzoo-{name}", *argv]

@@ -93,6 +93,7 @@ def test_unknown_model_name_suggests_close_names(tmp_path, synthetic_root):
     ("+trainer.max_epoch=1", "trainer.max_epoch"),
     ("loader.batch_size=0", "loader.batch_size"),
     ("model=resnet51", "Did you mean: resnet50"),
+    ("+data.bogus=1", "'bogus'"),
 ])
 def test_a_wrong_setting_is_one_line_naming_the_key(tmp_path, synthetic_root, setting, key):
     result = medzoo("train", "recipe=brain_tumor_resnet18", f"data.root={synthetic_root}", *TINY, setting,

@@ -104,6 +104,9 @@ class MultiSourceData:
             or a `SlicesCsvSource`). The first source with a test folder gives the `test` split; other test
             splits are extra tests `test_<name>`.
         classes: the vocabulary; every source's classes must be in it (a source may lack some).
+        clean_split: the audit's clean-split setting (`auto` or a PATH) of every image-folder source given as
+            settings that names none of its own: near-duplicate groups never straddle train and val, and the
+            source's test gets a de-leaked subset.
         balance: `source_class` draws training batches with each (source, class) cell equally likely;
             `class_source` with each class equally likely, then each source equally likely within the class.
     """
@@ -111,7 +114,7 @@ class MultiSourceData:
     def __init__(self, name: str, sources: Mapping[str, object], classes: Sequence[str], channels: int = 1,
                  val_fraction: float = 0.15, split_seed: int = 0, balance: str | None = None,
                  cache: str = "disk", cache_dir: str | None = None, decode_workers: int = 2,
-                 on_error: str = "raise"):
+                 on_error: str = "raise", clean_split: str | None = None):
         if balance not in BALANCE:
             raise ConfigError(f"data.balance must be null, 'source_class' or 'class_source', not {balance!r}")
         if not sources:
@@ -120,7 +123,8 @@ class MultiSourceData:
         if bad:
             raise ConfigError(f"data.sources names {bad} must be non-empty and hold no ':'.")
         self.name, self.classes = name, list(classes)
-        self.sources = {n: build_source(n, s, cache_dir) if isinstance(s, Mapping) else s for n, s in sources.items()}
+        self.sources = {n: build_source(n, s, cache_dir, clean_split) if isinstance(s, Mapping) else s
+                        for n, s in sources.items()}
         self.channels, self.val_fraction, self.split_seed, self.balance = channels, val_fraction, split_seed, balance
         self.cache_dir = Path(cache_dir).expanduser() if cache == "disk" and cache_dir else None
         self.decode_workers, self.on_error = decode_workers, on_error
@@ -239,14 +243,17 @@ class MultiSourceData:
                           report=report, extra_tests=extra, train_strata=strata)
 
 
-def build_source(name: str, settings: Mapping, cache_dir: str | None = None) -> ImageFolderSource | SlicesCsvSource:
+def build_source(name: str, settings: Mapping, cache_dir: str | None = None,
+                 clean_split: str | None = None) -> ImageFolderSource | SlicesCsvSource:
     """A source from its settings: `kind` image_folder (ImageFolderSource's arguments; `name` defaults to the
-    source's) or slices_csv (SlicesCsvSource's). Plain values, so the card can carry them."""
+    source's, `clean_split` to the data config's) or slices_csv (SlicesCsvSource's). Plain values, so the card
+    can carry them."""
     settings = dict(settings)
     kind = settings.pop("kind", None)
     if kind == "image_folder":
         settings.setdefault("name", name)
         settings.setdefault("cache_dir", cache_dir)
+        settings.setdefault("clean_split", clean_split)
         return ImageFolderSource(**settings)
     if kind == "slices_csv":
         return SlicesCsvSource(**settings)

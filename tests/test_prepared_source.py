@@ -111,7 +111,8 @@ def test_medzoo_trains_and_evaluates_from_a_prepared_cache(tmp_path):
     assert card_data["source"] == str(tmp_path / "cache")
     assert "batch ring: " in (run / "cli.log").read_text()
     evaluation = tmp_path / "eval"
-    medzoo("eval", f"ckpt={run / 'checkpoints' / 'best.safetensors'}", "split=test", f"hydra.run.dir={evaluation}")
+    medzoo("eval", f"ckpt={run / 'checkpoints' / 'best.safetensors'}", f"data.path={tmp_path / 'cache'}", "split=test",
+           f"hydra.run.dir={evaluation}")  # the data the user names: a card's recorded paths are not used
     assert json.loads((evaluation / "metrics.json").read_text())["test"] == metrics["test"]
 
 
@@ -152,7 +153,7 @@ def test_predict_lays_a_volume_out_as_the_prepared_cache_did(tmp_path):
            "transforms=stack_2d5_aug", *settings, "trainer.max_epochs=1", "logger.plots=false",
            f"hydra.run.dir={tmp_path / 'run'}")
     ckpt = tmp_path / "run" / "checkpoints" / "best.safetensors"
-    medzoo("eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}")
+    medzoo("eval", f"ckpt={ckpt}", f"data.path={tmp_path / 'cache'}", "split=test", f"hydra.run.dir={tmp_path / 'eval'}")
     with (tmp_path / "eval" / "predictions_test.csv").open() as handle:
         evaluated = {row["key"]: row for row in csv.DictReader(handle)}
     key = sorted(evaluated)[0]

@@ -415,3 +415,49 @@ def test_a_card_step_that_fails_on_the_data_is_one_line_in_eval_too(corpus, tiny
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert f"{ckpt}: preprocessing.pre fails on an input of shape" in lines[0] and "CropSizeError" in lines[0]
+
+
+# ----------------------------------------------------------------------------- where a card says the data lies
+
+def test_eval_takes_the_data_from_the_command_line_or_medzoo_data_never_from_the_card(corpus, tiny_state, tmp_path,
+                                                                                      capsys, monkeypatch):
+    """A card records where its data lay on the training machine; a crafted one could name any folder or file.
+    eval reads the data the user names (data.root=, or MEDZOO_DATA), so a decoy the card points to is never read."""
+    _, data, _, _ = corpus
+    decoy = make_image_folder(tmp_path / "decoy" / "brain-tumor-mri", per_class_train=4, per_class_test=1, size=32)
+    card = card_v2(provenance={"recipe": "x", "data_group": "brain_tumor", "data_settings": {
+        "root": str(decoy), "clean_split": str(tmp_path / "decoy" / "clean_split.json"), "folder": "brain-tumor-mri",
+        "cache": "memory", "val_fraction": 0.25}})
+    ckpt = write_checkpoint(tmp_path / "pointing.safetensors", card, tiny_state)
+    monkeypatch.setenv("MEDZOO_DATA", str(data.parent))
+    code, err = run_cli(["eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'run'}"], capsys)
+    assert code == 0, err[-2000:]
+    test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert sum(map(sum, test["confusion_matrix"])) == 8  # the corpus's 2 per class, not the decoy's 1
+
+    monkeypatch.setenv("MEDZOO_DATA", str(tmp_path / "empty"))
+    code, err = run_cli(["eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'run2'}"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and str(tmp_path / "empty" / "brain-tumor-mri") in lines[0], err[-2000:]
+
+
+@pytest.mark.parametrize("folder", ["../../etc", "/etc", "a/b", "..", "C:evil"])
+def test_a_card_data_folder_that_is_not_one_plain_name_is_refused(corpus, tiny_state, tmp_path, capsys, folder):
+    _, data, _, _ = corpus
+    card = card_v2(provenance={"recipe": "x", "data_group": "brain_tumor",
+                               "data_settings": {"folder": folder, "cache": "memory",
+                                                                 "val_fraction": 0.25}})
+    ckpt = write_checkpoint(tmp_path / "folder.safetensors", card, tiny_state)
+    code, err = run_cli(["eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={tmp_path / 'run'}"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "data.folder" in lines[0] and "plain name" in lines[0], err[-2000:]
+
+
+def test_the_places_a_multi_source_card_names_are_dropped_in_every_source():
+    from medzoo.engine.checkpoint_metrics import card_location_free
+
+    kept = card_location_free({"root": "/x", "path": "builtin:breastmnist", "clean_split": "auto", "test_path": "/t",
+                               "file": "a.npz", "sources": {"a": {"root": "/y", "folder": "a", "clean_split": "/c"},
+                                                            "b": {"root": None, "test_fraction": 0.2}}}, "ckpt")
+    assert kept == {"path": "builtin:breastmnist", "clean_split": "auto", "file": "a.npz",
+                    "sources": {"a": {"folder": "a"}, "b": {"root": None, "test_fraction": 0.2}}}

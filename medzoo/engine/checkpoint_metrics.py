@@ -32,6 +32,42 @@ from medzoo.zoo.card import ModelCard
 log = logging.getLogger(__name__)
 # Settings of the card's data section that belong to the machine evaluating, not to the checkpoint.
 LOCAL_SETTINGS = ("cache_dir",)
+# Where the data lies: a card records the training machine's paths, which are not used (a crafted card could point
+# anywhere). The data comes from the command line (data.root=..., data.path=...) or MEDZOO_DATA.
+LOCATION_SETTINGS = ("root", "path", "test_path", "clean_split")
+# Names of a file or folder under MEDZOO_DATA: kept when they are one plain name.
+NAME_SETTINGS = ("folder", "file")
+# Values of location settings that name no place on disk.
+LOCATION_KEYWORDS = ("auto",)
+
+
+def card_location_free(settings: Mapping[str, Any], where: str, prefix: str = "data.") -> dict[str, Any]:
+    """The card's data settings without the places on disk they name (see LOCATION_SETTINGS: the installed
+    config's value applies), also inside each of a multi-source card's sources; a file or folder name under MEDZOO_DATA stays when it is one plain
+    name. Each setting dropped is logged with its recorded value, which the user can pass on purpose."""
+    kept = {}
+    for key, value in settings.items():
+        if key == "sources" and isinstance(value, Mapping):
+            kept[key] = {name: card_location_free(source, where, f"{prefix}sources.{name}.")
+                         if isinstance(source, Mapping) else source for name, source in value.items()}
+        elif key in LOCATION_SETTINGS and value is not None and not _names_no_place(value):
+            log.info("%s: the card's %s%s=%s (where it was trained) is not used; the data comes from the command "
+                     "line or MEDZOO_DATA", where, prefix, key, value)
+        elif key in NAME_SETTINGS and value is not None and not _plain_name(value):
+            raise DataError(f"{where}: card data setting '{prefix}{key}' is {value!r}, which is not one plain name "
+                            f"of a file or folder; the card was edited. Pass {prefix}{key}=NAME.")
+        else:
+            kept[key] = value
+    return kept
+
+
+def _names_no_place(value: Any) -> bool:
+    return isinstance(value, str) and (value in LOCATION_KEYWORDS or value.startswith("builtin:"))
+
+
+def _plain_name(value: Any) -> bool:
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value \
+        and "\0" not in value and ":" not in value
 
 
 def data_groups() -> list[str]:
@@ -91,7 +127,7 @@ def evaluation_data(card: ModelCard, data_overrides: Mapping[str, Any], loader_o
     base = installed.data
     schema = OmegaConf.to_container(base, resolve=True)
     values, recorded_loader = {}, {}
-    for key, value in card.provenance.data_settings.items():
+    for key, value in card_location_free(card.provenance.data_settings, where).items():
         if key.startswith("_") or key in LOCAL_SETTINGS:
             continue
         if key in LOADER_KEYS:  # a card written before the loader group kept these among its data settings

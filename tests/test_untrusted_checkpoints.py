@@ -369,6 +369,23 @@ def test_card_steps_may_not_ask_for_huge_images(tmp_path, tiny_state, step):
     assert str(ckpt) in message and "16384 pixels per side and 268,435,456 pixels in all" in message
 
 
+@pytest.mark.parametrize("step", [
+    {"name": "albumentations.Affine", "params": {"scale": 1000.0, "fit_output": True}},
+    {"name": "albumentations.Affine", "params": {"scale": {"x": [1.0, 1.0], "y": [1.0, 1e6]}, "fit_output": True}},
+    {"name": "albumentations.RandomScale", "params": {"scale_limit": [99.0, 99.0], "p": 1.0}},
+    {"name": "monai.transforms.Zoom", "params": {"zoom": 500.0, "keep_size": False}},
+    {"name": "monai.transforms.RandZoom", "params": {"min_zoom": 1.0, "max_zoom": 1e9, "keep_size": False}},
+])
+def test_card_steps_may_not_scale_images_by_huge_factors(tmp_path, tiny_state, step):
+    from medzoo.engine.inference import Preprocessor
+
+    card = card_v2()
+    card["preprocessing"]["pre"].insert(0, step)
+    ckpt = write_checkpoint(tmp_path / "zoom.safetensors", card, tiny_state)
+    message = refused(lambda: Preprocessor(read_card(ckpt), str(ckpt)))
+    assert str(ckpt) in message and "beyond the factor of 8 by which a step may scale an image" in message
+
+
 def test_prediction_bounds_the_inputs_it_holds_even_when_a_small_file_has_many_slices(tmp_path, tiny_state,
                                                                                        monkeypatch):
     # 1 x 1 x 200 voxels on disk; each slice becomes a 32 x 32 float32 input (4 KiB): 800 KiB from 200 bytes

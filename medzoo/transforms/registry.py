@@ -65,6 +65,10 @@ MAX_SIDE = 16384
 MAX_PIXELS = 2**28
 _SIZE_PARAMS = (("height", "width"), ("min_height", "min_width"), ("size",), ("spatial_size",), ("roi_size",),
                 ("max_size", "max_size"))
+# Factors by which a step may scale an image (Affine/ShiftScaleRotate with fit_output, RandomScale, Zoom and
+# RandZoom with keep_size=False): bounded, so a card cannot turn a small image into a huge one.
+MAX_FACTOR = 8.0
+_FACTOR_PARAMS = ("scale", "scale_limit", "scale_range", "zoom", "min_zoom", "max_zoom")
 # Keys that mean something to Hydra's instantiate; a step is never instantiated, so they are refused outright.
 _RESERVED_PREFIX = "_"
 
@@ -171,6 +175,7 @@ def check_step(step: Any, where: str, error: type[Exception] = ConfigError) -> t
         else:
             check_plain(value, f"{where}.{key}", error=error)
     _check_sizes(name, params, where, error)
+    _check_factors(name, params, where, error)
     return name, params
 
 
@@ -187,6 +192,26 @@ def _check_sizes(name: str, params: Mapping[str, Any], where: str, error: type[E
             asked = ", ".join(f"{key}={params[key]}" for key in dict.fromkeys(keys))
             raise error(f"{where}: '{name}' asks for {asked}, beyond the {MAX_SIDE} pixels per side and "
                         f"{MAX_PIXELS:,} pixels in all that a step may produce. Use a smaller size.")
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [number for item in value for number in _numbers(item)]
+    return []
+
+
+def _check_factors(name: str, params: Mapping[str, Any], where: str, error: type[Exception]) -> None:
+    for key in _FACTOR_PARAMS:
+        numbers = _numbers(params.get(key))
+        if any(not abs(number) <= MAX_FACTOR for number in numbers):  # `not <=` also catches NaN
+            raise error(f"{where}: '{name}' asks for {key}={params[key]}, beyond the factor of {MAX_FACTOR:g} by "
+                        "which a step may scale an image. Use a smaller factor.")
 
 
 def build_step(step: Any, where: str = "transforms", error: type[Exception] = ConfigError) -> Any:

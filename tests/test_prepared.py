@@ -293,6 +293,18 @@ def test_a_samples_folder_that_is_a_link_is_neither_written_nor_read(inputs, tmp
         prepared_dataset(cache)
 
 
+def test_an_out_folder_that_cannot_hold_the_cache_is_one_line_and_the_file_is_kept(inputs, tmp_path):
+    sources, _ = sources_from_folder(inputs)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "samples").write_text("user data")
+    (tmp_path / "a_file").write_text("user data")
+    with pytest.raises(DataError, match=r"taken/samples: a file, where the cache keeps its samples folder"):
+        prepare(sources, tmp_path / "taken", root=inputs, progress=False)
+    with pytest.raises(DataError, match=r"a_file: cannot make the cache folder there \(Not a directory\)"):
+        prepare(sources, tmp_path / "a_file", root=inputs, progress=False)
+    assert (tmp_path / "taken" / "samples").read_text() == (tmp_path / "a_file").read_text() == "user data"
+
+
 # ----------------------------------------------------------------------------- /dev/shm and loader settings
 
 MB = 10**6

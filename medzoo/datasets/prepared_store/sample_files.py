@@ -38,6 +38,20 @@ def samples_folder(root: Path) -> Path:
         raise DataError(f"{folder}: a symbolic link (to {os.readlink(folder)}), not a folder of the cache; "
                         "refusing to read or write samples through it. Remove the link and run `medzoo "
                         f"prepare ... out={root}` again (or choose another out=DIR).")
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: a file, where the cache keeps its samples folder; move it away and run `medzoo "
+                        f"prepare ... out={root}` again (or choose another out=DIR).")
+    return folder
+
+
+def make_samples_folder(root: Path) -> Path:
+    """`samples_folder(root)`, created with its parents; a path that cannot be a folder is one DataError."""
+    folder = samples_folder(root)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # out= or one of its parents is a file, or not writable
+        raise DataError(f"{root}: cannot make the cache folder there ({exc.strerror or type(exc).__name__}); choose "
+                        "another out=DIR.") from exc
     return folder
 
 

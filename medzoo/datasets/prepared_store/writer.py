@@ -23,9 +23,9 @@ from medzoo.datasets.prepared_store.sample_files import (
     SAMPLES,
     VERIFY,
     file_name,
+    make_samples_folder,
     meta_value,
     sample_problem,
-    samples_folder,
     source_sha256,
     source_signature,
     write_npy,
@@ -122,7 +122,7 @@ def prepare(sources: Sequence[Source], out_dir: str | Path, *, root: str | Path 
     started = time.perf_counter()
     resolved, classes = _resolve(sources, root, classes)
     out = Path(out_dir).expanduser()
-    samples_folder(out).mkdir(parents=True, exist_ok=True)
+    make_samples_folder(out)
     for stale in (out / SAMPLES).glob("*.tmp"):
         stale.unlink()  # a sample being written when an earlier run stopped
     settings = {"reader": reader, "reader_kwargs": dict(reader_kwargs or {}), "layout": layout,

@@ -30,7 +30,7 @@ def stratified_split(split: SplitArrays, val_fraction: float, seed: int,
     """
     if not 0 < val_fraction < 1:
         raise ConfigError(f"{setting} must be between 0 and 1, not {val_fraction}")
-    count, classes = len(split.labels), len(np.unique(split.labels))
+    count = len(split.labels)
     if count == 0:
         raise DataError(f"no samples to carve {setting}={val_fraction} from; check that the data holds images "
                         "(data.root, data.path) and that they were read.")
@@ -39,6 +39,7 @@ def stratified_split(split: SplitArrays, val_fraction: float, seed: int,
         lonely = [int(label) for label in labels[members < 2]]
         raise DataError(f"class(es) {lonely} (by index) hold a single sample; a stratified split ({setting}) needs "
                         "at least 2 per class: add samples or leave the class out.")
+    classes = len(labels)
     carved = math.ceil(val_fraction * count)
     if min(carved, count - carved) < classes:
         raise DataError(f"{setting}={val_fraction} of {count} samples leaves {carved} and {count - carved}, "

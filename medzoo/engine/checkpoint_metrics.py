@@ -43,8 +43,8 @@ LOCATION_KEYWORDS = ("auto",)
 
 def card_location_free(settings: Mapping[str, Any], where: str, prefix: str = "data.") -> dict[str, Any]:
     """The card's data settings without the places on disk they name (see LOCATION_SETTINGS: the installed
-    config's value applies), also inside each of a multi-source card's sources; a file or folder name under MEDZOO_DATA stays when it is one plain
-    name. Each setting dropped is logged with its recorded value, which the user can pass on purpose."""
+    config's value applies), also inside each of a multi-source card's sources; a file or folder name under
+    MEDZOO_DATA stays when it is one plain name. Each setting dropped is logged with its recorded value."""
     kept = {}
     for key, value in settings.items():
         if key == "sources" and isinstance(value, Mapping):

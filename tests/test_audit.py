@@ -7,7 +7,6 @@ import csv
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ from medzoo.audit.settings import AuditSettings
 from medzoo.audit.shortcut import shortcut_check
 from medzoo.datasets.folder_scan import FileRecord
 from medzoo.errors import ConfigError
+from tests.cli_runner import run_medzoo
 
-MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
 CLASSES = ("alpha", "beta")
 SIZES = {"alpha": (64, 64), "beta": (96, 72)}  # a planted size shortcut: the class decides the image size
 
@@ -104,7 +103,7 @@ def planted_folder(root: Path) -> dict[str, set]:
 
 
 def medzoo(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([MEDZOO, *args], capture_output=True, text=True, timeout=600)
+    result = run_medzoo(*args)
     if result.returncode != 0:
         raise AssertionError(f"medzoo {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -278,8 +277,7 @@ def test_real_brain_tumour_set(brain_tumor_root, tmp_path):
 
 def test_a_data_config_that_brings_a_training_protocol_ends_in_one_line_not_a_hydra_error(tmp_path):
     """data=medmnist overrides the transforms/optim/sched/trainer groups; the audit loads it and says what it reads."""
-    result = subprocess.run([MEDZOO, "audit", "data=medmnist", "data.path=builtin:breastmnist",
-                             f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    result = run_medzoo("audit", "data=medmnist", "data.path=builtin:breastmnist", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "medzoo audit: error: data=MedMNISTSource is not an image-folder dataset; medzoo audit reads "

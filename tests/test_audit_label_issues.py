@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +17,9 @@ from medzoo.audit.label_issues import label_issues_from_features, out_of_sample_
 from medzoo.audit.label_noise import score, write_noisy_folder
 from medzoo.audit.settings import AuditSettings
 from medzoo.errors import ConfigError
+from tests.cli_runner import run_medzoo
 from tests.conftest import SHARED_DATA
 
-MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
 PNEUMONIA = SHARED_DATA / "medmnist" / "pneumoniamnist.npz"
 
 
@@ -115,7 +112,7 @@ def test_a_picture_renders_as_an_image_in_both_formats():
 
 
 def medzoo(*args: str) -> None:
-    result = subprocess.run([MEDZOO, *args], capture_output=True, text=True, timeout=600)
+    result = run_medzoo(*args)
     if result.returncode != 0:
         raise AssertionError(f"medzoo {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
 
@@ -127,9 +124,8 @@ def test_unknown_checkpoint_or_layer_is_a_config_error(tmp_path):
     write_noisy_folder(PNEUMONIA, root, limit=40)
     for override, key in (("audit.label_checkpoints=[no_such_model]", "audit.label_checkpoints"),
                           ("audit.label_layers=[layer9]", "audit.label_layers")):
-        result = subprocess.run([MEDZOO, "audit", "data=brain_tumor", f"data.root={root}", "audit.label_issues=true",
-                                 override, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                                timeout=300)
+        result = run_medzoo("audit", "data=brain_tumor", f"data.root={root}", "audit.label_issues=true", override,
+                            f"hydra.run.dir={tmp_path / 'run'}")
         assert result.returncode != 0 and key in result.stderr, result.stderr[-2000:]
         assert "audit hashing" not in result.stdout + result.stderr  # refused before the data is read
 

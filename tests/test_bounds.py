@@ -33,6 +33,7 @@ from medzoo.datasets.readers.medmnist_file import read_medmnist
 from medzoo.download import MAX_DOWNLOAD_ENV, download_file
 from medzoo.errors import ConfigError, DataError
 from medzoo.zoo import hub
+from tests.cli_runner import run_medzoo
 from tests.conftest import SHARED_DATA
 from tests.dicom_builders import write_dicom_slice
 from tests.loopback import serve
@@ -496,9 +497,8 @@ def test_medmnist_header_claiming_terabytes_is_one_line_naming_the_file(tmp_path
     assert str(info.value).startswith(f"{path}: the header of array 'train_images' claims shape "
                                       "(1000000000000, 28, 28) of uint8, 784,000,000,000,000 bytes, but only 3,136 "
                                       "bytes follow it; the file is truncated or crafted.")
-    done = subprocess.run([sys.executable, "-m", "medzoo.cli", "train", "data=medmnist", f"data.path={path}",
-                           "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    done = run_medzoo("train", "data=medmnist", f"data.path={path}", "trainer.max_epochs=1",
+                      f"hydra.run.dir={tmp_path / 'run'}", cwd=REPO)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [f"medzoo train: error: {info.value}"]
 

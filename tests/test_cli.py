@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from medzoo.zoo.checkpoint import read_card
+from tests.cli_runner import run_medzoo
 from tests.helpers import make_image_folder
 
 MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
@@ -24,8 +24,8 @@ TINY = ["transforms.image_size=32", "model=resnet10", "loader.batch_size=8", "lo
 
 
 def medzoo(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([MEDZOO, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
-                            timeout=600)
+    """`medzoo *args` in this process (tests/cli_runner.py); `check`: fail the test on a non-zero exit code."""
+    result = run_medzoo(*args, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"medzoo {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
@@ -37,7 +37,8 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 
 def test_help_lists_commands_and_recipes():
-    out = medzoo("--help").stdout
+    """Through the installed console script, as every other test's in-process `cli.main` call is not."""
+    out = subprocess.run([MEDZOO, "--help"], capture_output=True, text=True, check=True, timeout=120).stdout
     for word in ("train", "eval", "predict", "brain_tumor_resnet18", "brain_tumor_resnet18_cpu", "demo"):
         assert word in out
 

@@ -22,6 +22,7 @@ from medzoo.zoo.card import ModelCard
 from medzoo.zoo.checkpoint import read_card, save_checkpoint
 from medzoo.zoo.export import BUNDLE_STEPS, bundle_transforms, export
 from medzoo.zoo.factory import model_from_checkpoint
+from tests.cli_runner import run_medzoo
 from tests.helpers import make_image_folder
 
 MEDZOO = shutil.which("medzoo", path=str(sys.executable.rsplit("/", 1)[0])) or "medzoo"
@@ -100,8 +101,8 @@ def test_torchscript_file_runs_like_a_fresh_checkpoint(checkpoint, tmp_path):
 def test_export_command_checks_onnx_on_real_images(checkpoint, tmp_path):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[dev]')")
     path, images = checkpoint
-    subprocess.run([MEDZOO, "export", f"ckpt={path}", "format=onnx", f"inputs={images}",
-                    f"hydra.run.dir={tmp_path}"], check=True, capture_output=True)
+    done = run_medzoo("export", f"ckpt={path}", "format=onnx", f"inputs={images}", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "export.json").read_text())
     assert report["max_abs_difference"] <= 1e-4 and report["checked_on"] == 8
 

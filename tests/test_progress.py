@@ -1,12 +1,11 @@
 """Progress on every long job (issue 16): a bar on a terminal, otherwise a log line every LOG_INTERVAL_S seconds and
 one at the end; nothing at all when turned off. The helper with a fake clock, the passes that use it in process, and
-`medzoo predict` / `medzoo eval` as subprocesses (whose stderr is no terminal)."""
+`medzoo predict` / `medzoo eval` with their output captured (tests/cli_runner.py: no terminal)."""
 
 from __future__ import annotations
 
 import io
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +16,7 @@ import torch
 from PIL import Image
 
 from medzoo.progress import BYTES, LOG_INTERVAL_S, Meter, progress
-
-MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
+from tests.cli_runner import run_medzoo
 
 
 class FakeClock:
@@ -200,7 +198,7 @@ def test_each_pass_over_the_images_shows_progress(lines, tmp_path, monkeypatch):
 
 
 def medzoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([MEDZOO, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    result = run_medzoo(*args, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -4,8 +4,6 @@ values before any work; data configs hold only source arguments; the engine's en
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from medzoo.engine.trainer import Trainer
 from medzoo.errors import ConfigError
 from medzoo.loading.settings import LOADER_KEYS, LoaderSettings, moved_loader_keys
 from medzoo.recipes import register_recipes
+from tests.cli_runner import run_medzoo
 
 DATA_CONFIGS = sorted(path.stem for path in Path(str(resources.files("medzoo.conf") / "data")).glob("*.yaml"))
 
@@ -116,8 +115,7 @@ def test_a_loader_key_under_data_is_told_where_it_went():
 
 
 def test_the_command_line_names_the_new_key_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "medzoo.cli", "train", "data=breastmnist", "data.batch_size=3",
-                             f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, timeout=120)
+    result = run_medzoo("train", "data=breastmnist", "data.batch_size=3", f"hydra.run.dir={tmp_path / 'run'}")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
     assert "write loader.batch_size=3" in lines[0]

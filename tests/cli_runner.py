@@ -48,9 +48,10 @@ def _process_state_restored():
         sys.argv = argv
 
 
-def run_medzoo(*args: str, env: dict[str, str] | None = None, cwd: Path | str | None = None
+def run_medzoo(*args: str, env: dict[str, str | None] | None = None, cwd: Path | str | None = None
                ) -> subprocess.CompletedProcess:
-    """`medzoo *args` in this process, with `env` added to the environment and `cwd` as the working folder.
+    """`medzoo *args` in this process, with `env` set in the environment (a None value unsets the variable) and
+    `cwd` as the working folder.
 
     Returns what `subprocess.run(..., capture_output=True, text=True)` would: the exit code (0, 2 for a one-line
     error, 1 where Hydra reported an exception), stdout and stderr. An exception that escapes the command (none
@@ -60,7 +61,11 @@ def run_medzoo(*args: str, env: dict[str, str] | None = None, cwd: Path | str | 
 
     out, err = io.StringIO(), io.StringIO()
     with _process_state_restored():
-        os.environ.update(env or {})
+        for key, value in (env or {}).items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if cwd is not None:
             os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

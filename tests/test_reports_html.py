@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +29,9 @@ from medzoo.engine.reports import write_json, write_predictions
 from medzoo.reporting.audit_content import document_blocks
 from medzoo.reporting.content import train_report
 from medzoo.reporting.render import write_report
+from tests.cli_runner import run_medzoo
 from tests.helpers import make_image_folder
 
-MEDZOO = shutil.which("medzoo", path=str(Path(sys.executable).parent)) or "medzoo"
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))),
                 None)
 FAST = ["model=resnet10", "model.width=0.25", "trainer.precision=fp32", "loader.num_workers=0",
@@ -47,33 +46,23 @@ ATTRIBUTE = re.compile(r"""\s(src|href|srcset|poster|action|formaction|backgroun
 EXTERNAL = re.compile(r"""\b(?:src|href)\s*=\s*["']?\s*(?:https?:|//)""", re.I)
 
 
-def medzoo_env(home: Path) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key != "MEDZOO_DATA"}
-    return {**env, "MEDZOO_HOME": str(home), "MEDZOO_OFFLINE": "1"}
-
-
-def check(process: subprocess.Popen, args: list[str]) -> None:
-    _, err = process.communicate(timeout=600)
-    assert process.returncode == 0, f"medzoo {' '.join(args)} failed ({process.returncode}):\n{err[-3000:]}"
-
-
-def start(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, list[str]]:
-    return subprocess.Popen([MEDZOO, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env), list(args)
+def medzoo(home: Path, *args: str) -> None:
+    """`medzoo *args` (in this process) with its own cache folder, offline, and no MEDZOO_DATA."""
+    done = run_medzoo(*args, env={"MEDZOO_HOME": str(home), "MEDZOO_OFFLINE": "1", "MEDZOO_DATA": None})
+    assert done.returncode == 0, f"medzoo {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """One demo training (2 epochs), then eval and predict on its checkpoint; the audit of a small image folder
-    with a leak and a relabelled copy runs beside the training."""
+    """One demo training (2 epochs), then eval and predict on its checkpoint, and the audit of a small image
+    folder with a leak and a relabelled copy."""
     base = tmp_path_factory.mktemp("reports")
-    env = medzoo_env(base / "home")
+    home = base / "home"
     root = make_image_folder(base / "brain-tumor-mri", per_class_train=3, per_class_test=2)
     shutil.copy(root / "Training" / "glioma_tumor" / "img (0).jpg", root / "Testing" / "glioma_tumor" / "leak.jpg")
     shutil.copy(root / "Training" / "glioma_tumor" / "img (1).jpg", root / "Training" / "no_tumor" / "relabelled.jpg")
-    audit = start(env, "audit", "data=brain_tumor", f"data.root={root}", "audit.workers=1",
-                  f"hydra.run.dir={base / 'audit'}")
-    check(*start(env, "train", "recipe=demo", "trainer.max_epochs=2", *FAST, f"hydra.run.dir={base / 'train'}"))
+    medzoo(home, "audit", "data=brain_tumor", f"data.root={root}", "audit.workers=1", f"hydra.run.dir={base / 'audit'}")
+    medzoo(home, "train", "recipe=demo", "trainer.max_epochs=2", *FAST, f"hydra.run.dir={base / 'train'}")
     ckpt = base / "train" / "checkpoints" / "best.safetensors"
     inputs = base / "inputs"
     inputs.mkdir()
@@ -81,10 +70,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     for index in range(5):
         Image.fromarray(test_images[index]).save(inputs / f"case {index}.png")
     (inputs / "broken.png").write_bytes(b"not a png")
-    check(*start(env, "eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={base / 'eval'}"))
-    check(*start(env, "predict", f"ckpt={ckpt}", f"inputs={inputs}", "on_error=skip", "explain=gradcam",
-                 f"hydra.run.dir={base / 'predict'}"))
-    check(*audit)
+    medzoo(home, "eval", f"ckpt={ckpt}", "split=test", f"hydra.run.dir={base / 'eval'}")
+    medzoo(home, "predict", f"ckpt={ckpt}", f"inputs={inputs}", "on_error=skip", "explain=gradcam",
+           f"hydra.run.dir={base / 'predict'}")
     return {kind: base / kind for kind in SECTIONS}
 
 

@@ -14,6 +14,8 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 HEAT_ALPHA = 0.45  # enough map to read its colour, enough anatomy below it to see where it lies
+# Where the input, the overlay and the colour bar sit: (left, bottom, width, height) as fractions of the figure.
+INPUT_BOX, OVERLAY_BOX, BAR_BOX = (0.01, 0.03, 0.425, 0.84), (0.445, 0.03, 0.425, 0.84), (0.885, 0.12, 0.022, 0.66)
 
 
 def _plane(image: torch.Tensor, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -35,7 +37,10 @@ def overlay_figure(image: torch.Tensor, heat: np.ndarray, title: str, label: str
         label: what the colour bar measures.
     """
     base, plane, where = _plane(image, heat)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(7.6, 3.9), layout="constrained")
+    fig = plt.figure(figsize=(7.6, 3.9))
+    # Fixed places, not a layout engine: a report draws up to 16 of these, and constrained layout took 0.21 s a
+    # figure against 0.15 s (128 px input, 2-core AMD EPYC, matplotlib Agg, 2026-12-07).
+    left, right = fig.add_axes(INPUT_BOX), fig.add_axes(OVERLAY_BOX)
     left.imshow(base, cmap="gray")
     left.set_title(where, fontsize=8)
     right.imshow(base, cmap="gray")
@@ -43,7 +48,7 @@ def overlay_figure(image: torch.Tensor, heat: np.ndarray, title: str, label: str
     right.set_title(f"{label} overlay", fontsize=8)
     for ax in (left, right):
         ax.axis("off")
-    bar = fig.colorbar(shown, ax=[left, right], shrink=0.85)  # taken from both panels, so they stay one size
+    bar = fig.colorbar(shown, cax=fig.add_axes(BAR_BOX))
     bar.set_label(f"{label} (1 = the map's peak)", fontsize=7)
     bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=9)

@@ -11,12 +11,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDZOO_TEST_DATA", REPO.parent / "shared" / "data"))
 BRAIN_TUMOR = SHARED_DATA / "brain-tumor-mri"
 # pytest-xdist's `-n auto` (pyproject addopts): a worker per core up to this many. Each worker imports torch, MONAI
-# and Hydra (about 1 GB) and most tests start `medzoo` processes of their own, so more would cost memory, not time.
+# and Hydra (about 1 GB) and runs the `medzoo` commands of its tests in its own process (tests/cli_runner.py), so
+# more would cost memory, not time.
 MAX_TEST_WORKERS = 4
+# Files whose tests share no module fixture and each take minutes: each test is a work unit of its own.
+SPLIT_FILES = {"test_labs.py"}
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
     return max(1, min(MAX_TEST_WORKERS, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Work units for `--dist loadgroup --no-loadscope-reorder` (pyproject addopts): a test file is one unit, so
+    its module fixtures are built once, except the labs, one unit each and handed out first. As one unit, handed
+    out last, the seven labs (6 minutes) kept one core busy while the other had nothing left to do."""
+    for item in items:
+        split = item.path.name in SPLIT_FILES
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if split else item.path.name))
+    items.sort(key=lambda item: item.path.name not in SPLIT_FILES)  # stable: the rest keep their order
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,9 @@
 """Which features would make the OOD flag (medzoo/engine/ood.py) catch more: this fits the per-layer summary on
 each layer of a zoo ResNet (each stage's output averaged over space, and the input of `fc`) and on more projected
 dimensions, the shipped ensemble (layer1-3 + `fc`, the largest scaled score) and its variant with each stage's
-standard deviation over space beside its mean, and a k-nearest-neighbour distance on normalised features (Sun et
-al. 2022); it thresholds each at the 99th percentile of its validation scores and prints the share flagged on
+standard deviation over space beside its mean, each stage's Gram-matrix row sums (texture statistics, Sastry &
+Oore 2020) alone and in ensembles, and a k-nearest-neighbour distance on normalised features (Sun et al. 2022);
+it thresholds each at the 99th percentile of its validation scores and prints the share flagged on
 the sets of bench/ood_measure.py.
 
     MEDZOO_DATA=PATH/TO/data nice -n 15 python bench/ood_layers.py --ckpt brain_tumor_resnet18_cpu --out /tmp/ood
@@ -31,7 +32,8 @@ from medzoo.zoo import hub
 from medzoo.zoo.factory import model_from_checkpoint
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-VARIANTS = [("fc", 64), ("fc", 32), ("fc", 128), ("fc", 512), *((stage, 64) for stage in STAGES)]
+VARIANTS = [("fc", 64), ("fc", 32), ("fc", 128), ("fc", 512), *((stage, 64) for stage in STAGES),
+            *((f"{stage}+gram", 64) for stage in STAGES)]
 
 
 ENSEMBLE = ("layer1", "layer2", "layer3", "fc")  # the shipped summary's layers (medzoo.zoo.resnet.ResNet.ood_layers)
@@ -44,13 +46,34 @@ def pooled(output: torch.Tensor) -> np.ndarray:
     return torch.cat([output.mean((2, 3)), output.std((2, 3))], 1).numpy()
 
 
+GRAM_ORDERS = (1, 2, 4)
+
+
+def gram_rows(output: torch.Tensor) -> np.ndarray:
+    """Sastry & Oore 2020's texture features of a stage's output: for each order p, the p-th root of the Gram
+    matrix of the p-th powers of the channels (averaged over space), summed along its rows: C values an order."""
+    flat = output.double().flatten(2).clamp_min(0)  # stage outputs end in a ReLU
+    rows = []
+    with torch.autocast("cpu", enabled=False):  # the hook runs inside the checkpoint's bf16 autocast
+        for p in GRAM_ORDERS:
+            powered = flat ** p
+            gram = powered @ powered.transpose(1, 2) / flat.shape[2]
+            rows.append(gram.clamp_min(0).pow(1 / p).sum(2))
+    return torch.cat(rows, 1).float().numpy()
+
+
 def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: Precision) -> dict[str, np.ndarray]:
     """Pooled stage outputs (`layerN`: mean over space; `layerN+std`: mean and standard deviation) and the input
     of `fc` for `tensors`, in batches of 64."""
     kept: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+    grams: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+
+    def keep(stage: str, output: torch.Tensor) -> None:  # a hook that returns something replaces the output
+        kept[stage].append(pooled(output))
+        grams[stage].append(gram_rows(output))
+
     handles = [getattr(model, stage).register_forward_hook(
-        lambda module, inputs, output, stage=stage: kept[stage].append(pooled(output)))
-        for stage in STAGES]
+        lambda module, inputs, output, stage=stage: keep(stage, output)) for stage in STAGES]
     with torch.no_grad(), FeatureHook(model, "fc") as hook:
         for start in range(0, len(tensors), 64):
             batch = torch.stack(tensors[start:start + 64]).contiguous(memory_format=torch.channels_last)
@@ -60,6 +83,7 @@ def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: 
         for stage, arrays in kept.items():
             both = np.concatenate(arrays)
             found[stage], found[f"{stage}+std"] = both[:, :both.shape[1] // 2], both
+            found[f"{stage}+gram"] = np.concatenate(grams[stage])
     for handle in handles:
         handle.remove()
     return found
@@ -103,7 +127,9 @@ def main() -> None:
         shares = [summary.flags(summary.score(sets[name][layer])).mean() for name in shown]
         print(f"| {layer} | {summary.projection.shape[0]} | " + " | ".join(f"{s:.1%}" for s in shares) + " |")
     for name, layers in (("ensemble (shipped)", ENSEMBLE),
-                         ("ensemble, mean + sd", tuple(f"{layer}+std" for layer in ENSEMBLE[:3]) + ("fc",))):
+                         ("ensemble, mean + sd", tuple(f"{layer}+std" for layer in ENSEMBLE[:3]) + ("fc",)),
+                         ("ensemble, Gram rows", tuple(f"{layer}+gram" for layer in STAGES) + ("fc",)),
+                         ("ensemble, shipped + Gram rows", ENSEMBLE + tuple(f"{layer}+gram" for layer in STAGES))):
         ensemble = fit_ensemble({layer: sets["train"][layer] for layer in layers}, labels, len(card.classes))
         ensemble = ensemble.calibrated({layer: sets["val"][layer] for layer in layers})
         shares = [ensemble.flags(ensemble.score({layer: sets[s][layer] for layer in layers})).mean() for s in shown]

@@ -1,4 +1,5 @@
-"""Shared fixtures: real data beside the project (skipped with a reason when absent) and an isolated home."""
+"""Shared fixtures (real data beside the project, skipped with a reason when absent; an isolated home) and how the
+suite is shared out among pytest-xdist workers."""
 
 from __future__ import annotations
 

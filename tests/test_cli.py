@@ -37,7 +37,7 @@ def synthetic_root(tmp_path_factory) -> Path:
 
 
 def test_help_lists_commands_and_recipes():
-    """Through the installed console script, as every other test's in-process `cli.main` call is not."""
+    """The one test through the installed console script; the others call `cli.main` in process (cli_runner.py)."""
     out = subprocess.run([MEDZOO, "--help"], capture_output=True, text=True, check=True, timeout=120).stdout
     for word in ("train", "eval", "predict", "brain_tumor_resnet18", "brain_tumor_resnet18_cpu", "demo"):
         assert word in out

@@ -1,7 +1,7 @@
 """Which features would make the OOD flag (medzoo/engine/ood.py) catch more: this fits the per-layer summary on
 each layer of a zoo ResNet (each stage's output averaged over space, and the input of `fc`) and on more projected
 dimensions, the shipped ensemble (layer1-3 + `fc`, the largest scaled score) and its variant with each stage's
-standard deviation over space beside its mean, each stage's Gram-matrix row sums (texture statistics, Sastry &
+standard deviation over space beside its mean, each stage's output averaged over a 2 x 2 grid (and layer4's whole map: where the features lie), each stage's Gram-matrix row sums (texture statistics, Sastry &
 Oore 2020) alone and in ensembles, and a k-nearest-neighbour distance on normalised features (Sun et al. 2022);
 it thresholds each at the 99th percentile of its validation scores and prints the share flagged on
 the sets of bench/ood_measure.py.
@@ -33,7 +33,8 @@ from medzoo.zoo.factory import model_from_checkpoint
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 VARIANTS = [("fc", 64), ("fc", 32), ("fc", 128), ("fc", 512), *((stage, 64) for stage in STAGES),
-            *((f"{stage}+gram", 64) for stage in STAGES)]
+            *((f"{stage}+gram", 64) for stage in STAGES), *((f"{stage}+grid", 64) for stage in STAGES),
+            ("layer4+map", 64)]
 
 
 ENSEMBLE = ("layer1", "layer2", "layer3", "fc")  # the shipped summary's layers (medzoo.zoo.resnet.ResNet.ood_layers)
@@ -47,6 +48,13 @@ def pooled(output: torch.Tensor) -> np.ndarray:
 
 
 GRAM_ORDERS = (1, 2, 4)
+GRID = 2  # `layerN+grid`: a stage's output averaged over each cell of a GRID x GRID grid
+
+
+def grid_means(output: torch.Tensor, cells: int = GRID) -> np.ndarray:
+    """Where the features are, not only which: a stage's output averaged over each cell of a cells x cells grid
+    (C x cells^2 values; the input of `fc` and the pooled stages keep no layout at all)."""
+    return torch.nn.functional.adaptive_avg_pool2d(output.float(), cells).flatten(1).numpy()
 
 
 def gram_rows(output: torch.Tensor) -> np.ndarray:
@@ -67,10 +75,15 @@ def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: 
     of `fc` for `tensors`, in batches of 64."""
     kept: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
     grams: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+    grids: dict[str, list[np.ndarray]] = {stage: [] for stage in STAGES}
+    maps: list[np.ndarray] = []
 
     def keep(stage: str, output: torch.Tensor) -> None:  # a hook that returns something replaces the output
         kept[stage].append(pooled(output))
         grams[stage].append(gram_rows(output))
+        grids[stage].append(grid_means(output))
+        if stage == "layer4":
+            maps.append(output.float().flatten(1).numpy())  # the whole last map (4 x 4 cells at 128 px)
 
     handles = [getattr(model, stage).register_forward_hook(
         lambda module, inputs, output, stage=stage: keep(stage, output)) for stage in STAGES]
@@ -84,6 +97,8 @@ def features_of(model: torch.nn.Module, tensors: list[torch.Tensor], precision: 
             both = np.concatenate(arrays)
             found[stage], found[f"{stage}+std"] = both[:, :both.shape[1] // 2], both
             found[f"{stage}+gram"] = np.concatenate(grams[stage])
+            found[f"{stage}+grid"] = np.concatenate(grids[stage])
+        found["layer4+map"] = np.concatenate(maps)
     for handle in handles:
         handle.remove()
     return found
@@ -129,7 +144,9 @@ def main() -> None:
     for name, layers in (("ensemble (shipped)", ENSEMBLE),
                          ("ensemble, mean + sd", tuple(f"{layer}+std" for layer in ENSEMBLE[:3]) + ("fc",)),
                          ("ensemble, Gram rows", tuple(f"{layer}+gram" for layer in STAGES) + ("fc",)),
-                         ("ensemble, shipped + Gram rows", ENSEMBLE + tuple(f"{layer}+gram" for layer in STAGES))):
+                         ("ensemble, shipped + Gram rows", ENSEMBLE + tuple(f"{layer}+gram" for layer in STAGES)),
+                         ("ensemble, grid means", tuple(f"{layer}+grid" for layer in STAGES) + ("fc",)),
+                         ("ensemble, shipped + grid means", ENSEMBLE + tuple(f"{layer}+grid" for layer in STAGES))):
         ensemble = fit_ensemble({layer: sets["train"][layer] for layer in layers}, labels, len(card.classes))
         ensemble = ensemble.calibrated({layer: sets["val"][layer] for layer in layers})
         shares = [ensemble.flags(ensemble.score({layer: sets[s][layer] for layer in layers})).mean() for s in shown]

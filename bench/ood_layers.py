@@ -1,7 +1,8 @@
 """Which features would make the OOD flag (medzoo/engine/ood.py) catch more: this fits the per-layer summary on
 each layer of a zoo ResNet (each stage's output averaged over space, and the input of `fc`) and on more projected
 dimensions, the shipped ensemble (layer1-3 + `fc`, the largest scaled score) and its variant with each stage's
-standard deviation over space beside its mean, each stage's output averaged over a 2 x 2 grid (and layer4's whole map: where the features lie), each stage's Gram-matrix row sums (texture statistics, Sastry &
+standard deviation over space beside its mean, each stage's output averaged over a 2 x 2 grid and layer4's whole
+map (where the features lie, not only which), each stage's Gram-matrix row sums (texture statistics, Sastry &
 Oore 2020) alone and in ensembles, and a k-nearest-neighbour distance on normalised features (Sun et al. 2022);
 it thresholds each at the 99th percentile of its validation scores and prints the share flagged on
 the sets of bench/ood_measure.py.

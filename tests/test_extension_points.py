@@ -4,6 +4,7 @@ through `imports=[...]` and `hydra.searchpath=[file://DIR]`, and a run trains on
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from medzoo.cli import import_user_modules
 from medzoo.datasets.readers import registry as readers
@@ -121,6 +123,51 @@ trainer:
   precision: fp32
 '''
 
+TOY_SOURCE = '''
+"""A source kind of one's own: every PNG of one folder, its class and patient in its name (CLASS_PATIENT_N.png)."""
+from pathlib import Path
+
+from medzoo.datasets.folder_scan import FileRecord
+from medzoo.datasets.multisource import SourceKind, register_source_kind
+
+
+class FlatFolder:
+    def __init__(self, root: str):
+        self.root = Path(root)
+
+
+def files(data, name, source):
+    """(train, test) records: every PNG trains; this kind has no test split of its own."""
+    paths = sorted(source.root.glob("*.png"))
+    classes = sorted({p.stem.split("_")[0] for p in paths})
+    index = dict(zip(classes, data.class_indices(name, classes)))
+    return [FileRecord(p, index[p.stem.split("_")[0]], f"{name}:{p.name}") for p in paths], []
+
+
+def parts(data, name, source):
+    """The files, each patient's images one group (never split across train and val), no de-leaked test."""
+    train, test = files(data, name, source)
+    return train, test, {r.key: f"{name}:patient:{r.path.stem.split('_')[1]}" for r in train}, None
+
+
+register_source_kind("flat_folder", SourceKind(
+    FlatFolder, make=lambda name, settings, cache_dir, clean_split: FlatFolder(**settings),
+    files=files, parts=parts, root=lambda source: source.root, patients_known=True))
+'''
+
+TWO_SITES = '''# Two sites in one vocabulary: an image folder (Training/, Testing/) and a flat folder of one's own kind.
+_target_: medzoo.datasets.multisource.MultiSourceData
+name: two_sites
+classes: [bottom, top]
+sources:
+  site_a: {kind: image_folder, root: null}
+  site_b: {kind: flat_folder, root: null}
+channels: 1
+val_fraction: 0.25
+balance: source_class
+cache: memory
+'''
+
 
 def medzoo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([MEDZOO, *args], capture_output=True, text=True, env={**os.environ, **env}, timeout=600)
@@ -208,6 +255,52 @@ def test_without_the_extension_points_the_run_names_what_is_missing(tmp_path):
     assert no_module.returncode == 2 and "no module 'toy_modle'" in no_module.stderr and "PYTHONPATH" in no_module.stderr
 
 
+def test_a_source_kind_of_ones_own_joins_a_multi_source_data_config_through_the_cli(tmp_path):
+    """A hospital's own layout as a third kind of source: one file registering it, one data config naming it,
+    and `medzoo train` reports it per source and keeps each of its patients on one side of validation."""
+    lab = tmp_path / "lab"
+    (lab / "data").mkdir(parents=True)
+    (lab / "toy_source.py").write_text(TOY_SOURCE)
+    (lab / "data" / "two_sites.yaml").write_text(TWO_SITES)
+    rng = np.random.default_rng(0)
+
+    def image(label: int):
+        pixels = rng.integers(0, 60, (SIDE, SIDE), dtype=np.uint8)
+        pixels[slice(0, SIDE // 2) if label else slice(SIDE // 2, SIDE)] += 150
+        return Image.fromarray(pixels)
+
+    for split, count in (("Training", 12), ("Testing", 4)):
+        for label, name in enumerate(("bottom", "top")):
+            (tmp_path / "site_a" / split / name).mkdir(parents=True)
+            for index in range(count):
+                image(label).save(tmp_path / "site_a" / split / name / f"{index}.png")
+    (tmp_path / "site_b").mkdir()
+    for patient in range(8):
+        for label, name in enumerate(("bottom", "top")):
+            for index in range(2):
+                image(label).save(tmp_path / "site_b" / f"{name}_p{patient}_{index}.png")
+
+    run = tmp_path / "run"
+    trained = medzoo("train", "recipe=demo", "data=two_sites", f"hydra.searchpath=[file://{lab}]",
+                     "imports=[toy_source]", f"data.sources.site_a.root={tmp_path / 'site_a'}",
+                     f"data.sources.site_b.root={tmp_path / 'site_b'}", "trainer.max_epochs=1",
+                     "trainer.progress=false", "logger.plots=false", "logger.loggers=[csv]", f"hydra.run.dir={run}",
+                     env={"PYTHONPATH": str(lab)})
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val_site_a", "val_site_b"} <= set(metrics)
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["sources"]["site_b"] == {"train_files": 32, "test_files": 0, "patients_known": True,
+                                           "near_duplicate_groups": False}
+    val_b = {row["key"] for row in csv.DictReader((run / "predictions_val_site_b.csv").open())}
+    val_patients = {Path(key.split(":", 1)[1]).stem.split("_")[1] for key in val_b}  # site_b:CLASS_PATIENT_N.png
+    assert val_b and len(val_b) == 4 * len(val_patients)  # each validation patient with all four of its images
+    # without the import, the data config's kind is refused in one line naming the setting
+    missing = medzoo("train", "recipe=demo", "data=two_sites", f"hydra.searchpath=[file://{lab}]",
+                     f"data.sources.site_a.root={tmp_path / 'site_a'}", f"hydra.run.dir={tmp_path / 'run2'}",
+                     env={"PYTHONPATH": str(lab)})
+    assert missing.returncode == 2 and "data.sources.site_b.kind='flat_folder'" in missing.stderr
+
 # ----------------------------------------------------------------------------- in-process checks
 
 def read_here(path, **options):
@@ -266,5 +359,6 @@ def test_the_architecture_page_documents_these_extension_points():
     page = (REPO / "docs" / "architecture.md").read_text()
     for needle in ("@register_model", "register_step(", "register_reader(", "hydra.searchpath=[file://",
                    "imports=[", "recipe/", "medzoo/zoo/registry.py", "medzoo/transforms/registry.py",
-                   "medzoo/datasets/readers/registry.py", "tests/test_extension_points.py"):
+                   "medzoo/datasets/readers/registry.py", "tests/test_extension_points.py",
+                   "register_source_kind(", "medzoo/datasets/multisource.py"):
         assert needle in page, f"docs/architecture.md no longer mentions {needle}"

@@ -211,6 +211,68 @@ def test_sources_build_from_plain_settings_as_in_the_data_config(roots):
         MultiSourceData("ms", {"x": {"kind": "nifti"}}, VOCAB)
 
 
+def test_a_source_of_no_registered_kind_is_refused_before_any_work(roots):
+    with pytest.raises(ConfigError, match=r"data.sources.odd: dict_keys is not a multi-source kind "
+                                          r"\(ImageFolderSource, SlicesCsvSource\)"):
+        MultiSourceData("ms", {"odd": {}.keys()}, VOCAB)
+    with pytest.raises(ConfigError, match=r"kind=None: use image_folder or slices_csv"):
+        MultiSourceData("ms", {"x": {"root": "somewhere"}}, VOCAB)
+
+
+class _ListedSource:
+    """A toy kind for the test below: files listed in code, each its own patient's, a fixed test list."""
+
+    def __init__(self, root: str, train: list[tuple[str, str]], test: list[tuple[str, str]]):
+        self.root, self.train, self.test = Path(root), train, test
+
+
+def test_a_new_source_kind_is_one_entry_of_the_registry(roots, tmp_path, monkeypatch):
+    """The extension point: registering a kind makes it usable from plain settings, with its own test split,
+    per-source validation and its groups kept on one side, with no other change."""
+    from medzoo.datasets import multisource
+    from medzoo.datasets.folder_scan import FileRecord
+
+    rng = np.random.default_rng(1)
+    listed = tmp_path / "listed"
+    files = [(f"p{i}/a.png", "glioma" if i % 2 else "notumor") for i in range(12)]
+    for rel, _ in files:
+        _png(listed / rel, rng)
+
+    def records(data, name, src, rows):
+        index = data.class_indices(name, sorted({c for _, c in rows}))
+        by_class = dict(zip(sorted({c for _, c in rows}), index))
+        return [FileRecord(src.root / rel, by_class[c], f"{name}:{rel}") for rel, c in rows]
+
+    def files_of(data, name, src):
+        return records(data, name, src, src.train), records(data, name, src, src.test)
+
+    def parts(data, name, src):
+        train, test = files_of(data, name, src)
+        return train, test, {r.key: f"{name}:patient:{r.key.split(':')[1].split('/')[0]}" for r in train}, None
+
+    kind = multisource.SourceKind(_ListedSource, lambda name, settings, cache_dir, clean: _ListedSource(**settings),
+                                  files=files_of, parts=parts, root=lambda src: src.root, patients_known=True)
+    monkeypatch.setattr(multisource, "SOURCE_KINDS", dict(multisource.SOURCE_KINDS))  # for this test only
+    assert multisource.register_source_kind("listed", kind) is kind
+    assert multisource.register_source_kind("listed", kind) is kind  # the same registration again is harmless
+    with pytest.raises(ConfigError, match="'image_folder' is already registered"):
+        multisource.register_source_kind("image_folder", kind)
+    with pytest.raises(ConfigError, match="lower-case Python identifier"):
+        multisource.register_source_kind("My-Kind", kind)
+    folders, _ = roots
+    data = MultiSourceData("ms", {
+        "brain_tumor": {"kind": "image_folder", "root": str(folders), "class_map": FOLDER_MAP, "cache": "memory"},
+        "hospital": {"kind": "listed", "root": str(listed), "train": files[:10], "test": files[10:]}},
+        VOCAB, cache="memory", val_fraction=0.3)
+    splits = _load(data)
+    assert set(splits.extra_tests) >= {"test_hospital", "val_brain_tumor", "val_hospital"}
+    assert sorted(splits.extra_tests["test_hospital"].keys) == ["hospital:p10/a.png", "hospital:p11/a.png"]
+    assert splits.report["sources"]["hospital"]["patients_known"] is True
+    train, test, _ = data.records()  # the audit's view includes it
+    assert sum(r.key.startswith("Training/hospital:") for r in train) == 10
+    assert sum(r.key.startswith("Testing/hospital:") for r in test) == 2
+
+
 # ----------------------------------------------------------------------------- the audit across sources
 
 def test_the_audit_finds_a_copy_planted_across_sources_and_takes_it_out_of_the_clean_test(roots):

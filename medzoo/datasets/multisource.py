@@ -10,7 +10,9 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
@@ -100,9 +102,10 @@ class MultiSourceData:
     """Sources (image folders and slice lists) mapped onto one class vocabulary, in one DataSplits.
 
     Args:
-        sources: name -> source (an `ImageFolderSource` whose class_map maps its folders onto the vocabulary,
-            or a `SlicesCsvSource`). The first source with a test folder gives the `test` split; other test
-            splits are extra tests `test_<name>`.
+        sources: name -> source: an object of a kind registered in `SOURCE_KINDS` (an `ImageFolderSource`
+            whose class_map maps its folders onto the vocabulary, a `SlicesCsvSource`), or its plain settings
+            with `kind` (see `build_source`). The first source with a test split gives the `test` split; other
+            test splits are extra tests `test_<name>`.
         classes: the vocabulary; every source's classes must be in it (a source may lack some).
         clean_split: the audit's clean-split setting (`auto` or a PATH) of every image-folder source given as
             settings that names none of its own: near-duplicate groups never straddle train and val, and the
@@ -125,12 +128,16 @@ class MultiSourceData:
         self.name, self.classes = name, list(classes)
         self.sources = {n: build_source(n, s, cache_dir, clean_split) if isinstance(s, Mapping) else s
                         for n, s in sources.items()}
+        for n, s in self.sources.items():
+            kind_of(n, s)  # an object of no registered kind: refused here, before any work
         self.channels, self.val_fraction, self.split_seed, self.balance = channels, val_fraction, split_seed, balance
         self.cache_dir = Path(cache_dir).expanduser() if cache == "disk" and cache_dir else None
         self.decode_workers, self.on_error = decode_workers, on_error
 
     # --- records -------------------------------------------------------------------------------------
-    def _vocab(self, source: str, names: Sequence[str]) -> list[int]:
+    def class_indices(self, source: str, names: Sequence[str]) -> list[int]:
+        """The vocabulary indices of a source's class names (after its class_map); a name outside the vocabulary is
+        a ConfigError naming the setting that maps it."""
         unknown = sorted(set(names) - set(self.classes))
         if unknown:
             raise ConfigError(f"source '{source}': class(es) {unknown} are not in data.classes {self.classes}; "
@@ -141,7 +148,7 @@ class MultiSourceData:
         """(train records, test records) of an image folder, keys `SOURCE:path`, labels in the vocabulary; and
         the folder's own records and classes."""
         train, test, classes = src.records()
-        index = self._vocab(name, classes)
+        index = self.class_indices(name, classes)
         remap = lambda recs: [FileRecord(r.path, index[r.label], f"{name}:{r.key}") for r in recs]  # noqa: E731
         return remap(train), remap(test), (train, test, classes)
 
@@ -155,10 +162,14 @@ class MultiSourceData:
             deleaked = {f"{name}:{k}" for k in manifest["test_deleaked"]}
         return mapped_train, mapped_test, groups, deleaked
 
+    def _slice_files(self, name: str, src: SlicesCsvSource):
+        train, test, _, _ = self._slice_records(name, src)
+        return train, test
+
     def _slice_records(self, name: str, src: SlicesCsvSource):
         root, rows = src.rows()
-        index = dict(zip(sorted({r["class"] for r in rows}), self._vocab(name, sorted({r["class"] for r in rows})),
-                         strict=True))
+        names = sorted({r["class"] for r in rows})
+        index = dict(zip(names, self.class_indices(name, names), strict=True))
         held = src.split_patients([r["patient"] for r in rows])
         train, test, groups = [], [], {}
         for row in rows:
@@ -176,18 +187,14 @@ class MultiSourceData:
         duplicates are searched across all sources at once."""
         train, test = [], []
         for name, src in self.sources.items():
-            if isinstance(src, ImageFolderSource):
-                source_train, source_test, _ = self._folder_files(name, src)
-            else:
-                source_train, source_test, _, _ = self._slice_records(name, src)
+            source_train, source_test = kind_of(name, src).files(self, name, src)
             train += [FileRecord(r.path, r.label, f"{self.train_dir}/{r.key}") for r in source_train]
             test += [FileRecord(r.path, r.label, f"{self.test_dir}/{r.key}") for r in source_test]
         return train, test, self.classes
 
     def resolve(self) -> Path:
         """The folder that holds every source's root."""
-        roots = [src.resolve() if isinstance(src, ImageFolderSource) else src.rows()[0]
-                 for src in self.sources.values()]
+        roots = [kind_of(name, src).root(src) for name, src in self.sources.items()]
         return Path(os.path.commonpath([str(r) for r in roots]))
 
     # --- load ----------------------------------------------------------------------------------------
@@ -197,13 +204,8 @@ class MultiSourceData:
                      on_error=self.on_error, workers=self.decode_workers)
         trains, tests, groups, extra, report = [], {}, {}, {}, {"sources": {}}
         for name, src in self.sources.items():
-            if isinstance(src, ImageFolderSource):
-                train_rec, test_rec, grp, deleaked = self._folder_records(name, src)
-            elif isinstance(src, SlicesCsvSource):
-                train_rec, test_rec, grp, deleaked = self._slice_records(name, src)
-            else:
-                raise ConfigError(f"data.sources.{name}: {type(src).__name__} is not a multi-source kind "
-                                  "(ImageFolderSource or SlicesCsvSource).")
+            kind = kind_of(name, src)
+            train_rec, test_rec, grp, deleaked = kind.parts(self, name, src)
             groups.update(grp)
             trains.append(load_or_build(self.cache_dir, f"{self.name}-{name}-train", train_rec, **build))
             if test_rec:
@@ -211,7 +213,7 @@ class MultiSourceData:
                 if deleaked is not None:
                     extra[f"test_deleaked_{name}"] = _keep(tests[name], deleaked)
             report["sources"][name] = {"train_files": len(train_rec), "test_files": len(test_rec),
-                                       "patients_known": isinstance(src, SlicesCsvSource),
+                                       "patients_known": kind.patients_known,
                                        "near_duplicate_groups": deleaked is not None}
         if not tests:
             raise DataError("no source has a test split: give one an image folder test_dir or a test_fraction.")
@@ -243,21 +245,88 @@ class MultiSourceData:
                           report=report, extra_tests=extra, train_strata=strata)
 
 
+def _image_folder(name: str, settings: dict, cache_dir: str | None, clean_split: str | None) -> ImageFolderSource:
+    settings.setdefault("name", name)
+    settings.setdefault("cache_dir", cache_dir)
+    settings.setdefault("clean_split", clean_split)
+    return ImageFolderSource(**settings)
+
+
+SourceParts = tuple[list[FileRecord], list[FileRecord], dict[str, str], set[str] | None]
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """How MultiSourceData builds and reads one kind of source. A new kind is one entry of `SOURCE_KINDS`.
+
+    Attributes:
+        type: the source's class (a source given as an object is matched by it).
+        make: (name, settings, the data config's cache_dir, its clean_split) -> the source, from plain settings.
+        files: (data, name, source) -> (train records, test records), keys `SOURCE:path`, labels in the
+            vocabulary (`data.class_indices`): the audit's view, which must not read the audit's own results.
+        parts: (data, name, source) -> the files, plus key -> group (a patient, a near-duplicate group: never
+            split across train and val) and the de-leaked test keys (or None).
+        root: source -> the folder that holds its files.
+        patients_known: whether the groups are patients (reported in data_report.json).
+    """
+
+    type: type
+    make: Callable[[str, dict, str | None, str | None], object]
+    files: Callable[[MultiSourceData, str, Any], tuple[list[FileRecord], list[FileRecord]]]
+    parts: Callable[[MultiSourceData, str, Any], SourceParts]
+    root: Callable[[Any], Path]
+    patients_known: bool = False
+
+
+SOURCE_KINDS: dict[str, SourceKind] = {
+    "image_folder": SourceKind(ImageFolderSource, _image_folder,
+                               files=lambda data, name, src: data._folder_files(name, src)[:2],
+                               parts=lambda data, name, src: data._folder_records(name, src),
+                               root=lambda src: src.resolve()),
+    "slices_csv": SourceKind(SlicesCsvSource, lambda name, settings, cache_dir, clean: SlicesCsvSource(**settings),
+                             files=lambda data, name, src: data._slice_files(name, src),
+                             parts=lambda data, name, src: data._slice_records(name, src),
+                             root=lambda src: src.rows()[0], patients_known=True),
+}
+
+
+def register_source_kind(name: str, kind: SourceKind) -> SourceKind:
+    """Add a source kind, usable as `kind: NAME` in a multi-source data config; registering the same kind again
+    is harmless, another kind under a taken name is an error. A kind of one's own lives in one .py file that
+    calls this, named by `imports=[...]` (docs/architecture.md)."""
+    if not name.isidentifier() or name != name.lower():
+        raise ConfigError(f"source kind {name!r}: a name is a lower-case Python identifier (like slices_csv).")
+    if not isinstance(kind, SourceKind):
+        raise ConfigError(f"source kind {name!r}: give a medzoo.datasets.multisource.SourceKind, not "
+                          f"{type(kind).__name__}.")
+    known = SOURCE_KINDS.get(name)
+    if known is not None and known != kind:
+        raise ConfigError(f"source kind {name!r} is already registered ({known.type.__name__}); choose another "
+                          "name.")
+    SOURCE_KINDS[name] = kind
+    return kind
+
+
+def kind_of(name: str, source: object) -> SourceKind:
+    """The registered kind of a source object."""
+    for kind in SOURCE_KINDS.values():
+        if isinstance(source, kind.type):
+            return kind
+    known = ", ".join(kind.type.__name__ for kind in SOURCE_KINDS.values())
+    raise ConfigError(f"data.sources.{name}: {type(source).__name__} is not a multi-source kind ({known}).")
+
+
 def build_source(name: str, settings: Mapping, cache_dir: str | None = None,
-                 clean_split: str | None = None) -> ImageFolderSource | SlicesCsvSource:
-    """A source from its settings: `kind` image_folder (ImageFolderSource's arguments; `name` defaults to the
-    source's, `clean_split` to the data config's) or slices_csv (SlicesCsvSource's). Plain values, so the card
-    can carry them."""
+                 clean_split: str | None = None) -> object:
+    """A source from its settings: `kind` names an entry of SOURCE_KINDS (image_folder: ImageFolderSource's
+    arguments, `name` defaulting to the source's and `clean_split` to the data config's; slices_csv:
+    SlicesCsvSource's), the rest are its arguments. Plain values, so the card can carry them."""
     settings = dict(settings)
     kind = settings.pop("kind", None)
-    if kind == "image_folder":
-        settings.setdefault("name", name)
-        settings.setdefault("cache_dir", cache_dir)
-        settings.setdefault("clean_split", clean_split)
-        return ImageFolderSource(**settings)
-    if kind == "slices_csv":
-        return SlicesCsvSource(**settings)
-    raise ConfigError(f"data.sources.{name}.kind={kind!r}: use image_folder or slices_csv.")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"data.sources.{name}.kind={kind!r}: use {' or '.join(SOURCE_KINDS)}, or a kind of your "
+                          "own: register_source_kind(NAME, SourceKind(...)) in a module named by imports=[MODULE].")
+    return SOURCE_KINDS[kind].make(name, settings, cache_dir, clean_split)
 
 
 def group_split(split: SplitArrays, strata: np.ndarray, groups: Sequence[str], val_fraction: float,

@@ -212,9 +212,9 @@ def test_sources_build_from_plain_settings_as_in_the_data_config(roots):
 
 
 def test_a_source_of_no_registered_kind_is_refused_before_any_work(roots):
-    with pytest.raises(ConfigError, match=r"data.sources.odd: dict_keys is not a multi-source kind "
+    with pytest.raises(ConfigError, match=r"data.sources.odd: object is not a multi-source kind "
                                           r"\(ImageFolderSource, SlicesCsvSource\)"):
-        MultiSourceData("ms", {"odd": {}.keys()}, VOCAB)
+        MultiSourceData("ms", {"odd": object()}, VOCAB)  # neither plain settings nor a registered kind's object
     with pytest.raises(ConfigError, match=r"kind=None: use image_folder or slices_csv"):
         MultiSourceData("ms", {"x": {"root": "somewhere"}}, VOCAB)
 
